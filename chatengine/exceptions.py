@@ -1,0 +1,225 @@
+"""The domain error family and the one place that renders every error as the envelope.
+
+Every error response is `{"error": {"type", "message", "details", "request_id"}}`. Domain code
+raises an `ApplicationError` subclass; DRF and Django exceptions are translated here too, so
+clients can branch on `type` whatever raised the error.
+"""
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from chatengine.request_id import get_request_id
+
+logger = logging.getLogger("chatengine.errors")
+
+
+class ApplicationError(Exception):
+    """Base of every error chatengine raises on purpose; subclasses are data."""
+
+    status_code: int = 500
+    error_type: str = "internal_error"
+    default_message: str = "An internal error occurred."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        self.message = message or self.default_message
+        self.details = details
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+class ValidationFailed(ApplicationError):
+    status_code = 400
+    error_type = "validation_error"
+    default_message = "The request is invalid."
+
+
+class NotFound(ApplicationError):
+    status_code = 404
+    error_type = "not_found"
+    default_message = "Not found."
+
+
+class Conflict(ApplicationError):
+    status_code = 409
+    error_type = "conflict"
+    default_message = "The request conflicts with the current state of the resource."
+
+
+class RateLimited(ApplicationError):
+    status_code = 429
+    error_type = "rate_limited"
+    default_message = "Too many requests; retry later."
+
+
+class ContextOverflow(ApplicationError):
+    status_code = 422
+    error_type = "context_overflow"
+    default_message = "The message does not fit in the model's context window."
+
+
+class LLMUpstreamError(ApplicationError):
+    status_code = 502
+    error_type = "llm_upstream_error"
+    default_message = "The LLM provider returned an error."
+
+
+class LLMTimeout(ApplicationError):
+    status_code = 504
+    error_type = "llm_timeout"
+    default_message = "The LLM provider did not answer in time."
+
+
+class ServiceUnavailable(ApplicationError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_message = "A service chatengine depends on is unavailable."
+
+
+def error_body(
+    *, error_type: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "error": {
+            "type": error_type,
+            "message": message,
+            "details": details,
+            "request_id": get_request_id(),
+        }
+    }
+
+
+# DRF's own exceptions, by class, to (status, type). Checked in order: subclasses first.
+_DRF_TYPES: list[tuple[type[Exception], int, str]] = [
+    (drf_exceptions.Throttled, 429, "rate_limited"),
+    (drf_exceptions.NotAuthenticated, 401, "authentication_error"),
+    (drf_exceptions.AuthenticationFailed, 401, "authentication_error"),
+    (drf_exceptions.PermissionDenied, 403, "permission_error"),
+    (drf_exceptions.NotFound, 404, "not_found"),
+    (drf_exceptions.MethodNotAllowed, 405, "method_not_allowed"),
+    (drf_exceptions.NotAcceptable, 406, "not_acceptable"),
+    # The API speaks JSON only; a body in another format is a bad request like malformed JSON.
+    (drf_exceptions.UnsupportedMediaType, 400, "validation_error"),
+    (drf_exceptions.ParseError, 400, "validation_error"),
+    (drf_exceptions.ValidationError, 400, "validation_error"),
+]
+
+
+def _validation_details(detail: Any) -> dict[str, Any]:
+    if isinstance(detail, dict):
+        return detail
+    if isinstance(detail, list):
+        return {"non_field_errors": detail}
+    return {"non_field_errors": [detail]}
+
+
+def _validation_message(details: dict[str, Any]) -> str:
+    """A one-line summary naming the first offending field, for humans reading logs."""
+    field, problems = next(iter(details.items()))
+    first = problems[0] if isinstance(problems, list) and problems else problems
+    if isinstance(first, dict):
+        return f"Invalid input in '{field}'."
+    if field == "non_field_errors":
+        return str(first)
+    return f"{field}: {first}"
+
+
+def _render_drf(exc: drf_exceptions.APIException) -> Response:
+    status_code, error_type = exc.status_code, "internal_error"
+    for cls, mapped_status, mapped_type in _DRF_TYPES:
+        if isinstance(exc, cls):
+            status_code, error_type = mapped_status, mapped_type
+            break
+    details = None
+    if isinstance(exc, drf_exceptions.ValidationError):
+        details = _validation_details(exc.detail)
+        message = _validation_message(details) if details else "The request is invalid."
+    elif isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        message = f"{exc.detail} Send JSON with 'Content-Type: application/json'."
+    elif isinstance(exc, drf_exceptions.ParseError):
+        message = f"Malformed request body: {exc.detail}"
+    else:
+        message = str(exc.detail)
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None) is not None:
+        headers["Retry-After"] = str(int(exc.wait) + (0 if float(exc.wait).is_integer() else 1))
+    body = error_body(error_type=error_type, message=message, details=details)
+    return Response(body, status=status_code, headers=headers)
+
+
+def envelope_exception_handler(exc: Exception, context: dict) -> Response:
+    """DRF EXCEPTION_HANDLER: every exception raised in an API view becomes the envelope."""
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        set_rollback()
+        return Response(
+            error_body(
+                error_type="request_too_large",
+                message="The request body is larger than the server accepts.",
+            ),
+            status=413,
+        )
+
+    if isinstance(exc, ApplicationError):
+        set_rollback()
+        body = error_body(error_type=exc.error_type, message=exc.message, details=exc.details)
+        return Response(body, status=exc.status_code, headers=exc.headers)
+
+    if isinstance(exc, drf_exceptions.APIException):
+        # APIView.handle_exception has already set `auth_header` for 401s.
+        set_rollback()
+        return _render_drf(exc)
+
+    # Anything else is a bug: log the traceback, answer without leaking it.
+    set_rollback()
+    logger.exception("Unhandled exception in %s", type(context.get("view")).__name__)
+    return Response(
+        error_body(error_type="internal_error", message=ApplicationError.default_message),
+        status=500,
+    )
+
+
+# Django's own handlers (urls.py), for errors raised outside DRF views.
+def _json_error(status: int, error_type: str, message: str) -> JsonResponse:
+    return JsonResponse(error_body(error_type=error_type, message=message), status=status)
+
+
+def bad_request(request, exception=None):
+    if isinstance(exception, RequestDataTooBig):
+        return _json_error(
+            413, "request_too_large", "The request body is larger than the server accepts."
+        )
+    return _json_error(400, "validation_error", "Bad request.")
+
+
+def permission_denied(request, exception=None):
+    return _json_error(403, "permission_error", "You do not have permission to do this.")
+
+
+def page_not_found(request, exception=None):
+    return _json_error(404, "not_found", "Not found.")
+
+
+def server_error(request):
+    return _json_error(500, "internal_error", ApplicationError.default_message)
+
+
+def csrf_failure(request, reason=""):
+    return _json_error(403, "permission_error", f"CSRF verification failed: {reason}")

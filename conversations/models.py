@@ -1,0 +1,79 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+
+class ChatSession(models.Model):
+    """One conversation of one user, with counters kept in step by `append_message`."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_sessions"
+    )
+    title = models.CharField(max_length=255, blank=True, default="")
+    system_prompt = models.TextField(blank=True, default="")
+    model = models.CharField(
+        max_length=128, blank=True, default="", help_text="LLM model name; blank = the default."
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    archived = models.BooleanField(default=False)
+
+    # Denormalised, written only under the session row lock in append_message.
+    message_count = models.PositiveIntegerField(default=0)
+    total_tokens = models.PositiveBigIntegerField(default=0)
+    last_message_at = models.DateTimeField(null=True, blank=True)
+    # The highest seq handed out; seq stays gapless and unique even if a message is deleted.
+    last_seq = models.PositiveIntegerField(default=0, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user", "-updated_at", "-id"], name="session_user_recent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or str(self.id)
+
+
+class Message(models.Model):
+    class Role(models.TextChoices):
+        SYSTEM = "system"
+        USER = "user"
+        ASSISTANT = "assistant"
+        TOOL = "tool"
+
+    id = models.BigAutoField(primary_key=True)
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="messages")
+    seq = models.PositiveIntegerField(help_text="1-based, gapless position in the session.")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    content = models.TextField(blank=True, default="")
+    name = models.CharField(max_length=64, blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    token_count = models.PositiveIntegerField(default=0)
+
+    # OpenAI chat-format tool calling: an assistant message may call tools, a tool message
+    # answers one call.
+    tool_calls = models.JSONField(null=True, blank=True)
+    tool_call_id = models.CharField(max_length=128, blank=True, default="")
+
+    # Filled only on replies the engine generated (null elsewhere).
+    # null, not "", on purpose: the API distinguishes "not generated" from an empty value.
+    model = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    usage = models.JSONField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    context = models.JSONField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Also the index every ordered history read uses.
+            models.UniqueConstraint(fields=["session", "seq"], name="message_session_seq_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id}#{self.seq} {self.role}"

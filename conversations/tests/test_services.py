@@ -1,0 +1,116 @@
+import threading
+
+import pytest
+from django.db import close_old_connections, connection
+
+from chatengine.exceptions import Conflict
+from conversations import services
+from conversations.models import ChatSession, Message
+from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
+
+
+@pytest.mark.django_db
+class TestCreateSession:
+    def test_it_creates_an_empty_session_owned_by_the_user(self):
+        user = UserFactory()
+        session = services.create_session(
+            user=user, title="Trip", system_prompt="Be brief.", model="gpt-4o", metadata={"k": "v"}
+        )
+        session.refresh_from_db()
+        assert session.user == user
+        assert (session.title, session.system_prompt, session.model) == (
+            "Trip",
+            "Be brief.",
+            "gpt-4o",
+        )
+        assert session.metadata == {"k": "v"}
+        assert session.message_count == 0
+        assert session.total_tokens == 0
+        assert session.last_message_at is None
+        assert session.archived is False
+
+    def test_it_defaults_metadata_to_an_empty_object(self):
+        session = services.create_session(user=UserFactory())
+        assert session.metadata == {}
+
+
+@pytest.mark.django_db
+class TestAppendMessage:
+    def test_it_assigns_seq_from_one_and_updates_counters(self):
+        session = ChatSessionFactory()
+        first = services.append_message(session=session, role="user", content="hi", token_count=5)
+        second = services.append_message(
+            session=session, role="assistant", content="hello", token_count=7
+        )
+        session.refresh_from_db()
+        assert (first.seq, second.seq) == (1, 2)
+        assert session.message_count == 2
+        assert session.total_tokens == 12
+        assert session.last_message_at == second.created_at
+
+    def test_it_keeps_the_callers_session_instance_in_step(self):
+        session = ChatSessionFactory()
+        services.append_message(session=session, role="user", content="hi", token_count=3)
+        assert session.message_count == 1
+        assert session.total_tokens == 3
+
+    def test_seq_is_not_reused_after_a_message_is_deleted(self):
+        session = ChatSessionFactory()
+        MessageFactory(session=session)
+        last = MessageFactory(session=session)
+        last.delete()
+        again = MessageFactory(session=session)
+        assert again.seq == 3
+
+    def test_an_archived_session_refuses_new_messages_and_stores_nothing(self):
+        session = ChatSessionFactory(archived=True)
+        with pytest.raises(Conflict):
+            services.append_message(session=session, role="user", content="hi")
+        assert Message.objects.filter(session=session).count() == 0
+        session.refresh_from_db()
+        assert session.message_count == 0
+
+    def test_seq_is_per_session(self):
+        a, b = ChatSessionFactory(), ChatSessionFactory()
+        MessageFactory(session=a)
+        MessageFactory(session=a)
+        assert MessageFactory(session=b).seq == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_append_assigns_gapless_seq_under_concurrency():
+    """20 threads, each on its own PostgreSQL connection, append to one session at once."""
+    session = ChatSessionFactory()
+    workers = 20
+    barrier = threading.Barrier(workers)
+    errors: list[BaseException] = []
+
+    def append(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            services.append_message(
+                session=ChatSession.objects.get(pk=session.pk),
+                role="user",
+                content=f"m{i}",
+                token_count=1,
+            )
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    threads = [threading.Thread(target=append, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+
+    assert errors == []
+    seqs = sorted(Message.objects.filter(session=session).values_list("seq", flat=True))
+    assert seqs == list(range(1, workers + 1))
+    session.refresh_from_db()
+    assert session.message_count == workers
+    assert session.total_tokens == workers
+    assert session.last_seq == workers

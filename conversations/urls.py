@@ -1,0 +1,15 @@
+from django.urls import path
+
+from conversations import views
+
+# Session ids are matched as plain strings: the selector answers 404 for a non-UUID id,
+# exactly as for a missing one.
+urlpatterns = [
+    path("sessions/", views.SessionListCreateView.as_view(), name="session-list"),
+    path("sessions/<str:session_id>/", views.SessionDetailView.as_view(), name="session-detail"),
+    path(
+        "sessions/<str:session_id>/messages/",
+        views.MessageListCreateView.as_view(),
+        name="message-list",
+    ),
+]
