@@ -3,6 +3,7 @@
 import base64
 import binascii
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Literal, TypeVar
@@ -107,3 +108,17 @@ def list_messages(
         key = "after" if order == "asc" else "before"
         next_params = {key: str(rows[-1].seq)}
     return Page(items=rows, has_more=has_more, next_params=next_params)
+
+
+def iter_messages_newest_first(*, session: ChatSession, batch_size: int = 100) -> Iterator[Message]:
+    """The session's messages from the newest back, read lazily in keyset batches.
+
+    Stop iterating and nothing older is read: the context builder takes only what fits.
+    """
+    before = None
+    while True:
+        page = list_messages(session=session, limit=batch_size, before=before, order="desc")
+        yield from page.items
+        if not page.has_more:
+            return
+        before = page.items[-1].seq

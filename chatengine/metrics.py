@@ -1,0 +1,27 @@
+"""Domain metrics (Prometheus). Request metrics come from the HTTP layer; these count what the
+engine does, whichever entry point (API, command) did it."""
+
+from prometheus_client import Counter, Histogram
+
+MESSAGES_APPENDED = Counter(
+    "chatengine_messages_appended_total", "Messages appended to sessions.", ["role"]
+)
+LLM_REQUESTS = Counter(
+    "chatengine_llm_requests_total",
+    "LLM provider calls by outcome (ok, rate_limited, upstream_error, timeout, interrupted).",
+    ["provider", "outcome"],
+)
+LLM_LATENCY = Histogram(
+    "chatengine_llm_latency_seconds",
+    "Wall time of one LLM provider call.",
+    ["provider"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+LLM_TOKENS = Counter(
+    "chatengine_llm_tokens_total", "Tokens reported by the LLM provider.", ["provider", "kind"]
+)
+CACHE_EVENTS = Counter(
+    "chatengine_cache_events_total",
+    "History cache events: hit, miss, error, rebuild.",
+    ["event"],
+)
