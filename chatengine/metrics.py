@@ -25,3 +25,18 @@ CACHE_EVENTS = Counter(
     "History cache events: hit, miss, error, rebuild.",
     ["event"],
 )
+
+# --- HTTP (recorded by chatengine.middleware.AccessLogMiddleware) ------------------------------
+# `route` is the URL pattern (e.g. /api/v1/sessions/{session_id}/), never the raw path, so the
+# number of series stays bounded whatever ids clients send; unresolved URLs share "<unmatched>".
+HTTP_REQUESTS = Counter(
+    "chatengine_http_requests_total",
+    "HTTP requests by method, route template and status.",
+    ["method", "route", "status"],
+)
+HTTP_REQUEST_DURATION = Histogram(
+    "chatengine_http_request_duration_seconds",
+    "HTTP request latency, to the last byte for streamed responses.",
+    ["method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
