@@ -44,9 +44,12 @@ class ConsoleFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        if getattr(record, "request_id", None) is None:
-            record.request_id = "-"
-        line = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        record.request_id = request_id or "-"  # for the format string only; other handlers
+        try:  # see the record unchanged
+            line = super().format(record)
+        finally:
+            record.request_id = request_id
         extras = {k: v for k, v in record.__dict__.items() if k not in _NOT_EXTRA}
         if not extras:
             return line

@@ -48,10 +48,12 @@ class RequestIdMiddleware:
 def _with_request_id(response, request_id: str) -> Iterator[bytes] | AsyncIterator[bytes]:
     # Set and reset inside one step, never across a `yield`: under ASGI each step may run in a
     # different thread and context, and a contextvar token can only be reset where it was set.
+    # Take the body now: once reassigned, `response.streaming_content` is this wrapper.
+    content = response.streaming_content
     if response.is_async:
 
         async def agen():
-            iterator = aiter(response.streaming_content)
+            iterator = aiter(content)
             while True:
                 token = set_request_id(request_id)
                 try:
@@ -65,7 +67,7 @@ def _with_request_id(response, request_id: str) -> Iterator[bytes] | AsyncIterat
         return agen()
 
     def gen():
-        iterator = iter(response.streaming_content)
+        iterator = iter(content)
         while True:
             token = set_request_id(request_id)
             try:
@@ -113,11 +115,12 @@ class AccessLogMiddleware:
 
 
 def _then_record(response, request, started: float):
+    content = response.streaming_content  # the body as it is now, before it is reassigned
     if response.is_async:
 
         async def agen():
             try:
-                async for chunk in response.streaming_content:
+                async for chunk in content:
                     yield chunk
             finally:
                 _record(request, response, started)
@@ -126,7 +129,7 @@ def _then_record(response, request, started: float):
 
     def gen():
         try:
-            yield from response.streaming_content
+            yield from content
         finally:
             _record(request, response, started)
 
