@@ -377,6 +377,7 @@ def test_production_settings_write_json_lines_to_stdout():
     # A fresh interpreter with DEBUG off, so this is what settings.LOGGING really installs.
     code = (
         "import django, logging; django.setup();"
+        "from chatengine.request_id import set_request_id; set_request_id('rid-1');"
         "logging.getLogger('chatengine.events').info('session.created',"
         " extra={'event': 'session.created', 'seq': 3})"
     )
@@ -401,7 +402,7 @@ def test_production_settings_write_json_lines_to_stdout():
     assert record["seq"] == 3
     assert record["level"] == "INFO"
     assert record["logger"] == "chatengine.events"
-    assert record["request_id"] is None
+    assert record["request_id"] == "rid-1"  # the handler's filter is wired
     assert record["timestamp"]
 
 

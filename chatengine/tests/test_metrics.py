@@ -118,6 +118,7 @@ class TestDomainMetrics:
             ("chatengine_http_request_duration_seconds", "histogram"),
         ]:
             assert f"# TYPE {name} {kind}" in text
+        assert "_created" not in text  # no timestamp series doubling every counter
 
     def test_llm_and_cache_counters_reach_the_scrape(self):
         # The llm and cache code increment these; what they count must show up in /metrics.
