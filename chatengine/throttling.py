@@ -7,10 +7,14 @@ Rates are CHATENGINE_THROTTLE_* in settings; over the limit DRF raises `Throttle
 envelope handler renders as 429 `rate_limited` with `Retry-After`.
 """
 
+import logging
+
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
+
+logger = logging.getLogger("chatengine.throttling")
 
 
 def throttle_scope(request, view) -> str:
@@ -41,7 +45,17 @@ class UserScopedRateThrottle(SimpleRateThrottle):
         if self.rate is None:
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
-        return super().allow_request(request, view)
+        try:
+            return super().allow_request(request, view)
+        except Exception:
+            # A limiter that cannot count must not take the API down with the cache: let the
+            # request through, and say so.
+            logger.warning(
+                "throttle.unavailable",
+                exc_info=True,
+                extra={"event": "throttle.unavailable", "scope": self.scope},
+            )
+            return True
 
     def get_cache_key(self, request, view) -> str:
         user = request.user

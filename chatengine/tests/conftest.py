@@ -1,6 +1,7 @@
 import io
 import json
 import logging
+import socket
 
 import pytest
 
@@ -42,3 +43,22 @@ def json_logs():
         yield JsonLogs(stream)
     finally:
         root.removeHandler(handler)
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound, read, released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def broken_cache(settings):
+    """The default cache: a real Redis client pointed at a port nobody listens on."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{closed_port()}/0",
+            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
+        }
+    }

@@ -7,11 +7,7 @@ import pytest
 from django.db import connection, connections
 from django.test import Client
 
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from chatengine.tests.conftest import closed_port
 
 
 @pytest.fixture
@@ -21,20 +17,8 @@ def broken_database(monkeypatch):
     if connection.vendor == "sqlite":
         broken = {**current, "NAME": "/nonexistent-dir/chatengine.sqlite3"}
     else:
-        broken = {**current, "HOST": "127.0.0.1", "PORT": str(_closed_port())}
+        broken = {**current, "HOST": "127.0.0.1", "PORT": str(closed_port())}
     monkeypatch.setitem(connections.settings, "default", broken)
-
-
-@pytest.fixture
-def broken_cache(settings):
-    """A real Redis client pointed at a port nobody listens on."""
-    settings.CACHES = {
-        "default": {
-            "BACKEND": "django_redis.cache.RedisCache",
-            "LOCATION": f"redis://127.0.0.1:{_closed_port()}/0",
-            "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.5, "SOCKET_TIMEOUT": 0.5},
-        }
-    }
 
 
 @pytest.fixture
@@ -102,16 +86,15 @@ class TestReadyz:
         assert error["details"]["checks"]["cache"].startswith("error: ")
 
     def test_a_hanging_cache_times_out_quickly(self, settings, hanging_cache):
-        settings.CHATENGINE_READYZ_TIMEOUT = 0.3
+        settings.CHATENGINE_READYZ_TIMEOUT = 1.0
         started = time.monotonic()
         response = readyz()
         elapsed = time.monotonic() - started
         assert response.status_code == 503
-        assert response.json()["error"]["details"]["checks"] == {
-            "database": "ok",
-            "cache": "timeout",
-        }
-        assert elapsed < 3
+        error = response.json()["error"]
+        assert error["details"]["checks"]["cache"] == "timeout"
+        assert "cache" in error["message"]
+        assert elapsed < 5  # the client alone would wait forever
 
     @pytest.mark.redis
     def test_it_round_trips_through_the_real_redis(self, settings, redis_url):

@@ -113,6 +113,18 @@ class TestScopes:
         )
 
 
+@pytest.mark.django_db
+def test_a_cache_outage_lets_requests_through_and_says_so(
+    broken_cache, rates, auth_client, json_logs
+):
+    rates(reads="1/min")
+    assert auth_client.get(SESSIONS).status_code == 200
+    assert auth_client.get(SESSIONS).status_code == 200  # over the rate, but nothing counts
+    lines = json_logs.where(event="throttle.unavailable")
+    assert [(line["level"], line["scope"]) for line in lines] == [("WARNING", "reads")] * 2
+    assert "ConnectionInterrupted" in lines[0]["exc_info"]
+
+
 @pytest.mark.redis
 @pytest.mark.django_db
 def test_counts_are_shared_through_redis(rates, auth_client, user, redis_url):
