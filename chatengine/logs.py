@@ -11,8 +11,10 @@ from pythonjsonlogger.json import JsonFormatter
 
 from chatengine.request_id import get_request_id
 
+# uvicorn adds an ANSI-coloured copy of some messages; noise outside a terminal.
+_DROPPED = ["color_message"]
 # Attributes that are not caller-supplied `extra` fields, for the console formatter.
-_NOT_EXTRA = {*RESERVED_ATTRS, "request_id", "message", "asctime", "event"}
+_NOT_EXTRA = {*RESERVED_ATTRS, *_DROPPED, "request_id", "message", "asctime", "event"}
 
 
 class RequestIdFilter(logging.Filter):
@@ -37,6 +39,7 @@ def json_formatter() -> JsonFormatter:
         # puts the key first in the line, where people look for it.
         timestamp=True,
         defaults={"timestamp": None},
+        reserved_attrs=[*RESERVED_ATTRS, *_DROPPED],
     )
 
 

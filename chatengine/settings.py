@@ -182,6 +182,9 @@ LOGGING = {
         # traceback for 5xx); django.request would repeat each one with the raw path and no
         # type, so it is muted. django.security (DisallowedHost, ...) still logs.
         "django.request": {"level": "CRITICAL"},
+        # uvicorn configures its loggers before Django loads; route its server lines (startup,
+        # shutdown, protocol errors) through the same handler so production logs are all JSON.
+        "uvicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
     },
 }
 # Who may scrape /metrics: addresses or networks (CIDR), matched against REMOTE_ADDR.
