@@ -2,10 +2,12 @@
 probes and scrapers carry no credentials, and must keep working while users are throttled."""
 
 import ipaddress
+import os
 
 from django.conf import settings
 from django.http import HttpResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
@@ -76,4 +78,14 @@ class MetricsView(OpsView):
     def get(self, request: Request) -> HttpResponse:
         if not client_ip_allowed(request.META.get("REMOTE_ADDR"), settings.METRICS_ALLOWED_IPS):
             raise PermissionDenied("Metrics are not available from this address.")
-        return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)
+        return HttpResponse(generate_latest(_registry()), content_type=CONTENT_TYPE_LATEST)
+
+
+def _registry():
+    # Under a multi-worker server (gunicorn -w N) each worker counts in files in
+    # PROMETHEUS_MULTIPROC_DIR; whichever worker serves the scrape sums them all.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return registry
+    return REGISTRY

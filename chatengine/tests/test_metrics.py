@@ -1,6 +1,11 @@
 """/metrics: request counts and latency by route and status, the domain counters, and who may
 scrape them."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from django.test import Client
 from prometheus_client import REGISTRY
@@ -162,3 +167,32 @@ class TestMetricsAccess:
         response = Client().get("/metrics", HTTP_ACCEPT="text/plain;version=0.0.4")
         assert response.status_code == 200
         assert b"# TYPE chatengine_http_requests_total counter" in response.content
+
+
+def test_with_several_workers_one_scrape_sums_them_all(tmp_path):
+    """PROMETHEUS_MULTIPROC_DIR mode (gunicorn -w N): two processes count, one scrapes."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    cwd = Path(__file__).resolve().parents[2]
+    other_worker = (
+        "from chatengine.metrics import MESSAGES_APPENDED;"
+        "MESSAGES_APPENDED.labels(role='tool').inc(3)"
+    )
+    subprocess.run([sys.executable, "-c", other_worker], cwd=cwd, env=env, check=True, timeout=60)
+    scraping_worker = (
+        "import os, django; os.environ['DJANGO_SETTINGS_MODULE'] = 'chatengine.settings';"
+        "django.setup();"
+        "from django.test import Client; from chatengine.metrics import MESSAGES_APPENDED;"
+        "MESSAGES_APPENDED.labels(role='tool').inc(2);"
+        "print(Client().get('/metrics').content.decode())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", scraping_worker],
+        cwd=cwd,
+        env=env,
+        check=True,
+        timeout=60,
+        capture_output=True,
+        text=True,
+    )
+    assert 'chatengine_messages_appended_total{role="tool"} 5.0' in result.stdout
