@@ -35,6 +35,7 @@ class OpsView(APIView):
     throttle_classes = []
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _AlwaysJson
+    schema = None  # operations endpoints, not part of the documented API
 
 
 class HealthzView(OpsView):
