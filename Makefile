@@ -25,7 +25,7 @@ run: $(STAMP)
 # The same app under ASGI (uvicorn): what streaming replies are served with in production.
 serve-asgi: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/uvicorn chatengine.asgi:application --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn chatengine.asgi:application --host $(HOST) --port $(PORT) --no-access-log
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -90,3 +90,19 @@ def auth_client(user) -> APIClient:
     token, _ = Token.objects.get_or_create(user=user)
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def _throttles_out_of_the_way(settings):
+    """Real throttling (cache-backed) on every request, at rates no test reaches by accident.
+
+    chatengine/tests/test_throttling.py sets low rates where it means to be throttled.
+    """
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {
+            "reads": "100000/min",
+            "writes": "100000/min",
+            "replies": "100000/min",
+        },
+    }

@@ -1,6 +1,7 @@
 """Tiny typed readers for environment variables, failing loudly on bad values."""
 
 import os
+import re
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -52,3 +53,32 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_choice(name: str, default: str, choices: list[str], *, upper: bool = False) -> str:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().upper() if upper else raw.strip().lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return value
+
+
+# DRF's rate syntax: a count per second, minute, hour or day ("600/min", "10/s", "1000/day").
+_RATE = re.compile(r"^\d+/(s|sec|second|m|min|minute|h|hour|d|day)$")
+
+
+def env_rate(name: str, default: str | None) -> str | None:
+    """A throttle rate like "600/min"; "none" means unlimited."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value == "none":
+        return None
+    if not _RATE.match(value):
+        raise ImproperlyConfigured(
+            f'{name} must be a rate like "600/min" (per s, min, hour or day) or "none"; got {raw!r}'
+        )
+    return value

@@ -6,6 +6,7 @@ clients can branch on `type` whatever raised the error.
 """
 
 import logging
+import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -162,7 +163,23 @@ def _render_drf(exc: drf_exceptions.APIException) -> Response:
 
 
 def envelope_exception_handler(exc: Exception, context: dict) -> Response:
-    """DRF EXCEPTION_HANDLER: every exception raised in an API view becomes the envelope."""
+    """DRF EXCEPTION_HANDLER: every exception raised in an API view becomes the envelope.
+
+    Each one is also logged once, in `chatengine.errors`, with its `error_type`.
+    """
+    response = _envelope_response(exc)
+    error = response.data["error"]
+    log_error(
+        error_type=error["type"],
+        status=response.status_code,
+        message=error["message"],
+        exc=exc,
+        view=type(context.get("view")).__name__,
+    )
+    return response
+
+
+def _envelope_response(exc: Exception) -> Response:
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
@@ -187,17 +204,42 @@ def envelope_exception_handler(exc: Exception, context: dict) -> Response:
         set_rollback()
         return _render_drf(exc)
 
-    # Anything else is a bug: log the traceback, answer without leaking it.
+    # Anything else is a bug: answer without leaking it (log_error keeps the traceback).
     set_rollback()
-    logger.exception("Unhandled exception in %s", type(context.get("view")).__name__)
     return Response(
         error_body(error_type="internal_error", message=ApplicationError.default_message),
         status=500,
     )
 
 
+def log_error(
+    *,
+    error_type: str,
+    status: int,
+    message: str,
+    exc: BaseException | None = None,
+    **fields: Any,
+) -> None:
+    """Log one error response with its category: WARNING for 4xx, ERROR + traceback for 5xx.
+
+    The message is the one the client got (never request content); a 5xx traceback is the
+    only way to find the bug, so it is always attached when there is an exception.
+    """
+    extra = {"error_type": error_type, "status": status, **fields}
+    if status >= 500:
+        exc_info = (type(exc), exc, exc.__traceback__) if exc is not None else None
+        if exc is not None and error_type == "internal_error":
+            message = f"Unhandled {type(exc).__name__}"
+        logger.error("%s: %s", error_type, message, exc_info=exc_info, extra=extra)
+    else:
+        logger.warning("%s: %s", error_type, message, extra=extra)
+
+
 # Django's own handlers (urls.py), for errors raised outside DRF views.
-def _json_error(status: int, error_type: str, message: str) -> JsonResponse:
+def _json_error(
+    status: int, error_type: str, message: str, exc: BaseException | None = None
+) -> JsonResponse:
+    log_error(error_type=error_type, status=status, message=message, exc=exc)
     return JsonResponse(error_body(error_type=error_type, message=message), status=status)
 
 
@@ -218,7 +260,8 @@ def page_not_found(request, exception=None):
 
 
 def server_error(request):
-    return _json_error(500, "internal_error", ApplicationError.default_message)
+    # Django calls handler500 from inside its `except` block: the exception is still current.
+    return _json_error(500, "internal_error", ApplicationError.default_message, sys.exception())
 
 
 def csrf_failure(request, reason=""):

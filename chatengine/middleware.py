@@ -1,6 +1,25 @@
+"""Request id, access log and request metrics: the HTTP layer's observability.
+
+A streamed response's body is produced after the view (and these middlewares) returned, so for
+those the request id is re-established around every chunk and the access line is written when
+the stream ends, with the full duration.
+"""
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Iterator
+
+from django.utils.functional import SimpleLazyObject, empty
+
+from chatengine.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 from chatengine.request_id import new_request_id, reset_request_id, set_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
+UNMATCHED_ROUTE = "<unmatched>"
+_KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+access_logger = logging.getLogger("chatengine.access")
 
 
 class RequestIdMiddleware:
@@ -21,4 +40,134 @@ class RequestIdMiddleware:
         finally:
             reset_request_id(token)
         response[REQUEST_ID_HEADER] = request_id
+        if response.streaming:
+            response.streaming_content = _with_request_id(response, request_id)
         return response
+
+
+def _with_request_id(response, request_id: str) -> Iterator[bytes] | AsyncIterator[bytes]:
+    # Set and reset inside one step, never across a `yield`: under ASGI each step may run in a
+    # different thread and context, and a contextvar token can only be reset where it was set.
+    # Take the body now: once reassigned, `response.streaming_content` is this wrapper.
+    content = response.streaming_content
+    if response.is_async:
+
+        async def agen():
+            iterator = aiter(content)
+            while True:
+                token = set_request_id(request_id)
+                try:
+                    chunk = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    reset_request_id(token)
+                yield chunk
+
+        return agen()
+
+    def gen():
+        iterator = iter(content)
+        while True:
+            token = set_request_id(request_id)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                reset_request_id(token)
+            yield chunk
+
+    return gen()
+
+
+def route_template(request) -> str | None:
+    """The matched URL pattern as `/api/v1/sessions/{session_id}/`, or None if none matched."""
+    match = getattr(request, "resolver_match", None)
+    if match is None or match.route is None:
+        return None
+    route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", match.route)  # path() converters
+    route = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", route)  # re_path() named groups
+    return "/" + route.replace("^", "").replace("$", "")
+
+
+class AccessLogMiddleware:
+    """One `chatengine.access` line and one metrics observation per request.
+
+    Sits right inside RequestIdMiddleware, so the id is set and every response, including the
+    envelope Django's handler500 renders for an exception in an inner middleware, passes here.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        if response.streaming:
+            response.streaming_content = _then_record(response, request, started)
+        else:
+            _record(request, response, started)
+        return response
+
+
+def _then_record(response, request, started: float):
+    content = response.streaming_content  # the body as it is now, before it is reassigned
+    if response.is_async:
+
+        async def agen():
+            try:
+                async for chunk in content:
+                    yield chunk
+            finally:
+                _record(request, response, started)
+
+        return agen()
+
+    def gen():
+        try:
+            yield from content
+        finally:
+            _record(request, response, started)
+
+    return gen()
+
+
+def _record(request, response, started: float) -> None:
+    duration = time.perf_counter() - started
+    route = route_template(request)
+    method = request.method if request.method in _KNOWN_METHODS else "OTHER"
+    status = response.status_code
+    HTTP_REQUESTS.labels(method=method, route=route or UNMATCHED_ROUTE, status=status).inc()
+    HTTP_REQUEST_DURATION.labels(
+        method=method, route=route or UNMATCHED_ROUTE, status=status
+    ).observe(duration)
+
+    fields = {
+        # Explicit: a streamed response finishes after the request's context is gone.
+        "request_id": getattr(request, "request_id", None),
+        "method": method,
+        # The template keeps ids out of the path; an unmatched URL has none, so log what came.
+        "path": route or request.path,
+        "status": status,
+        "duration_ms": round(duration * 1000, 1),
+        "user_id": _user_id(request),
+    }
+    match = getattr(request, "resolver_match", None)
+    if match is not None and "session_id" in match.kwargs:
+        fields["session_id"] = match.kwargs["session_id"]
+    access_logger.info(
+        "%s %s %s %.1fms", method, fields["path"], status, fields["duration_ms"], extra=fields
+    )
+
+
+def _user_id(request):
+    # DRF's Request writes the user it authenticated back onto the Django request. Read the
+    # attribute without triggering a lazy session lookup a view never asked for.
+    user = request.__dict__.get("user")
+    if user is None or (isinstance(user, SimpleLazyObject) and user._wrapped is empty):
+        return None
+    return user.pk if getattr(user, "is_authenticated", False) else None

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import dj_database_url
 
-from chatengine.env import env_bool, env_int, env_list, env_str
+from chatengine.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_rate,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -39,6 +47,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "chatengine.middleware.RequestIdMiddleware",
+    "chatengine.middleware.AccessLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -125,6 +134,13 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "chatengine.exceptions.envelope_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+    # Per-user rates, counted in the default cache; see chatengine/throttling.py.
+    "DEFAULT_THROTTLE_CLASSES": ["chatengine.throttling.UserScopedRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "reads": env_rate("CHATENGINE_THROTTLE_READS", "600/min"),
+        "writes": env_rate("CHATENGINE_THROTTLE_WRITES", "120/min"),
+        "replies": env_rate("CHATENGINE_THROTTLE_REPLIES", "30/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatengine API",
@@ -136,11 +152,44 @@ SPECTACULAR_SETTINGS = {
 # --- chatengine -------------------------------------------------------------------------
 CHATENGINE_MAX_MESSAGE_CHARS = env_int("CHATENGINE_MAX_MESSAGE_CHARS", 100_000, minimum=1)
 
+
+# --- Observability ----------------------------------------------------------------------
+# JSON lines on stdout in production, readable lines in development. One handler; its filter
+# stamps the request id on every record, whichever logger (chatengine, llm, a library) made it.
+LOG_FORMAT = env_choice("LOG_FORMAT", "console" if DEBUG else "json", ["json", "console"])
+LOG_LEVEL = env_choice(
+    "LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], upper=True
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"console": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "console"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "filters": {"request_id": {"()": "chatengine.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {"()": "chatengine.logs.json_formatter"},
+        "console": {"()": "chatengine.logs.ConsoleFormatter"},
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        # chatengine.errors logs every error response once, with its error_type (and the
+        # traceback for 5xx); django.request would repeat each one with the raw path and no
+        # type, so it is muted. django.security (DisallowedHost, ...) still logs.
+        "django.request": {"level": "CRITICAL"},
+        # uvicorn configures its loggers before Django loads; route its server lines (startup,
+        # shutdown, protocol errors) through the same handler so production logs are all JSON.
+        "uvicorn.error": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+    },
 }
+# Who may scrape /metrics: addresses or networks (CIDR), matched against REMOTE_ADDR.
+METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
+# Seconds /readyz waits for the database and cache checks together.
+CHATENGINE_READYZ_TIMEOUT = env_float("CHATENGINE_READYZ_TIMEOUT", 2.0)
+
 CSRF_FAILURE_VIEW = "chatengine.exceptions.csrf_failure"

@@ -1,9 +1,14 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from chatengine import views
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("conversations.urls")),
+    path("healthz", views.HealthzView.as_view(), name="healthz"),
+    path("readyz", views.ReadyzView.as_view(), name="readyz"),
+    path("metrics", views.MetricsView.as_view(), name="metrics"),
 ]
 
 handler400 = "chatengine.exceptions.bad_request"

@@ -5,7 +5,9 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
+from chatengine.events import log_event
 from chatengine.exceptions import Conflict
+from chatengine.metrics import MESSAGES_APPENDED
 from conversations.models import ChatSession, Message
 
 _SESSION_EDITABLE_FIELDS = ("title", "system_prompt", "model", "metadata", "archived")
@@ -20,13 +22,19 @@ def create_session(
     metadata: dict[str, Any] | None = None,
 ) -> ChatSession:
     """Create an empty chat session owned by `user`."""
-    return ChatSession.objects.create(
+    session = ChatSession.objects.create(
         user=user,
         title=title,
         system_prompt=system_prompt,
         model=model,
         metadata=metadata or {},
     )
+    transaction.on_commit(
+        lambda: log_event(
+            "session.created", session_id=str(session.pk), user_id=user.pk, model=model
+        )
+    )
+    return session
 
 
 def update_session(*, session: ChatSession, **changes: Any) -> ChatSession:
@@ -88,4 +96,18 @@ def append_message(
     # Keep the caller's instance in step with what was committed.
     for field in ("last_seq", "message_count", "total_tokens", "last_message_at", "updated_at"):
         setattr(session, field, getattr(locked, field))
+    # Counted and logged once committed: a rolled-back append did not happen.
+    transaction.on_commit(lambda: _message_appended(message))
     return message
+
+
+def _message_appended(message: Message) -> None:
+    MESSAGES_APPENDED.labels(role=message.role).inc()
+    # Never the content: only what an operator needs to follow the conversation's shape.
+    log_event(
+        "message.appended",
+        session_id=str(message.session_id),
+        seq=message.seq,
+        role=message.role,
+        token_count=message.token_count,
+    )

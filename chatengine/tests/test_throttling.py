@@ -1,0 +1,146 @@
+"""Per-user rate limits for reads, writes and replies, counted in the cache."""
+
+import pytest
+from django.core.cache import cache
+from django.core.exceptions import ImproperlyConfigured
+from django.urls import include, path
+from rest_framework.response import Response
+from rest_framework.test import APIClient
+from rest_framework.views import APIView
+
+from chatengine.env import env_rate
+
+SESSIONS = "/api/v1/sessions/"
+
+
+class _Reply(APIView):
+    """Stands for the reply endpoint: a POST with its own scope."""
+
+    throttle_scope = "replies"
+
+    def post(self, request, session_id):
+        return Response({"ok": True})
+
+
+urlpatterns = [
+    path("api/v1/", include("conversations.urls")),
+    path("api/v1/sessions/<str:session_id>/reply/", _Reply.as_view()),
+]
+handler404 = "chatengine.exceptions.page_not_found"
+
+
+@pytest.fixture
+def rates(settings):
+    def set_rates(*, reads="1000/min", writes="1000/min", replies="1000/min"):
+        settings.REST_FRAMEWORK = {
+            **settings.REST_FRAMEWORK,
+            "DEFAULT_THROTTLE_RATES": {"reads": reads, "writes": writes, "replies": replies},
+        }
+
+    return set_rates
+
+
+def client_for(user) -> APIClient:
+    from rest_framework.authtoken.models import Token
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")
+    return client
+
+
+def assert_rate_limited(response):
+    assert response.status_code == 429, response.content
+    assert response.json()["error"]["type"] == "rate_limited"
+    assert 0 < int(response["Retry-After"]) <= 60
+
+
+@pytest.mark.django_db
+class TestScopes:
+    def test_reads_over_the_rate_are_429_with_retry_after(self, rates, auth_client):
+        rates(reads="2/min")
+        assert auth_client.get(SESSIONS).status_code == 200
+        assert auth_client.get(SESSIONS).status_code == 200
+        assert_rate_limited(auth_client.get(SESSIONS))
+
+    def test_writes_have_their_own_budget(self, rates, auth_client):
+        rates(reads="1/min", writes="2/min")
+        assert auth_client.get(SESSIONS).status_code == 200
+        assert_rate_limited(auth_client.get(SESSIONS))
+        # Reads are spent; writes are not.
+        assert auth_client.post(SESSIONS, {}, format="json").status_code == 201
+        assert auth_client.post(SESSIONS, {}, format="json").status_code == 201
+        assert_rate_limited(auth_client.post(SESSIONS, {}, format="json"))
+
+    @pytest.mark.urls("chatengine.tests.test_throttling")
+    def test_replies_are_limited_separately_from_other_writes(self, rates, auth_client):
+        rates(replies="1/min", writes="5/min")
+        reply = f"{SESSIONS}abc/reply/"
+        assert auth_client.post(reply, {}, format="json").status_code == 200
+        assert_rate_limited(auth_client.post(reply, {}, format="json"))
+        assert auth_client.post(SESSIONS, {}, format="json").status_code == 201
+
+    def test_the_limit_is_per_user(self, rates, user, other_user):
+        rates(reads="1/min")
+        mine, theirs = client_for(user), client_for(other_user)
+        assert mine.get(SESSIONS).status_code == 200
+        assert_rate_limited(mine.get(SESSIONS))
+        assert theirs.get(SESSIONS).status_code == 200
+
+    def test_a_rate_of_none_means_unlimited(self, rates, auth_client):
+        rates(reads=None)
+        for _ in range(5):
+            assert auth_client.get(SESSIONS).status_code == 200
+
+    def test_the_count_lives_in_the_cache(self, rates, auth_client, user):
+        rates(reads="5/min")
+        auth_client.get(SESSIONS)
+        auth_client.get(SESSIONS)
+        assert len(cache.get(f"throttle_reads_user:{user.pk}")) == 2
+        # Clearing the shared count (e.g. another worker's view of it) resets the budget.
+        cache.clear()
+        rates(reads="1/min")
+        assert auth_client.get(SESSIONS).status_code == 200
+
+    def test_a_throttled_request_is_logged_as_rate_limited(self, rates, auth_client, json_logs):
+        rates(reads="1/min")
+        auth_client.get(SESSIONS)
+        auth_client.get(SESSIONS)
+        line = json_logs.one(logger="chatengine.errors")
+        assert (line["level"], line["error_type"], line["status"]) == (
+            "WARNING",
+            "rate_limited",
+            429,
+        )
+
+
+@pytest.mark.django_db
+def test_a_cache_outage_lets_requests_through_and_says_so(
+    broken_cache, rates, auth_client, json_logs
+):
+    rates(reads="1/min")
+    assert auth_client.get(SESSIONS).status_code == 200
+    assert auth_client.get(SESSIONS).status_code == 200  # over the rate, but nothing counts
+    lines = json_logs.where(event="throttle.unavailable")
+    assert [(line["level"], line["scope"]) for line in lines] == [("WARNING", "reads")] * 2
+    assert "ConnectionInterrupted" in lines[0]["exc_info"]
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_counts_are_shared_through_redis(rates, auth_client, user, redis_url):
+    import redis
+
+    rates(reads="3/min")
+    auth_client.get(SESSIONS)
+    keys = redis.Redis.from_url(redis_url).keys(f"*throttle_reads_user:{user.pk}")
+    assert len(keys) == 1
+
+
+def test_rates_are_validated_when_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CHATENGINE_THROTTLE_READS", "600/min")
+    assert env_rate("CHATENGINE_THROTTLE_READS", "1/s") == "600/min"
+    monkeypatch.setenv("CHATENGINE_THROTTLE_READS", "None")
+    assert env_rate("CHATENGINE_THROTTLE_READS", "1/s") is None
+    monkeypatch.setenv("CHATENGINE_THROTTLE_READS", "600 per minute")
+    with pytest.raises(ImproperlyConfigured, match="CHATENGINE_THROTTLE_READS must be a rate"):
+        env_rate("CHATENGINE_THROTTLE_READS", "1/s")
