@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format serve-asgi clean
+.PHONY: run test lint format serve-asgi bench clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -37,6 +37,14 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Benchmarks (never part of `make test`): need PostgreSQL and Redis, and wrk as load generator.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatengine_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/15
+bench: $(STAMP)
+	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (load generator)"; apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk); }
+	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} \
+		$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

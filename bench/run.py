@@ -1,0 +1,618 @@
+"""`make bench`: chatengine against the floors set by its own parts, side by side, in one run.
+
+Every figure is the median of at least 3 runs after a warm-up. Load comes from wrk in a
+separate process, on the same 2 cores as the server: absolute numbers are this machine's,
+ratios are what to compare. Results: bench/results/latest.json and latest.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chatengine_bench")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+from bench.lib import median_of, running_server, wrk
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+SPREAD_SESSIONS = 64
+
+
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# --- set-up -------------------------------------------------------------------------------
+def ensure_database() -> None:
+    import psycopg
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        sys.exit("bench needs PostgreSQL: set DATABASE_URL=postgres://...")
+    admin = psycopg.connect(
+        host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname="postgres",
+        autocommit=True,
+    )  # fmt: skip
+    exists = admin.execute("SELECT 1 FROM pg_database WHERE datname=%s", [db["NAME"]]).fetchone()
+    if not exists:
+        admin.execute(f'CREATE DATABASE "{db["NAME"]}"')
+    admin.close()
+
+
+def setup_django() -> None:
+    import django
+
+    ensure_database_url_only = os.environ["DATABASE_URL"]
+    assert ensure_database_url_only.startswith("postgres")
+    django.setup()
+    ensure_database()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def bench_user():
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username="bench")
+    token, _ = Token.objects.get_or_create(user=user)
+    return user, token.key
+
+
+def fresh_sessions(user, count: int, prefix: str) -> list[str]:
+    from conversations.models import ChatSession
+
+    ChatSession.objects.filter(user=user, title__startswith=prefix).delete()
+    sessions = [ChatSession(user=user, title=f"{prefix}{i}") for i in range(count)]
+    ChatSession.objects.bulk_create(sessions)
+    return [str(s.pk) for s in sessions]
+
+
+# --- wrk scripts --------------------------------------------------------------------------
+def lua_post_spread(session_ids: list[str]) -> str:
+    paths = ",".join(f'"/api/v1/sessions/{sid}/messages/"' for sid in session_ids)
+    return f"""
+local paths = {{{paths}}}
+local n = 0
+wrk.method = "POST"
+wrk.body = '{{"role": "user", "content": "How long does the ferry to Cacilhas take?"}}'
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  n = n + 1
+  return wrk.format(nil, paths[(n % #paths) + 1])
+end
+"""
+
+
+def measure(url: str, *, connections: int, token: str, lua: str = "") -> dict:
+    headers = {"Authorization": f"Bearer {token}"}
+    wrk(url, connections=connections, seconds=1, lua_request=lua, headers=headers)  # warm-up
+    runs = [
+        wrk(url, connections=connections, seconds=SECONDS, lua_request=lua, headers=headers)
+        for _ in range(REPEATS)
+    ]
+    return median_of(runs)
+
+
+# --- 1. append ----------------------------------------------------------------------------
+def raw_sql_append(session_ids: list[str], *, connections: int, seconds: float) -> dict:
+    """The append transaction, run directly with psycopg: lock row, insert, update counters."""
+    import psycopg
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def worker(idx: int) -> None:
+        conn = psycopg.connect(
+            host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"]
+        )
+        mine, n = [], idx
+        while time.monotonic() < stop_at:
+            sid = session_ids[n % len(session_ids)]
+            n += connections
+            start = time.perf_counter()
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT last_seq, archived FROM conversations_chatsession "
+                    "WHERE id = %s FOR UPDATE",
+                    [sid],
+                ).fetchone()
+                seq = row[0] + 1
+                conn.execute(
+                    "INSERT INTO conversations_message (session_id, seq, role, content, name, "
+                    "metadata, token_count, tool_call_id, created_at) "
+                    "VALUES (%s, %s, 'user', %s, '', '{}', 12, '', now()) RETURNING id",
+                    [sid, seq, "How long does the ferry to Cacilhas take?"],
+                ).fetchone()
+                conn.execute(
+                    "UPDATE conversations_chatsession SET last_seq = %s, "
+                    "message_count = message_count + 1, total_tokens = total_tokens + 12, "
+                    "last_message_at = now(), updated_at = now() WHERE id = %s",
+                    [seq, sid],
+                )
+            mine.append(time.perf_counter() - start)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(0.99 * (len(latencies) - 1))] * 1000,
+        "errors": 0,
+        "requests": len(latencies),
+    }
+
+
+def bench_append(results: dict, servers: list[str]) -> None:
+    user, token = bench_user()
+    spread = fresh_sessions(user, SPREAD_SESSIONS, "bench-append-spread-")
+    hot = fresh_sessions(user, 1, "bench-append-hot-")
+    shapes = {"spread": spread, "hot": hot}
+    section = results.setdefault("append", {"servers": {}, "raw_sql": {}})
+
+    for shape, ids in shapes.items():
+        for conns in (1, 16):
+            raw_sql_append(ids, connections=conns, seconds=1)  # warm-up
+            runs = [raw_sql_append(ids, connections=conns, seconds=SECONDS) for _ in range(REPEATS)]
+            section["raw_sql"][f"{shape}-c{conns}"] = median_of(runs)
+            log(
+                f"  raw SQL {shape} c{conns}: {section['raw_sql'][f'{shape}-c{conns}']['rps']:.0f}/s"
+            )
+
+    for kind in servers:
+        figures: dict = {}
+        with running_server(kind) as (base, _proc):
+            for conns in (1, 16):
+                figures[f"floor-c{conns}"] = measure(
+                    f"{base}/bench/floor/constant/", connections=conns, token=token
+                )
+                for shape, ids in shapes.items():
+                    figures[f"{shape}-c{conns}"] = measure(
+                        f"{base}/", connections=conns, token=token, lua=lua_post_spread(ids)
+                    )
+        section["servers"][kind] = figures
+        log(
+            f"  {kind}: floor c16 {figures['floor-c16']['rps']:.0f}/s, "
+            f"append spread c16 {figures['spread-c16']['rps']:.0f}/s"
+        )
+
+
+# --- 2. history page ----------------------------------------------------------------------
+def bench_history(results: dict, servers: list[str]) -> None:
+    from bench.seed import seed_session
+
+    user, token = bench_user()
+    from conversations.models import ChatSession
+
+    ChatSession.objects.filter(user=user, title__startswith="bench-history-").delete()
+    sessions = {
+        "100": seed_session(user_id=user.pk, title="bench-history-100", messages=100),
+        "100000": seed_session(user_id=user.pk, title="bench-history-100000", messages=100_000),
+    }
+    kind = servers[0]
+    section: dict = {"server": kind, "paths": {}}
+    page_file = RESULTS / ".floor-page.json"
+    RESULTS.mkdir(exist_ok=True)
+    for label, env in (
+        ("redis", {"CHATENGINE_CACHE_ENABLED": "1"}),
+        ("postgres", {"CHATENGINE_CACHE_ENABLED": "0"}),
+    ):
+        with running_server(kind, env_extra={**env, "BENCH_FLOOR_PAGE": str(page_file)}) as (
+            base,
+            _proc,
+        ):
+            figures: dict = {}
+            for size, sid in sessions.items():
+                url = f"{base}/api/v1/sessions/{sid}/messages/?limit=50&order=desc"
+                if label == "redis" and size == "100000":
+                    page_file.write_bytes(_fetch_bytes(url, token))
+                figures[size] = measure(url, connections=16, token=token)
+            if label == "redis":
+                figures["floor-page"] = measure(
+                    f"{base}/bench/floor/page/", connections=16, token=token
+                )
+                figures["floor-constant"] = measure(
+                    f"{base}/bench/floor/constant/", connections=16, token=token
+                )
+            section["paths"][label] = figures
+            log(f"  {label}: " + ", ".join(f"{k} {v['rps']:.0f}/s" for k, v in figures.items()))
+    results["history"] = section
+
+
+def _fetch_bytes(url: str, token: str) -> bytes:
+    import urllib.request
+
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.read()
+
+
+# --- 3. context build ---------------------------------------------------------------------
+def bench_context(results: dict, servers: list[str]) -> None:
+    from llm.services import build_context
+
+    from bench.seed import seed_session
+    from conversations.models import ChatSession
+
+    user, _token = bench_user()
+    ChatSession.objects.filter(user=user, title__startswith="bench-context-").delete()
+    figures = {}
+    for size in (100, 10_000, 100_000):
+        sid = seed_session(user_id=user.pk, title=f"bench-context-{size}", messages=size)
+        session = ChatSession.objects.get(pk=sid)
+        build_context(session)  # warm-up: fills the cache tail, loads the encoding
+        runs = []
+        for _ in range(REPEATS):
+            timings = []
+            for _ in range(30):
+                start = time.perf_counter()
+                ctx = build_context(session)
+                timings.append(time.perf_counter() - start)
+            runs.append(statistics.median(timings) * 1000)
+        figures[str(size)] = {
+            "median_ms": statistics.median(runs),
+            "messages_included": ctx.messages_included,
+            "tokens": ctx.tokens,
+            "budget": ctx.budget,
+        }
+        log(f"  {size}: {figures[str(size)]['median_ms']:.2f} ms")
+    results["context"] = figures
+
+
+# --- 4. reply overhead --------------------------------------------------------------------
+def _sse_timings(url: str, token: str, n: int) -> list[tuple[float, float]]:
+    """(time to first delta, total) for `n` streamed replies, in seconds."""
+    import httpx
+
+    out = []
+    with httpx.Client(timeout=30) as client:
+        for i in range(n):
+            start = time.perf_counter()
+            first = None
+            with client.stream(
+                "POST",
+                url,
+                headers={"Authorization": f"Bearer {token}"},
+                json={"content": f"Question {i}: what is the best viewpoint?", "stream": True},
+            ) as resp:
+                resp.raise_for_status()
+                for line in resp.iter_lines():
+                    if first is None and line.startswith("event: message.delta"):
+                        first = time.perf_counter() - start
+                    if line.startswith("event: message.completed"):
+                        break
+                for _ in resp.iter_lines():
+                    pass
+            out.append((first if first is not None else float("nan"), time.perf_counter() - start))
+    return out
+
+
+def _sdk_timings(base_url: str, n: int) -> list[tuple[float, float]]:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key="bench", max_retries=0)
+    out = []
+    for i in range(n):
+        start = time.perf_counter()
+        first = None
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": f"Question {i}: what is the best viewpoint?"}],
+            stream=True,
+        )
+        for chunk in stream:
+            if first is None and chunk.choices and chunk.choices[0].delta.content:
+                first = time.perf_counter() - start
+        out.append((first, time.perf_counter() - start))
+    return out
+
+
+def bench_reply(results: dict, servers: list[str]) -> None:
+    import subprocess
+
+    from bench.lib import free_port, wait_for_port
+    from conversations.models import ChatSession
+
+    user, token = bench_user()
+    ChatSession.objects.filter(user=user, title__startswith="bench-reply-").delete()
+    sid = fresh_sessions(user, 1, "bench-reply-")[0]
+    port = free_port()
+    fake = subprocess.Popen(
+        [sys.executable, "-m", "llm.tests.fake_openai", "--port", str(port), "--latency-ms", "50"],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    n = int(os.environ.get("BENCH_REPLIES", "20"))
+    try:
+        wait_for_port(port)
+        base_url = f"http://127.0.0.1:{port}/v1"
+        _sdk_timings(base_url, 3)
+        floor_runs = [_sdk_timings(base_url, n) for _ in range(REPEATS)]
+        env = {
+            "LLM_PROVIDER": "openai",
+            "OPENAI_BASE_URL": base_url,
+            "OPENAI_API_KEY": "bench-key",
+            "LLM_MODEL": "gpt-4o-mini",
+            "LLM_MAX_RETRIES": "0",
+        }
+        with running_server("uvicorn", env_extra=env) as (base, _proc):
+            url = f"{base}/api/v1/sessions/{sid}/reply/"
+            _sse_timings(url, token, 3)
+            engine_runs = [_sse_timings(url, token, n) for _ in range(REPEATS)]
+    finally:
+        fake.terminate()
+        fake.wait(timeout=10)
+
+    def p50s(runs, idx):
+        return statistics.median(statistics.median(t[idx] for t in run) for run in runs) * 1000
+
+    figures = {
+        "sdk_direct": {"ttft_ms": p50s(floor_runs, 0), "total_ms": p50s(floor_runs, 1)},
+        "engine_stream": {"ttft_ms": p50s(engine_runs, 0), "total_ms": p50s(engine_runs, 1)},
+        "fake_latency_ms": 50,
+        "replies_per_run": n,
+    }
+    figures["added_ttft_ms"] = (
+        figures["engine_stream"]["ttft_ms"] - figures["sdk_direct"]["ttft_ms"]
+    )
+    figures["added_total_ms"] = (
+        figures["engine_stream"]["total_ms"] - figures["sdk_direct"]["total_ms"]
+    )
+    results["reply"] = figures
+    log(
+        f"  added: ttft {figures['added_ttft_ms']:.1f} ms, total {figures['added_total_ms']:.1f} ms"
+    )
+
+
+# --- 5. memory ----------------------------------------------------------------------------
+def _peak_rss_kb(argv: list[str], env: dict[str, str]) -> int:
+    import subprocess
+
+    proc = subprocess.Popen(
+        argv, cwd=Path(__file__).resolve().parent.parent, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise RuntimeError(f"{argv} failed: {proc.stderr.read().decode()[-2000:]}")
+    return usage.ru_maxrss
+
+
+def bench_memory(results: dict, servers: list[str]) -> None:
+    from bench.lib import process_tree_rss_kb, server_env
+    from bench.seed import seed_session
+    from conversations.models import ChatSession
+
+    user, token = bench_user()
+    figures: dict = {}
+    sid = ChatSession.objects.filter(user=user, title="bench-history-100").values_list(
+        "pk", flat=True
+    ).first() or seed_session(user_id=user.pk, title="bench-history-100", messages=100)
+    kind = servers[0]
+    with running_server(kind) as (base, proc):
+        url = f"{base}/api/v1/sessions/{sid}/messages/?limit=50"
+        total = 0
+        while total < 10_000:
+            total += wrk(
+                url, connections=8, seconds=2, headers={"Authorization": f"Bearer {token}"}
+            )["requests"]
+        rss = process_tree_rss_kb(proc.pid)
+    figures["worker"] = {"server": kind, "requests": total, "peak_rss_kb_by_pid": rss}
+    log(f"  {kind} after {total} requests: peak RSS kB {sorted(rss.values())}")
+
+    export_user = "bench-export"
+    from django.contrib.auth import get_user_model
+
+    exporter, _ = get_user_model().objects.get_or_create(username=export_user)
+    env = server_env()
+    python = sys.executable
+    baseline = _peak_rss_kb([python, "manage.py", "check"], env)
+    figures["export"] = {"django_baseline_kb": baseline}
+    for label, count in (
+        ("10k", 10_000),
+        ("1M", int(os.environ.get("BENCH_EXPORT_MESSAGES", "1000000"))),
+    ):
+        ChatSession.objects.filter(user=exporter).delete()
+        per = 10_000
+        for i in range(max(1, count // per)):
+            seed_session(user_id=exporter.pk, title=f"bench-export-{i}", messages=min(per, count))
+        kb = _peak_rss_kb(
+            [python, "manage.py", "export_sessions", "--user", export_user, "--output", os.devnull],
+            env,
+        )
+        figures["export"][label] = {"messages": count, "peak_rss_kb": kb}
+        log(f"  export {label}: peak RSS {kb} kB (django baseline {baseline} kB)")
+    ChatSession.objects.filter(user=exporter).delete()
+    results["memory"] = figures
+
+
+# --- report -------------------------------------------------------------------------------
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+def render_markdown(results: dict) -> str:
+    lines = [
+        "# chatengine benchmarks",
+        "",
+        f"Run {results['meta']['started']} on {results['meta']['machine']}. "
+        "Load generator (wrk) and server share the same 2 cores; every figure is the median "
+        f"of {REPEATS} runs of {SECONDS:.0f}s after a warm-up.",
+        "",
+    ]
+    append = results.get("append")
+    if append:
+        lines += [
+            "## 1. Append (POST /api/v1/sessions/{id}/messages/)",
+            "",
+            "| server | shape | conc | req/s | p50 ms | p99 ms | errors | vs bare DRF floor | vs raw SQL |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for kind, figs in append["servers"].items():
+            for conns in (1, 16):
+                floor = figs[f"floor-c{conns}"]
+                lines.append(
+                    f"| {kind} | bare DRF floor | {conns} | {floor['rps']:.0f} | "
+                    f"{floor['p50_ms']:.2f} | {floor['p99_ms']:.2f} | {floor['errors']} | 1.00 | |"
+                )
+                for shape in ("spread", "hot"):
+                    f = figs[f"{shape}-c{conns}"]
+                    raw = append["raw_sql"][f"{shape}-c{conns}"]
+                    lines.append(
+                        f"| {kind} | append {shape} | {conns} | {f['rps']:.0f} | "
+                        f"{f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['errors']} | "
+                        f"{ratio(f['rps'], floor['rps'])} | {ratio(f['rps'], raw['rps'])} |"
+                    )
+        lines += ["", "Raw SQL floor (psycopg, same transaction, threads):", ""]
+        lines += ["| shape | conc | txn/s | p50 ms | p99 ms |", "| --- | --- | --- | --- | --- |"]
+        for key, f in append["raw_sql"].items():
+            shape, conns = key.split("-c")
+            lines.append(
+                f"| {shape} | {conns} | {f['rps']:.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} |"
+            )
+        lines.append("")
+    history = results.get("history")
+    if history:
+        paths = history["paths"]
+        floor = paths["redis"]["floor-page"]
+        const = paths["redis"]["floor-constant"]
+        lines += [
+            f"## 2. History page (GET .../messages/?limit=50&order=desc), {history['server']}, conc 16",
+            "",
+            "| path | session | req/s | p50 ms | p99 ms | errors | vs memory-page floor | vs constant floor |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| floor: same JSON bytes from memory | - | {floor['rps']:.0f} | {floor['p50_ms']:.2f} | "
+            f"{floor['p99_ms']:.2f} | {floor['errors']} | 1.00 | {ratio(floor['rps'], const['rps'])} |",
+            f"| floor: constant JSON | - | {const['rps']:.0f} | {const['p50_ms']:.2f} | "
+            f"{const['p99_ms']:.2f} | {const['errors']} | | 1.00 |",
+        ]
+        for label in ("redis", "postgres"):
+            for size in ("100", "100000"):
+                f = paths[label][size]
+                lines.append(
+                    f"| {label} | {size} msgs | {f['rps']:.0f} | {f['p50_ms']:.2f} | "
+                    f"{f['p99_ms']:.2f} | {f['errors']} | {ratio(f['rps'], floor['rps'])} | "
+                    f"{ratio(f['rps'], const['rps'])} |"
+                )
+        r, p = paths["redis"]["100000"]["rps"], paths["postgres"]["100000"]["rps"]
+        lines += ["", f"Redis vs PostgreSQL, 100,000-message session: {ratio(r, p)}x", ""]
+    context = results.get("context")
+    if context:
+        lines += [
+            "## 3. Context build (build_context, in process)",
+            "",
+            "| history | median ms | messages sent | tokens | budget |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for size, f in context.items():
+            lines.append(
+                f"| {int(size):,} | {f['median_ms']:.2f} | {f['messages_included']} | "
+                f"{f['tokens']} | {f['budget']} |"
+            )
+        lines += [
+            "",
+            f"Ratio 100,000 / 100: {ratio(context['100000']['median_ms'], context['100']['median_ms'])}"
+            " (1.0 = cost follows the window, not the history)",
+            "",
+        ]
+    reply = results.get("reply")
+    if reply:
+        lines += [
+            f"## 4. Reply overhead (stream, fake OpenAI server with {reply['fake_latency_ms']} ms latency)",
+            "",
+            "| path | p50 time to first token ms | p50 total ms |",
+            "| --- | --- | --- |",
+            f"| openai SDK direct (floor) | {reply['sdk_direct']['ttft_ms']:.1f} | {reply['sdk_direct']['total_ms']:.1f} |",
+            f"| POST .../reply/ stream (uvicorn) | {reply['engine_stream']['ttft_ms']:.1f} | {reply['engine_stream']['total_ms']:.1f} |",
+            f"| engine added | {reply['added_ttft_ms']:.1f} | {reply['added_total_ms']:.1f} |",
+            "",
+        ]
+    memory = results.get("memory")
+    if memory:
+        worker = memory["worker"]
+        export = memory["export"]
+        lines += [
+            "## 5. Memory (peak RSS)",
+            "",
+            f"- {worker['server']} after {worker['requests']:,} requests: "
+            + ", ".join(
+                f"{kb / 1024:.0f} MiB" for kb in sorted(worker["peak_rss_kb_by_pid"].values())
+            ),
+            f"- `manage.py check` (Django baseline): {export['django_baseline_kb'] / 1024:.0f} MiB",
+        ]
+        for label in ("10k", "1M"):
+            if label in export:
+                e = export[label]
+                lines.append(
+                    f"- `export_sessions` over {e['messages']:,} messages: {e['peak_rss_kb'] / 1024:.0f} MiB"
+                )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = {
+    "append": bench_append,
+    "history": bench_history,
+    "context": bench_context,
+    "reply": bench_reply,
+    "memory": bench_memory,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only these")
+    parser.add_argument(
+        "--servers", default="gunicorn-sync,gunicorn-gthread,uvicorn", help="server kinds"
+    )
+    args = parser.parse_args()
+    setup_django()
+    results: dict = {
+        "meta": {
+            "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+            "note": "load generator and server share the same cores",
+            "repeats": REPEATS,
+            "seconds_per_run": SECONDS,
+            "run_id": uuid.uuid4().hex,
+        }
+    }
+    servers = [s for s in args.servers.split(",") if s]
+    for name in args.only or list(SECTIONS):
+        log(f"== {name}")
+        SECTIONS[name](results, servers)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    markdown = render_markdown(results)
+    (RESULTS / "latest.md").write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
