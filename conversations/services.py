@@ -4,6 +4,8 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from chatengine.exceptions import Conflict
 from conversations.models import ChatSession, Message
@@ -89,3 +91,11 @@ def append_message(
     for field in ("last_seq", "message_count", "total_tokens", "last_message_at", "updated_at"):
         setattr(session, field, getattr(locked, field))
     return message
+
+
+def set_sessions_archived(*, sessions: QuerySet[ChatSession], archived: bool) -> int:
+    """Archive (or unarchive) many sessions in one UPDATE; returns how many changed.
+
+    Archiving only stops new messages (append_message raises Conflict); history stays readable.
+    """
+    return sessions.exclude(archived=archived).update(archived=archived, updated_at=timezone.now())
