@@ -2,7 +2,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import Q
 
 # Assistant replies that did not complete: the admin's "has errors" filter looks for these.
 FAILED_FINISH_REASONS = ("error", "interrupted")
@@ -36,12 +36,6 @@ class ChatSession(models.Model):
     class Meta:
         indexes = [
             models.Index(fields=["user", "-updated_at", "-id"], name="session_user_recent_idx"),
-            # The admin's session list: last activity first, sessions without messages last.
-            models.Index(
-                F("last_message_at").desc(nulls_last=True),
-                F("id").desc(),
-                name="session_last_activity_idx",
-            ),
         ]
 
     def __str__(self) -> str:

@@ -1,19 +1,27 @@
 """Indexes for the support admin.
 
-The trigram index is PostgreSQL-only (pg_trgm), so it is created by a RunPython step that does
-nothing on other databases: the SQLite test/dev database keeps working and searches content with
-a plain (slower) LIKE scan. README.md, "Admin", says why trigrams rather than full-text search.
+Two are PostgreSQL-only, created by a RunPython step that does nothing on other databases, so
+the SQLite test/dev database keeps working (it searches content with a plain, slower LIKE scan,
+and SQLite cannot build NULLS LAST indexes):
+- a trigram GIN index for message content search (README.md, "Admin", says why trigrams rather
+  than full-text search);
+- the session list order, last activity first with never-used sessions last.
 """
 
-import django.db.models.expressions
 from django.db import migrations, models
 
 TRGM_INDEX = "message_content_upper_trgm_idx"
+ACTIVITY_INDEX = "session_last_activity_idx"
 
 
-def create_content_trigram_index(apps, schema_editor):
+def create_postgres_indexes(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
+    # Matches the admin's ordering (-last_message_at NULLS LAST, then -pk for a stable order).
+    schema_editor.execute(
+        f"CREATE INDEX IF NOT EXISTS {ACTIVITY_INDEX} ON conversations_chatsession "
+        "(last_message_at DESC NULLS LAST, id DESC)"
+    )
     schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
     # UPPER(content): Django compiles `content__icontains` on PostgreSQL to
     # UPPER("content"::text) LIKE UPPER(%s), so this expression is what the planner can match.
@@ -23,10 +31,11 @@ def create_content_trigram_index(apps, schema_editor):
     )
 
 
-def drop_content_trigram_index(apps, schema_editor):
+def drop_postgres_indexes(apps, schema_editor):
     if schema_editor.connection.vendor != "postgresql":
         return
     schema_editor.execute(f"DROP INDEX IF EXISTS {TRGM_INDEX}")
+    schema_editor.execute(f"DROP INDEX IF EXISTS {ACTIVITY_INDEX}")
 
 
 class Migration(migrations.Migration):
@@ -37,12 +46,8 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.AddIndex(
-            model_name='chatsession',
-            index=models.Index(django.db.models.expressions.OrderBy(django.db.models.expressions.F('last_message_at'), descending=True, nulls_last=True), django.db.models.expressions.OrderBy(django.db.models.expressions.F('id'), descending=True), name='session_last_activity_idx'),
-        ),
-        migrations.AddIndex(
             model_name='message',
             index=models.Index(condition=models.Q(('finish_reason__in', ('error', 'interrupted')), ('role', 'assistant')), fields=['session'], name='message_session_failed_idx'),
         ),
-        migrations.RunPython(create_content_trigram_index, drop_content_trigram_index, elidable=False),
+        migrations.RunPython(create_postgres_indexes, drop_postgres_indexes, elidable=False),
     ]
