@@ -204,21 +204,23 @@ def _seed(connection) -> None:
     print(f"rebuilt indexes and analyzed in {time.perf_counter() - loaded:.0f}s")
 
 
-def _measure(client, url: str, runs: int) -> tuple[int, float, int, int]:
+def _measure(client, url: str, runs: int):
+    """(queries, median wall ms, median SQL ms, response) over `runs` warm requests."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     client.get(url)  # warm-up: caches, connection, plan
-    times, queries = [], 0
+    walls, sqls, queries = [], [], 0
     for _ in range(runs):
         with CaptureQueriesContext(connection) as ctx:
             started = time.perf_counter()
             response = client.get(url)
-            times.append((time.perf_counter() - started) * 1000)
+            walls.append((time.perf_counter() - started) * 1000)
         queries = len(ctx.captured_queries)
+        sqls.append(sum(float(q["time"]) for q in ctx.captured_queries) * 1000)
         if response.status_code != 200:
             raise SystemExit(f"{url} answered {response.status_code}")
-    return queries, statistics.median(times), len(response.content), response
+    return queries, statistics.median(walls), statistics.median(sqls), response
 
 
 def _sql_ms(connection, sql: str, params, *, index: bool) -> float:
@@ -294,17 +296,18 @@ def main() -> None:
         f"\n{ChatSession.objects.count()} sessions, "
         f"{Message.objects.count()} messages, PostgreSQL; median of {args.runs} warm runs\n"
     )
-    print(f"| {'page':<45} | queries | median ms | KiB HTML | rows |")
-    print(f"|{'-' * 47}|---------|-----------|----------|------|")
+    print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
+    print(f"| {'page':<45} | queries | median ms | of which SQL ms | rows |")
+    print(f"|{'-' * 47}|---------|-----------|-----------------|------|")
     for label, case_url in cases:
-        queries, ms, size, response = _measure(client, case_url, args.runs)
+        queries, ms, sql_ms, response = _measure(client, case_url, args.runs)
         context = response.context
         rows = "-"
         if context is not None and "cl" in context:
             rows = str(len(context["cl"].result_list))
         elif context is not None and "transcript" in context:
             rows = str(len(context["transcript"].messages))
-        print(f"| {label:<45} | {queries:>7} | {ms:>9.1f} | {size / 1024:>8.0f} | {rows:>4} |")
+        print(f"| {label:<45} | {queries:>7} | {ms:>9.1f} | {sql_ms:>15.1f} | {rows:>4} |")
 
     sql, params = selectors.session_ids_with_content(phrase=NEEDLE).query.sql_with_params()
     with_index = statistics.median(

@@ -104,10 +104,10 @@ class ChatSessionAdmin(admin.ModelAdmin):
     list_display = (
         "display_title",
         "user_display",
-        "message_count",
-        "total_tokens",
+        "messages",
+        "tokens",
         "model",
-        "last_message_at",
+        "last_activity",
         "archived",
         "has_failed_reply",
     )
@@ -198,6 +198,18 @@ class ChatSessionAdmin(admin.ModelAdmin):
     def user_display(self, obj: ChatSession) -> str:
         email = obj.user.email
         return f"{obj.user.get_username()} <{email}>" if email else obj.user.get_username()
+
+    @admin.display(description="messages", ordering="message_count")
+    def messages(self, obj: ChatSession) -> int:
+        return obj.message_count
+
+    @admin.display(description="tokens", ordering="total_tokens")
+    def tokens(self, obj: ChatSession) -> int:
+        return obj.total_tokens
+
+    @admin.display(description="last activity", ordering="last_message_at")
+    def last_activity(self, obj: ChatSession):
+        return obj.last_message_at
 
     @admin.display(description="has errors", boolean=True, ordering="has_failed_reply")
     def has_failed_reply(self, obj: ChatSession) -> bool:
@@ -300,6 +312,8 @@ class MessageAdmin(admin.ModelAdmin):
     list_display_links = ("created_at",)
     list_select_related = ("session",)
     list_filter = ("role", FinishReasonFilter)
+    # Facet counts would COUNT(*) the whole message table once per filter choice.
+    show_facets = admin.ShowFacets.NEVER
     search_fields = ("content",)
     search_help_text = (
         f"A phrase (at least {MIN_CONTENT_SEARCH_CHARS} characters) found in message content, "

@@ -79,7 +79,7 @@ def test_support_staff_finds_a_session_by_phrase_and_reads_its_transcript_in_ord
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
             page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
             page.goto(f"{live_server.url}/admin/login/?next=/admin/conversations/chatsession/")
             page.fill("#id_username", "support")
@@ -89,6 +89,8 @@ def test_support_staff_finds_a_session_by_phrase_and_reads_its_transcript_in_ord
 
             page.fill("#searchbar", "order-4471")
             page.press("#searchbar", "Enter")
+            page.wait_for_selector("#result_list")
+            page.screenshot(path=str(ARTIFACTS / "admin-session-search.png"))
             page.click("#result_list a:text('Lost parcel')")
             page.wait_for_selector("#transcript li.ce-msg")
 
