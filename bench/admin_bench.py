@@ -1,10 +1,11 @@
 """Support admin at scale: 10,000 sessions and 1,000,000 messages in PostgreSQL.
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/chatengine_bench \
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/chatengine_admin_bench \
         .venv/bin/python bench/admin_bench.py
 
-Always works in a dedicated database (`chatengine_bench` unless --database says otherwise) on
-the server DATABASE_URL points at, creating it if missing, so it never fills a real database.
+Always works in its own database (`chatengine_admin_bench` unless --database says otherwise) on
+the server DATABASE_URL points at, creating it if missing, so it never fills a real database;
+it owns that database (a partial seed is truncated and redone).
 Seeding (COPY, secondary indexes dropped during the load and rebuilt after) runs once; later runs
 reuse the data. Then it renders admin pages through Django's test client as a superuser and
 prints, per page, the number of SQL queries and the median time of a few warm runs. It also
@@ -44,7 +45,7 @@ WORDS = _VOCABULARY.split()
 
 
 def _database_url(name: str) -> str:
-    base = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/chatengine_bench"
+    base = os.environ.get("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/postgres"
     parts = urlsplit(base)
     if not parts.scheme.startswith("postgres"):
         sys.exit("admin_bench needs PostgreSQL: set DATABASE_URL=postgres://...")
@@ -238,7 +239,7 @@ def _sql_ms(connection, sql: str, params, *, index: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database", default="chatengine_bench")
+    parser.add_argument("--database", default="chatengine_admin_bench")
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
 

@@ -514,3 +514,16 @@ def test_message_list_shows_content_escaped_and_runs_constant_queries(viewer_cli
     large = count_queries()
 
     assert small == large
+
+
+def test_message_list_filters_by_role_and_finish_reason(viewer_client):
+    session = ChatSessionFactory()
+    services.append_message(session=session, role="user", content="question")
+    add_reply(session, content="fine")
+    failed = add_reply(session, content="boom", finish_reason="error")
+
+    errors = viewer_client.get(MESSAGE_LIST_URL, {"finish_reason": "error"})
+    users = viewer_client.get(MESSAGE_LIST_URL, {"role__exact": "user"})
+
+    assert [m.pk for m in errors.context["cl"].result_list] == [failed.pk]
+    assert [m.content for m in users.context["cl"].result_list] == ["question"]
