@@ -104,8 +104,8 @@ class ChatSessionAdmin(admin.ModelAdmin):
     list_display = (
         "display_title",
         "user_display",
-        "messages",
-        "tokens",
+        "n_messages",
+        "n_tokens",
         "model",
         "last_activity",
         "archived",
@@ -200,11 +200,11 @@ class ChatSessionAdmin(admin.ModelAdmin):
         return f"{obj.user.get_username()} <{email}>" if email else obj.user.get_username()
 
     @admin.display(description="messages", ordering="message_count")
-    def messages(self, obj: ChatSession) -> int:
+    def n_messages(self, obj: ChatSession) -> int:
         return obj.message_count
 
     @admin.display(description="tokens", ordering="total_tokens")
-    def tokens(self, obj: ChatSession) -> int:
+    def n_tokens(self, obj: ChatSession) -> int:
         return obj.total_tokens
 
     @admin.display(description="last activity", ordering="last_message_at")
