@@ -527,3 +527,28 @@ def test_message_list_filters_by_role_and_finish_reason(viewer_client):
 
     assert [m.pk for m in errors.context["cl"].result_list] == [failed.pk]
     assert [m.content for m in users.context["cl"].result_list] == ["question"]
+
+
+@pytest.mark.postgres
+def test_unfiltered_message_list_uses_the_row_estimate_not_count_on_a_big_table(
+    viewer_client, monkeypatch
+):
+    from conversations import admin as conversations_admin
+
+    seed_history(ChatSessionFactory(), 30)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE conversations_message")
+    monkeypatch.setattr(conversations_admin, "ESTIMATE_COUNT_ABOVE", 10)
+
+    with CaptureQueriesContext(connection) as ctx:
+        unfiltered = viewer_client.get(MESSAGE_LIST_URL)
+    sqls = [q["sql"] for q in ctx.captured_queries]
+    with CaptureQueriesContext(connection) as ctx:
+        filtered = viewer_client.get(MESSAGE_LIST_URL, {"role__exact": "user"})
+    filtered_sqls = [q["sql"] for q in ctx.captured_queries]
+
+    assert unfiltered.context["cl"].result_count == 30  # ANALYZE saw all 30 rows
+    assert any("reltuples" in sql for sql in sqls)
+    assert not any("COUNT(*)" in sql for sql in sqls)
+    assert filtered.context["cl"].result_count == 15
+    assert any("COUNT(*)" in sql for sql in filtered_sqls)
