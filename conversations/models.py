@@ -2,6 +2,10 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
+
+# Assistant replies that did not complete: the admin's "has errors" filter looks for these.
+FAILED_FINISH_REASONS = ("error", "interrupted")
 
 
 class ChatSession(models.Model):
@@ -73,6 +77,15 @@ class Message(models.Model):
         constraints = [
             # Also the index every ordered history read uses.
             models.UniqueConstraint(fields=["session", "seq"], name="message_session_seq_uniq"),
+        ]
+        indexes = [
+            # Partial and tiny: answers the admin's "has errors" EXISTS per listed session
+            # without scanning the session's history.
+            models.Index(
+                fields=["session"],
+                condition=Q(role="assistant", finish_reason__in=FAILED_FINISH_REASONS),
+                name="message_session_failed_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,10 +9,10 @@ from datetime import datetime
 from typing import Generic, Literal, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from chatengine.exceptions import NotFound, ValidationFailed
-from conversations.models import ChatSession, Message
+from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message
 
 T = TypeVar("T")
 
@@ -122,3 +122,76 @@ def iter_messages_newest_first(*, session: ChatSession, batch_size: int = 100) -
         if not page.has_more:
             return
         before = page.items[-1].seq
+
+
+# --- Support admin reads ------------------------------------------------------------------
+# Not scoped to a user: only the admin (staff, checked by Django's admin) calls these.
+
+TRANSCRIPT_PAGE_SIZE = 100
+
+
+def session_has_failed_reply() -> Exists:
+    """EXISTS(an assistant reply of the outer session that ended in error or was interrupted).
+
+    Answered by the partial index `message_session_failed_idx`, so it costs one index probe per
+    listed session whatever the length of its history.
+    """
+    return Exists(
+        Message.objects.filter(
+            session=OuterRef("pk"),
+            role=Message.Role.ASSISTANT,
+            finish_reason__in=FAILED_FINISH_REASONS,
+        )
+    )
+
+
+def session_ids_with_content(*, phrase: str) -> QuerySet:
+    """Ids of the sessions with a message containing `phrase` (case-insensitive), as a subquery.
+
+    On PostgreSQL `icontains` compiles to UPPER(content) LIKE UPPER('%phrase%'), which the
+    trigram index `message_content_upper_trgm_idx` serves (migration 0002); elsewhere it scans.
+    """
+    return Message.objects.filter(content__icontains=phrase).values("session_id")
+
+
+@dataclass(frozen=True)
+class TranscriptPage:
+    """One page of a session's transcript: messages oldest first within the page.
+
+    Page 1 is the newest; `number` grows towards the start of the conversation.
+    """
+
+    messages: list[Message]
+    number: int
+    num_pages: int
+
+    @property
+    def has_older(self) -> bool:
+        return self.number < self.num_pages
+
+    @property
+    def has_newer(self) -> bool:
+        return self.number > 1
+
+
+def get_transcript_page(
+    *, session: ChatSession, page: int = 1, per_page: int = TRANSCRIPT_PAGE_SIZE
+) -> TranscriptPage:
+    """The `page`-th newest slice of `per_page` messages, read by seq range on the unique index.
+
+    Pages are cut by seq (1..last_seq), not by OFFSET: one index range scan per page, the same
+    cost for page 1 and page 100. Out-of-range page numbers are clamped.
+    """
+    num_pages = max(1, -(-session.last_seq // per_page))
+    number = min(max(1, page), num_pages)
+    high = session.last_seq - (number - 1) * per_page
+    low = high - per_page
+    messages = list(
+        Message.objects.filter(session=session, seq__gt=low, seq__lte=high).order_by("seq")
+    )
+    return TranscriptPage(messages=messages, number=number, num_pages=num_pages)
+
+
+def iter_transcript(*, session: ChatSession, chunk_size: int = 1000) -> Iterator[Message]:
+    """Every message of the session in seq order, fetched in chunks (bounded memory)."""
+    return Message.objects.filter(session=session).order_by("seq").iterator(chunk_size=chunk_size)

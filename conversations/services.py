@@ -4,6 +4,8 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
 
 from chatengine.events import log_event
 from chatengine.exceptions import Conflict
@@ -111,3 +113,11 @@ def _message_appended(message: Message) -> None:
         role=message.role,
         token_count=message.token_count,
     )
+
+
+def set_sessions_archived(*, sessions: QuerySet[ChatSession], archived: bool) -> int:
+    """Archive (or unarchive) many sessions in one UPDATE; returns how many changed.
+
+    Archiving only stops new messages (append_message raises Conflict); history stays readable.
+    """
+    return sessions.exclude(archived=archived).update(archived=archived, updated_at=timezone.now())
