@@ -144,7 +144,7 @@ def _available() -> bool:
     return time.monotonic() >= _state.down_until
 
 
-def _failed(op: str, exc: BaseException, session_id: Any = None) -> None:
+def _failed(op: str, exc: BaseException, session_id: Any = None, *, backoff: bool = True) -> None:
     """Count the error, back off briefly, and warn at most once a minute per process.
 
     The back-off matters when Redis is slow rather than down: without it, every request
@@ -154,7 +154,8 @@ def _failed(op: str, exc: BaseException, session_id: Any = None) -> None:
     now = time.monotonic()
     with _state.lock:
         _state.unreported_errors += 1
-        _state.down_until = now + settings.CHATENGINE_CACHE_RETRY_S
+        if backoff:
+            _state.down_until = now + settings.CHATENGINE_CACHE_RETRY_S
         warn = now - _state.last_warning >= _WARN_EVERY_S
         if warn:
             _state.last_warning = now
@@ -231,7 +232,8 @@ def read_history(
             try:
                 items = [decode_message(raw, session_id=session.pk) for raw in raw_items]
             except (ValueError, TypeError, KeyError) as exc:
-                _failed("decode", exc, session.pk)
+                # Bad data, not an unavailable Redis: no back-off, drop it so it is rebuilt.
+                _failed("decode", exc, session.pk, backoff=False)
                 invalidate(session_id=session.pk)
                 return None
             _count("hit")

@@ -23,6 +23,7 @@ class Command(BaseCommand):
             return
         total = shared["hit"] + shared["miss"]
         ratio = f"{shared['hit'] / total:.1%}" if total else "n/a"
-        for name in ("hit", "miss", "error", "rebuild"):
-            self.stdout.write(f"{name + 's':<9}{shared[name]}")
+        labels = {"hit": "hits", "miss": "misses", "error": "errors", "rebuild": "rebuilds"}
+        for name, label in labels.items():
+            self.stdout.write(f"{label:<9}{shared[name]}")
         self.stdout.write(f"{'hit rate':<9}{ratio}")
