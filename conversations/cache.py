@@ -253,12 +253,12 @@ def read_history(
     tail = list(reversed(newest[:size]))
     floor = newest[size].seq if len(newest) > size else 0
     entries = [(m.seq, encode_message(m)) for m in tail]
-    done, _ = _guarded(
+    done, written = _guarded(
         "rebuild",
         session.pk,
         lambda: _store().write_tail(session.pk, stamp, session.last_seq, floor, entries),
     )
-    if done:
+    if done and written == 1:  # 0: a newer tail is already there, left alone
         _count("rebuild")
     cut = slice_tail(
         [(m.seq, m) for m in tail], floor, after=after, before=before, order=order, limit=limit

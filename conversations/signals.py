@@ -34,6 +34,6 @@ def message_edited(sender, instance: Message, created: bool, raw: bool = False, 
 
 @receiver(post_delete, sender=Message, dispatch_uid="conversations.message_deleted")
 def message_deleted(sender, instance: Message, origin=None, **kwargs) -> None:
-    if isinstance(origin, ChatSession):
-        return  # the whole session is going; delete_session drops its cache entry
+    if isinstance(origin, ChatSession) or getattr(origin, "model", None) is ChatSession:
+        return  # the whole session is going (one or a queryset): nothing can read its tail
     _touch_and_invalidate(instance.session_id)

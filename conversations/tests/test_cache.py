@@ -5,6 +5,7 @@ Fault tests start their own redis-server (never the shared one) or point at a cl
 """
 
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -17,12 +18,12 @@ import redis
 from django.core.cache import caches
 from django.core.management import call_command
 from django.db import connection, transaction
-from django.test.utils import override_settings
+from django.test.utils import CaptureQueriesContext, override_settings
 
 from chatengine.settings import redis_cache_options
 from conversations import cache as history_cache
 from conversations import selectors, services
-from conversations.models import Message
+from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory
 
 FIELDS = [f.attname for f in Message._meta.concrete_fields]
@@ -163,6 +164,9 @@ class TestFreshAfterWrites:
         assert page.items[0].content == "new"
         stats = history_cache.local_stats()
         assert (stats["hit"], stats["rebuild"]) == (1, 1)  # served by write-through, no rebuild
+        # The append trimmed the tail to 4..8; a walk across its new lower edge is still whole.
+        assert rows(walk(session, limit=2, order="desc")) == db_rows(session, order="desc")
+        assert history_cache.local_stats()["rebuild"] == 1
 
     def test_a_committed_append_whose_write_through_was_lost_is_still_seen(self, session):
         # In this (non-transactional) test on_commit callbacks never run: exactly a lost
@@ -211,6 +215,19 @@ class TestFreshAfterWrites:
         with django_capture_on_commit_callbacks(execute=True):
             services.delete_session(session=session)
         assert not _tail_exists(session_id)
+
+    def test_deleting_sessions_by_queryset_does_not_touch_rows_per_message(self, session):
+        # The message signals skip cascades from a session delete, one or a queryset.
+        with CaptureQueriesContext(connection) as ctx:
+            ChatSession.objects.filter(pk=session.pk).delete()
+        updates = [q["sql"] for q in ctx.captured_queries if q["sql"].startswith("UPDATE")]
+        assert updates == []
+        assert not Message.objects.filter(session_id=session.pk).exists()
+
+    def test_deleting_one_message_touches_its_session_row(self, session):
+        before = fresh(session).updated_at
+        Message.objects.filter(session=session, seq=3).delete()
+        assert fresh(session).updated_at > before
 
     def test_a_tail_with_another_field_layout_is_dropped_not_served(self, session):
         store = history_cache._store()
@@ -379,7 +396,10 @@ class OwnRedis:
 @pytest.fixture
 def own_redis():
     if not shutil.which("redis-server"):
-        pytest.skip("redis-server is not installed")
+        reason = "redis-server is not installed (fault tests start their own)"
+        if os.environ.get("CHATENGINE_REQUIRE_SERVICES", "") not in ("", "0"):
+            pytest.fail(reason)
+        pytest.skip(reason)
     server = OwnRedis()
     server.start()
     try:
