@@ -247,7 +247,9 @@ def read_history(
         logger.debug("history cache unavailable for session %s", session.pk)
         return None
 
-    # Missing or stale: rebuild from the database, then serve from what was loaded.
+    # Missing or stale: rebuild from the database, then serve from what was loaded. Inside a
+    # transaction the rows may be uncommitted; if it rolls back, the tail's stamp (updated_at
+    # to the microsecond) matches no committed row, so nobody is ever served from it.
     size = tail_size()
     newest = load_tail(size + 1)
     tail = list(reversed(newest[:size]))
