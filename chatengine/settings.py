@@ -193,3 +193,32 @@ METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
 CHATENGINE_READYZ_TIMEOUT = env_float("CHATENGINE_READYZ_TIMEOUT", 2.0)
 
 CSRF_FAILURE_VIEW = "chatengine.exceptions.csrf_failure"
+
+# --- History cache (conversations/cache.py) ---------------------------------------------
+# The session tail lives in the CHATENGINE_CACHE_ALIAS cache (Redis when REDIS_URL is set).
+# Redis calls get a short socket timeout and no client-side retries: when Redis is slow or
+# down, a request pays at most one timeout and then reads the database, and the cache backs
+# off for CHATENGINE_CACHE_RETRY_S seconds before trying again.
+CHATENGINE_CACHE_ENABLED = env_bool("CHATENGINE_CACHE_ENABLED", True)
+CHATENGINE_CACHE_ALIAS = "default"
+CHATENGINE_CACHE_TTL_S = env_int("CHATENGINE_CACHE_TTL_S", 86_400, minimum=1)
+CHATENGINE_CACHE_TAIL = env_int("CHATENGINE_CACHE_TAIL", 200, minimum=1)
+CHATENGINE_CACHE_TIMEOUT_MS = env_int("CHATENGINE_CACHE_TIMEOUT_MS", 50, minimum=1)
+CHATENGINE_CACHE_RETRY_S = env_float("CHATENGINE_CACHE_RETRY_S", 1.0)
+
+
+def redis_cache_options(timeout_ms: int) -> dict:
+    """django-redis OPTIONS with the history cache's timeouts (tests reuse it for fault runs)."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {
+        "CLIENT_CLASS": "django_redis.client.DefaultClient",
+        "SOCKET_CONNECT_TIMEOUT": timeout_ms / 1000,
+        "SOCKET_TIMEOUT": timeout_ms / 1000,
+        "CONNECTION_POOL_KWARGS": {"retry": Retry(NoBackoff(), 0)},
+    }
+
+
+if REDIS_URL:
+    CACHES["default"]["OPTIONS"] = redis_cache_options(CHATENGINE_CACHE_TIMEOUT_MS)

@@ -12,6 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from chatengine.exceptions import NotFound, ValidationFailed
+from conversations import cache as history_cache
 from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message
 
 T = TypeVar("T")
@@ -92,22 +93,44 @@ def list_messages(
 
     `after`/`before` bound the seq range (exclusive). Ascending pages continue with
     `after=<last seq>`, descending ones with `before=<last seq>`, so a walk visits every
-    message exactly once even while new ones are appended.
+    message exactly once even while new ones are appended. Pages that lie inside the session's
+    cached tail come from the history cache (conversations/cache.py), the same rows either way.
     """
-    qs = Message.objects.filter(session=session)
-    if after is not None:
-        qs = qs.filter(seq__gt=after)
-    if before is not None:
-        qs = qs.filter(seq__lt=before)
-    qs = qs.order_by("seq" if order == "asc" else "-seq")
-    rows = list(qs[: limit + 1])
-    has_more = len(rows) > limit
-    rows = rows[:limit]
+    cached = history_cache.read_history(
+        session=session,
+        limit=limit,
+        after=after,
+        before=before,
+        order=order,
+        load_tail=lambda n: _newest_messages(session=session, count=n),
+    )
+    if cached is not None:
+        rows, has_more = cached.items, cached.has_more
+    else:
+        qs = Message.objects.filter(session=session)
+        if after is not None:
+            qs = qs.filter(seq__gt=after)
+        if before is not None:
+            qs = qs.filter(seq__lt=before)
+        qs = qs.order_by("seq" if order == "asc" else "-seq")
+        rows = list(qs[: limit + 1])
+        has_more = len(rows) > limit
+        rows = rows[:limit]
     next_params = None
     if has_more:
         key = "after" if order == "asc" else "before"
         next_params = {key: str(rows[-1].seq)}
     return Page(items=rows, has_more=has_more, next_params=next_params)
+
+
+def _newest_messages(*, session: ChatSession, count: int) -> list[Message]:
+    """The newest `count` messages up to the row's last_seq, newest first (a cache rebuild).
+
+    Bounded by the row the caller holds, so the rebuilt tail is exactly what that row says.
+    """
+    return list(
+        Message.objects.filter(session=session, seq__lte=session.last_seq).order_by("-seq")[:count]
+    )
 
 
 def iter_messages_newest_first(*, session: ChatSession, batch_size: int = 100) -> Iterator[Message]:

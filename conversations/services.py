@@ -1,5 +1,6 @@
 """Writes of chat sessions and messages. Views and commands call these, never the ORM."""
 
+from functools import partial
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -10,6 +11,7 @@ from django.utils import timezone
 from chatengine.events import log_event
 from chatengine.exceptions import Conflict
 from chatengine.metrics import MESSAGES_APPENDED
+from conversations import cache as history_cache
 from conversations.models import ChatSession, Message
 
 _SESSION_EDITABLE_FIELDS = ("title", "system_prompt", "model", "metadata", "archived")
@@ -47,12 +49,16 @@ def update_session(*, session: ChatSession, **changes: Any) -> ChatSession:
     for field, value in changes.items():
         setattr(session, field, value)
     session.save(update_fields=[*changes, "updated_at"])
+    # The new updated_at already makes the cached tail stale; dropping it just frees it early.
+    transaction.on_commit(partial(history_cache.invalidate, session_id=session.pk))
     return session
 
 
 def delete_session(*, session: ChatSession) -> None:
     """Delete a session and, by cascade, its messages."""
+    session_id = session.pk
     session.delete()
+    transaction.on_commit(partial(history_cache.invalidate, session_id=session_id))
 
 
 @transaction.atomic
@@ -76,6 +82,7 @@ def append_message(
     locked = ChatSession.objects.select_for_update().get(pk=session.pk)
     if locked.archived:
         raise Conflict("The session is archived; unarchive it to add messages.")
+    previous_stamp = history_cache.session_stamp(locked)
 
     seq = locked.last_seq + 1
     message = Message.objects.create(
@@ -94,6 +101,15 @@ def append_message(
     locked.last_message_at = message.created_at
     locked.save(
         update_fields=["last_seq", "message_count", "total_tokens", "last_message_at", "updated_at"]
+    )
+    # Write-through only once committed: a rolled-back append must never reach the cache.
+    transaction.on_commit(
+        partial(
+            history_cache.record_append,
+            message=message,
+            previous_stamp=previous_stamp,
+            stamp=history_cache.session_stamp(locked),
+        )
     )
     # Keep the caller's instance in step with what was committed.
     for field in ("last_seq", "message_count", "total_tokens", "last_message_at", "updated_at"):
