@@ -77,6 +77,7 @@ SERVERS = {
             "--workers", "4",
             "--worker-class", "sync",
             "--keep-alive", "5",
+            "--preload",
         ],
     ),
     "gunicorn-gthread": (
@@ -88,6 +89,7 @@ SERVERS = {
             "--workers", "2",
             "--threads", "8",
             "--worker-class", "gthread",
+            "--preload",
         ],
     ),
     "uvicorn": (

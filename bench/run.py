@@ -26,6 +26,7 @@ from bench.lib import median_of, running_server, wrk
 RESULTS = Path(__file__).resolve().parent / "results"
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+WARMUP_SECONDS = float(os.environ.get("BENCH_WARMUP_SECONDS", "2"))
 SPREAD_SESSIONS = 64
 
 
@@ -99,7 +100,8 @@ end
 
 def measure(url: str, *, connections: int, token: str, lua: str = "") -> dict:
     headers = {"Authorization": f"Bearer {token}"}
-    wrk(url, connections=connections, seconds=1, lua_request=lua, headers=headers)  # warm-up
+    # Warm-up: every worker imports lazily and opens its connections on first use.
+    wrk(url, connections=connections, seconds=WARMUP_SECONDS, lua_request=lua, headers=headers)
     runs = [
         wrk(url, connections=connections, seconds=SECONDS, lua_request=lua, headers=headers)
         for _ in range(REPEATS)
