@@ -4,6 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("conversations.urls")),
+    path("api/v1/", include("llm.urls")),
 ]
 
 handler400 = "chatengine.exceptions.bad_request"

@@ -122,3 +122,11 @@ def iter_messages_newest_first(*, session: ChatSession, batch_size: int = 100) -
         if not page.has_more:
             return
         before = page.items[-1].seq
+
+
+def list_system_messages(*, session: ChatSession) -> list[Message]:
+    """The session's `system` messages, oldest first: the context always sends them.
+
+    Reads only system rows (few); the (session, seq) index bounds the scan to this session.
+    """
+    return list(Message.objects.filter(session=session, role=Message.Role.SYSTEM).order_by("seq"))
