@@ -18,7 +18,7 @@ from django.conf import settings
 from chatengine.events import log_event
 from chatengine.exceptions import ApplicationError, Conflict, ValidationFailed
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
-from chatengine.request_id import get_request_id, reset_request_id, set_request_id
+from chatengine.request_id import reset_request_id, set_request_id
 from conversations import selectors, services
 from conversations.models import ChatSession, Message
 from llm.context import compute_budget, select_messages
@@ -459,9 +459,12 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
     yield Completed(message)
 
 
-def bind_request_id(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """Keep the request id in logs of a stream that outlives the request middleware."""
-    request_id = get_request_id()
+def bind_request_id(events: AsyncIterator[Any], *, request_id: str | None) -> AsyncIterator[Any]:
+    """Keep the request id in logs of a stream that outlives the request middleware.
+
+    Take `request_id` from `get_request_id()` while the request is being handled: by the
+    time the body is iterated, the middleware has already reset it.
+    """
 
     async def wrapped() -> AsyncIterator[Any]:
         token = set_request_id(request_id)
@@ -476,9 +479,7 @@ def bind_request_id(events: AsyncIterator[Any]) -> AsyncIterator[Any]:
     return wrapped()
 
 
-def bind_request_id_sync(events: Iterator[Any]) -> Iterator[Any]:
-    request_id = get_request_id()
-
+def bind_request_id_sync(events: Iterator[Any], *, request_id: str | None) -> Iterator[Any]:
     def wrapped() -> Iterator[Any]:
         token = set_request_id(request_id)
         try:

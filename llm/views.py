@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatengine.exceptions import error_body
+from chatengine.request_id import get_request_id
 from conversations import selectors
 from conversations.serializers import MessageSerializer
 from llm import services
@@ -43,13 +44,17 @@ def _render(event: services.StreamEvent) -> bytes:
     )
 
 
-async def _async_body(prepared: services.PreparedReply) -> AsyncIterator[bytes]:
-    async for event in services.bind_request_id(services.astream_reply(prepared)):
+async def _async_body(
+    prepared: services.PreparedReply, request_id: str | None
+) -> AsyncIterator[bytes]:
+    events = services.bind_request_id(services.astream_reply(prepared), request_id=request_id)
+    async for event in events:
         yield _render(event)
 
 
-def _sync_body(prepared: services.PreparedReply) -> Iterator[bytes]:
-    for event in services.bind_request_id_sync(services.stream_reply(prepared)):
+def _sync_body(prepared: services.PreparedReply, request_id: str | None) -> Iterator[bytes]:
+    events = services.bind_request_id_sync(services.stream_reply(prepared), request_id=request_id)
+    for event in events:
         yield _render(event)
 
 
@@ -74,10 +79,12 @@ class ReplyView(APIView):
             return Response(body, status=status.HTTP_201_CREATED)
         # Under ASGI an async body holds no thread while the model talks, and Django cancels
         # it when the client disconnects; under WSGI a sync body streams just as incrementally.
+        # The body runs after the middleware returned: hand it the request id now.
+        request_id = get_request_id()
         if isinstance(request._request, ASGIRequest):
-            body = _async_body(prepared)
+            body = _async_body(prepared, request_id)
         else:
-            body = _sync_body(prepared)
+            body = _sync_body(prepared, request_id)
         response = StreamingHttpResponse(body, content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream

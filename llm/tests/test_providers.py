@@ -140,9 +140,13 @@ class TestOpenAIStream:
     def test_a_broken_stream_raises_after_the_first_deltas(self, provider, fake_openai, mode):
         fake_openai.fail_next(mode)
         received = []
-        with pytest.raises(LLMUpstreamError):
+
+        def consume():
             for chunk in provider.stream(MESSAGES, model="m", max_output_tokens=5):
                 received.append(chunk.delta)
+
+        with pytest.raises(LLMUpstreamError):
+            consume()
         assert "".join(received) == " ".join(fake_openai.reply_text.split(" ")[:2])
 
     def test_a_429_before_streaming_is_rate_limited(self, provider, fake_openai):
