@@ -74,6 +74,15 @@ class Message(models.Model):
             # Also the index every ordered history read uses.
             models.UniqueConstraint(fields=["session", "seq"], name="message_session_seq_uniq"),
         ]
+        indexes = [
+            # The context always sends a session's system messages, however old: this partial
+            # index finds them without scanning the session's history (it holds only them).
+            models.Index(
+                fields=["session", "seq"],
+                condition=models.Q(role="system"),
+                name="message_session_system_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.session_id}#{self.seq} {self.role}"

@@ -127,6 +127,7 @@ def iter_messages_newest_first(*, session: ChatSession, batch_size: int = 100) -
 def list_system_messages(*, session: ChatSession) -> list[Message]:
     """The session's `system` messages, oldest first: the context always sends them.
 
-    Reads only system rows (few); the (session, seq) index bounds the scan to this session.
+    Served by the partial index message_session_system_idx, which holds only system rows, so
+    the cost does not grow with the session's history.
     """
     return list(Message.objects.filter(session=session, role=Message.Role.SYSTEM).order_by("seq"))

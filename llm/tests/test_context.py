@@ -165,3 +165,39 @@ class TestToolCalls:
         history = [msg(1), *exchange, msg(4)]
         ctx = build(history, budget=1000)
         assert [m.role for m in ctx.messages[1:]] == ["user", "user"]
+
+
+def test_the_readme_worked_example_holds():
+    budget = compute_budget(context_window=8192, max_output_tokens=1024, safety_margin=32)
+    history = [msg(i, "user" if i % 2 == 0 else "assistant", tokens=30) for i in range(1, 501)]
+    ctx = select_messages(
+        system_prompt="(20 tokens)",
+        system_prompt_tokens=20,
+        pinned=[],
+        history_newest_first=list(reversed(history)),
+        total_messages=500,
+        budget=budget,
+        encoding="cl100k_base",
+    )
+    assert ctx.as_record() == {
+        "first_seq": 264,
+        "last_seq": 500,
+        "messages_included": 237,
+        "messages_dropped": 263,
+        "tokens": 7133,
+        "budget": 7136,
+        "encoding": "cl100k_base",
+    }
+    with pytest.raises(ContextOverflow) as err:
+        select_messages(
+            system_prompt="(20 tokens)",
+            system_prompt_tokens=20,
+            pinned=[],
+            history_newest_first=[
+                HistoryMessage(seq=None, role="user", content="x", token_count=8000)
+            ],
+            total_messages=1,
+            budget=budget,
+            encoding="cl100k_base",
+        )
+    assert err.value.details["over_by"] == 887
