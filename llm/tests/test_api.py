@@ -397,3 +397,59 @@ class TestContextPreview:
     def test_it_is_404_for_another_users_session(self, auth_client):
         theirs = ChatSessionFactory(user=UserFactory())
         assert_error(auth_client.get(context_url(theirs.pk)), 404, "not_found")
+
+
+# --- A real uvicorn server on loopback, and a real client that hangs up mid-stream --------
+@pytest.mark.django_db(transaction=True)
+def test_under_uvicorn_a_client_hanging_up_mid_stream_leaves_an_interrupted_reply(
+    user, fake_openai
+):
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    from chatengine.asgi import application
+
+    fake_openai.chunk_delay_ms = 100
+    session = ChatSessionFactory(user=user)
+    token = Token.objects.create(user=user).key
+
+    server = uvicorn.Server(
+        uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        body = json.dumps({"content": "hi", "stream": True}).encode()
+        request = (
+            f"POST {reply_url(session.pk)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+            client.sendall(request)
+            received = b""
+            while received.count(b"event: message.delta") < 2:
+                chunk = client.recv(4096)
+                assert chunk, "the server closed the stream early"
+                received += chunk
+        # The client is gone; the server notices, cancels the stream and stores the partial.
+        deadline = time.monotonic() + 10
+        while not Message.objects.filter(session=session, role="assistant").exists():
+            assert time.monotonic() < deadline, "no partial reply was stored"
+            time.sleep(0.05)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert b"200 OK" in received.split(b"\r\n", 1)[0]
+    stored = Message.objects.get(session=session, role="assistant")
+    assert stored.finish_reason == "interrupted"
+    assert fake_openai.reply_text.startswith(stored.content)
+    assert stored.content != fake_openai.reply_text
