@@ -106,3 +106,22 @@ def _throttles_out_of_the_way(settings):
             "replies": "100000/min",
         },
     }
+
+
+# --- LLM: a fake OpenAI-compatible server on loopback (llm/tests/fake_openai.py) ----------
+@pytest.fixture
+def fake_openai(settings):
+    """A running fake OpenAI server, with the engine's `openai` provider pointed at it.
+
+    Retries are off and the timeout short, so failure modes answer fast. Set `fake.mode` or
+    call `fake.fail_next(...)`; `fake.requests` holds what the server received.
+    """
+    from llm.tests.fake_openai import FakeOpenAI
+
+    with FakeOpenAI() as fake:
+        settings.LLM_PROVIDER = "openai"
+        settings.OPENAI_API_KEY = "sk-test-not-a-real-key"
+        settings.OPENAI_BASE_URL = fake.base_url
+        settings.LLM_MAX_RETRIES = 0
+        settings.LLM_TIMEOUT_S = 2.0
+        yield fake

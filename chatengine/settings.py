@@ -222,3 +222,63 @@ def redis_cache_options(timeout_ms: int) -> dict:
 
 if REDIS_URL:
     CACHES["default"]["OPTIONS"] = redis_cache_options(CHATENGINE_CACHE_TIMEOUT_MS)
+
+
+# --- LLM replies (llm app) ----------------------------------------------------------------
+def _env_model_map(name: str, cast: type) -> dict:
+    """`model=value,model=value` from the environment, e.g. LLM_MODEL_CONTEXT_WINDOWS."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    result = {}
+    for item in env_list(name, []):
+        model, sep, value = item.partition("=")
+        try:
+            if not (sep and model.strip() and value.strip()):
+                raise ValueError
+            result[model.strip()] = cast(value.strip())
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name}: expected model=value pairs, got {item!r}"
+            ) from None
+    return result
+
+
+# LLM_PROVIDER: "echo", "openai" or a dotted path to a provider class (like EMAIL_BACKEND).
+# Unset: "openai" when OPENAI_API_KEY is set, else the offline "echo" provider.
+OPENAI_API_KEY = env_str("OPENAI_API_KEY", "")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL", "")  # blank: the SDK's default (api.openai.com)
+LLM_PROVIDER = env_str("LLM_PROVIDER", "") or ("openai" if OPENAI_API_KEY else "echo")
+LLM_MODEL = env_str("LLM_MODEL", "gpt-4o-mini")
+LLM_TIMEOUT_S = env_float("LLM_TIMEOUT_S", 60.0)
+LLM_MAX_RETRIES = env_int("LLM_MAX_RETRIES", 2, minimum=0)
+LLM_DEFAULT_CONTEXT_TOKENS = env_int("LLM_DEFAULT_CONTEXT_TOKENS", 8192, minimum=1)
+LLM_DEFAULT_MAX_OUTPUT_TOKENS = env_int("LLM_DEFAULT_MAX_OUTPUT_TOKENS", 1024, minimum=1)
+# Kept free on top of the reserved output: absorbs the few tokens a server adds that the
+# counting recipe does not see (tool-call framing, a different server-side template).
+LLM_CONTEXT_SAFETY_MARGIN = env_int("LLM_CONTEXT_SAFETY_MARGIN", 32, minimum=0)
+# Model -> context window (tokens). Matched exactly, then by the longest prefix, so dated
+# variants ("gpt-4o-2024-08-06") inherit. Add or override with
+# LLM_MODEL_CONTEXT_WINDOWS="my-model=32768,gpt-4o=64000".
+LLM_MODEL_CONTEXT_WINDOWS = {
+    "gpt-4o": 128_000,
+    "gpt-4o-mini": 128_000,
+    "chatgpt-4o": 128_000,
+    "gpt-4.1": 1_047_576,
+    "gpt-4.1-mini": 1_047_576,
+    "gpt-4.1-nano": 1_047_576,
+    "gpt-4-turbo": 128_000,
+    "gpt-4-32k": 32_768,
+    "gpt-4": 8_192,
+    "gpt-3.5-turbo": 16_385,
+    "o1": 200_000,
+    "o3": 200_000,
+    "o4-mini": 200_000,
+    "gpt-5": 400_000,
+    "echo": 8_192,
+} | _env_model_map("LLM_MODEL_CONTEXT_WINDOWS", int)
+# Model -> tiktoken encoding, for models tiktoken does not know (or to override it), e.g.
+# LLM_MODEL_ENCODINGS="llama3=cl100k_base". Same matching as above.
+LLM_MODEL_ENCODINGS = {"echo": "cl100k_base"} | _env_model_map("LLM_MODEL_ENCODINGS", str)
+# Where tiktoken's encoding files are cached (tiktoken names them by the sha1 of their URL).
+# Only files already there are used; nothing is ever downloaded.
+TIKTOKEN_CACHE_DIR = env_str("TIKTOKEN_CACHE_DIR", "")

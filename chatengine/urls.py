@@ -9,6 +9,7 @@ urlpatterns = [
     path("healthz", views.HealthzView.as_view(), name="healthz"),
     path("readyz", views.ReadyzView.as_view(), name="readyz"),
     path("metrics", views.MetricsView.as_view(), name="metrics"),
+    path("api/v1/", include("llm.urls")),
 ]
 
 handler400 = "chatengine.exceptions.bad_request"

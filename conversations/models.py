@@ -86,6 +86,13 @@ class Message(models.Model):
                 condition=Q(role="assistant", finish_reason__in=FAILED_FINISH_REASONS),
                 name="message_session_failed_idx",
             ),
+            # The context always sends a session's system messages, however old: this partial
+            # index finds them without scanning the session's history (it holds only them).
+            models.Index(
+                fields=["session", "seq"],
+                condition=models.Q(role="system"),
+                name="message_session_system_idx",
+            ),
         ]
 
     def __str__(self) -> str:

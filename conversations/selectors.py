@@ -218,3 +218,12 @@ def get_transcript_page(
 def iter_transcript(*, session: ChatSession, chunk_size: int = 1000) -> Iterator[Message]:
     """Every message of the session in seq order, fetched in chunks (bounded memory)."""
     return Message.objects.filter(session=session).order_by("seq").iterator(chunk_size=chunk_size)
+
+
+def list_system_messages(*, session: ChatSession) -> list[Message]:
+    """The session's `system` messages, oldest first: the context always sends them.
+
+    Served by the partial index message_session_system_idx, which holds only system rows, so
+    the cost does not grow with the session's history.
+    """
+    return list(Message.objects.filter(session=session, role=Message.Role.SYSTEM).order_by("seq"))

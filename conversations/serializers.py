@@ -127,11 +127,77 @@ class SessionListQuerySerializer(serializers.Serializer):
 
 
 # --- Messages -----------------------------------------------------------------------------
+MAX_TOOL_CALLS = 128
+
+
+class ToolCallsField(serializers.JSONField):
+    """OpenAI chat-format tool calls: [{id, type: "function", function: {name, arguments}}]."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, list) or not data:
+            raise serializers.ValidationError("Expected a non-empty list of tool calls.")
+        if len(data) > MAX_TOOL_CALLS:
+            raise serializers.ValidationError(f"At most {MAX_TOOL_CALLS} tool calls.")
+        ids = set()
+        for i, call in enumerate(data):
+            where = f"Tool call {i}"
+            if not isinstance(call, dict) or set(call) != {"id", "type", "function"}:
+                raise serializers.ValidationError(
+                    f"{where}: expected exactly the keys id, type, function."
+                )
+            call_id, function = call["id"], call["function"]
+            if not isinstance(call_id, str) or not 0 < len(call_id) <= 128:
+                raise serializers.ValidationError(f"{where}: id must be a 1-128 character string.")
+            if call_id in ids:
+                raise serializers.ValidationError(f"{where}: duplicate id.")
+            ids.add(call_id)
+            if call["type"] != "function":
+                raise serializers.ValidationError(f'{where}: type must be "function".')
+            if not isinstance(function, dict) or set(function) != {"name", "arguments"}:
+                raise serializers.ValidationError(
+                    f"{where}: function must have exactly the keys name, arguments."
+                )
+            if not isinstance(function["name"], str) or not 0 < len(function["name"]) <= 64:
+                raise serializers.ValidationError(
+                    f"{where}: function.name must be a 1-64 character string."
+                )
+            if not isinstance(function["arguments"], str):
+                raise serializers.ValidationError(
+                    f"{where}: function.arguments must be a string (JSON text)."
+                )
+            for value in (call_id, function["name"], function["arguments"]):
+                _reject_unencodable(value)
+                if "\x00" in value:
+                    raise serializers.ValidationError("Null characters are not allowed.")
+        return data
+
+
 class MessageCreateInputSerializer(StrictInputSerializer):
     role = serializers.ChoiceField(choices=Message.Role.choices)
-    content = StrictCharField(max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS)
+    # Blank content is allowed only for an assistant message that calls tools (checked below).
+    content = StrictCharField(max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS, allow_blank=True)
     name = StrictCharField(required=False, allow_blank=True, max_length=64)
     metadata = MetadataField(required=False)
+    tool_calls = ToolCallsField(required=False)
+    tool_call_id = StrictCharField(required=False, max_length=128)
+
+    def validate(self, attrs):
+        role = attrs["role"]
+        if "tool_calls" in attrs and role != Message.Role.ASSISTANT:
+            raise serializers.ValidationError(
+                {"tool_calls": ["Only assistant messages call tools."]}
+            )
+        if role == Message.Role.TOOL and not attrs.get("tool_call_id"):
+            raise serializers.ValidationError(
+                {"tool_call_id": ["A tool message must say which call it answers."]}
+            )
+        if "tool_call_id" in attrs and role != Message.Role.TOOL:
+            raise serializers.ValidationError(
+                {"tool_call_id": ["Only tool messages answer a tool call."]}
+            )
+        if attrs["content"] == "" and "tool_calls" not in attrs:
+            raise serializers.ValidationError({"content": ["This field may not be blank."]})
+        return attrs
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -148,6 +214,13 @@ class MessageSerializer(serializers.ModelSerializer):
             "name",
             "metadata",
             "token_count",
+            "tool_calls",
+            "tool_call_id",
+            "model",
+            "usage",
+            "finish_reason",
+            "latency_ms",
+            "context",
             "created_at",
         ]
         read_only_fields = fields

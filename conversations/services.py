@@ -3,6 +3,7 @@
 from functools import partial
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import QuerySet
@@ -13,6 +14,12 @@ from chatengine.exceptions import Conflict
 from chatengine.metrics import MESSAGES_APPENDED
 from conversations import cache as history_cache
 from conversations.models import ChatSession, Message
+
+# Pure token counting (no models, no I/O beyond loading an encoding file once): counting at
+# write time here means every path that appends (API, replies, commands, factories) stores
+# the same exact count, computed once.
+from llm.tokens import counter_for_model
+from llm.types import ToolCall
 
 _SESSION_EDITABLE_FIELDS = ("title", "system_prompt", "model", "metadata", "archived")
 
@@ -61,7 +68,26 @@ def delete_session(*, session: ChatSession) -> None:
     transaction.on_commit(partial(history_cache.invalidate, session_id=session_id))
 
 
-@transaction.atomic
+def count_message_tokens(
+    *,
+    session: ChatSession,
+    role: str,
+    content: str,
+    name: str = "",
+    tool_calls: list[dict[str, Any]] | None = None,
+    tool_call_id: str = "",
+) -> int:
+    """A message's token count with its session's model encoding (OpenAI's chat recipe)."""
+    counter = counter_for_model(session.model or settings.LLM_MODEL)
+    return counter.count_message(
+        role=role,
+        content=content,
+        name=name,
+        tool_calls=tuple(ToolCall.from_openai(c) for c in tool_calls or ()),
+        tool_call_id=tool_call_id,
+    )
+
+
 def append_message(
     *,
     session: ChatSession,
@@ -69,7 +95,7 @@ def append_message(
     content: str,
     name: str = "",
     metadata: dict[str, Any] | None = None,
-    token_count: int = 0,
+    token_count: int | None = None,
     **reply_fields: Any,
 ) -> Message:
     """Append a message at the session's next seq and bump its counters, in one transaction.
@@ -78,7 +104,42 @@ def append_message(
     queue up and get seq n+1, n+2, ... with no gap and no duplicate. Raises `Conflict` on an
     archived session. `reply_fields` are the optional Message columns (tool_calls,
     tool_call_id, model, usage, finish_reason, latency_ms, context).
+
+    `token_count` is counted here, once, unless the caller already counted it (a reply
+    counts the new message before storing it, to check that it fits).
     """
+    if token_count is None:
+        # Counted before the lock is taken: tokenizing a long message takes milliseconds.
+        token_count = count_message_tokens(
+            session=session,
+            role=role,
+            content=content,
+            name=name,
+            tool_calls=reply_fields.get("tool_calls"),
+            tool_call_id=reply_fields.get("tool_call_id", ""),
+        )
+    return _append_message_locked(
+        session=session,
+        role=role,
+        content=content,
+        name=name,
+        metadata=metadata,
+        token_count=token_count,
+        **reply_fields,
+    )
+
+
+@transaction.atomic
+def _append_message_locked(
+    *,
+    session: ChatSession,
+    role: str,
+    content: str,
+    name: str,
+    metadata: dict[str, Any] | None,
+    token_count: int,
+    **reply_fields: Any,
+) -> Message:
     locked = ChatSession.objects.select_for_update().get(pk=session.pk)
     if locked.archived:
         raise Conflict("The session is archived; unarchive it to add messages.")

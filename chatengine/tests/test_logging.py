@@ -396,7 +396,9 @@ def test_production_settings_write_json_lines_to_stdout():
         timeout=60,
         check=True,
     )
-    record = json.loads(result.stdout)
+    # Every line is JSON (start-up lines too, e.g. the echo provider's warning).
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    (record,) = [r for r in records if r.get("event") == "session.created"]
     assert record["message"] == "session.created"
     assert record["event"] == "session.created"
     assert record["seq"] == 3

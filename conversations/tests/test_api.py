@@ -227,6 +227,13 @@ MESSAGE_FIELDS = {
     "name",
     "metadata",
     "token_count",
+    "tool_calls",
+    "tool_call_id",
+    "model",
+    "usage",
+    "finish_reason",
+    "latency_ms",
+    "context",
     "created_at",
 }
 
@@ -253,8 +260,100 @@ class TestAppendMessage:
     def test_each_role_is_accepted(self, auth_client, user, role):
         session = ChatSessionFactory(user=user)
         payload = {"role": role, "content": "x"}
+        if role == "tool":
+            payload["tool_call_id"] = "call_1"  # a tool message answers one call
         response = auth_client.post(messages_url(session.pk), payload, format="json")
         assert response.status_code == 201, response.content
+
+    def test_engine_fields_are_null_on_appended_messages(self, auth_client, user):
+        session = ChatSessionFactory(user=user)
+        body = auth_client.post(
+            messages_url(session.pk), {"role": "user", "content": "hi"}, format="json"
+        ).json()
+        for field in ("tool_calls", "model", "usage", "finish_reason", "latency_ms", "context"):
+            assert body[field] is None
+        assert body["tool_call_id"] == ""
+        assert body["token_count"] > 0
+
+    def test_a_tool_call_exchange_is_stored_and_returned(self, auth_client, user):
+        session = ChatSessionFactory(user=user)
+        calls = [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city": "Lisbon"}'},
+            }
+        ]
+        call = auth_client.post(
+            messages_url(session.pk),
+            {"role": "assistant", "content": "", "tool_calls": calls},
+            format="json",
+        )
+        assert call.status_code == 201, call.content
+        assert call.json()["tool_calls"] == calls
+        result = auth_client.post(
+            messages_url(session.pk),
+            {"role": "tool", "content": "18C", "tool_call_id": "call_1"},
+            format="json",
+        )
+        assert result.status_code == 201, result.content
+        assert result.json()["tool_call_id"] == "call_1"
+        assert Message.objects.get(seq=1, session=session).tool_calls == calls
+
+    _CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+
+    @pytest.mark.parametrize(
+        ("payload", "field"),
+        [
+            ({"role": "tool", "content": "18C"}, "tool_call_id"),
+            ({"role": "tool", "content": "18C", "tool_call_id": ""}, "tool_call_id"),
+            ({"role": "user", "content": "hi", "tool_call_id": "c1"}, "tool_call_id"),
+            ({"role": "user", "content": "hi", "tool_calls": [_CALL]}, "tool_calls"),
+            ({"role": "assistant", "content": "", "tool_calls": []}, "tool_calls"),
+            ({"role": "assistant", "content": "", "tool_calls": {"id": "c1"}}, "tool_calls"),
+            (
+                {"role": "assistant", "content": "", "tool_calls": [{**_CALL, "type": "code"}]},
+                "tool_calls",
+            ),
+            (
+                {"role": "assistant", "content": "", "tool_calls": [{**_CALL, "extra": 1}]},
+                "tool_calls",
+            ),
+            (
+                {"role": "assistant", "content": "", "tool_calls": [{**_CALL, "id": ""}]},
+                "tool_calls",
+            ),
+            ({"role": "assistant", "content": "", "tool_calls": [_CALL, _CALL]}, "tool_calls"),
+            (
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{**_CALL, "function": {"name": "f", "arguments": {"a": 1}}}],
+                },
+                "tool_calls",
+            ),
+            (
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [{**_CALL, "function": {"name": "f"}}],
+                },
+                "tool_calls",
+            ),
+            ({"role": "assistant", "content": ""}, "content"),
+        ],
+    )
+    def test_invalid_tool_fields_are_rejected_and_nothing_is_stored(
+        self, auth_client, user, payload, field
+    ):
+        session = ChatSessionFactory(user=user)
+        error = assert_error(
+            auth_client.post(messages_url(session.pk), payload, format="json"),
+            400,
+            "validation_error",
+        )
+        assert field in error["details"]
+        assert Message.objects.count() == 0
 
     @pytest.mark.parametrize(
         ("payload", "field"),

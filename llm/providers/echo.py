@@ -1,0 +1,53 @@
+"""The offline development provider: replies with the last user message, labelled `echo`.
+
+Like Django's console email backend: deterministic, no network, obviously not a model.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+
+from llm.tokens import counter_for_model
+from llm.types import ChatMessage, Completion, StreamChunk, Usage
+
+ECHO_MODEL = "echo"
+
+
+class EchoProvider:
+    name = "echo"
+
+    def _reply(self, messages: Sequence[ChatMessage]) -> str:
+        last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        return f"Echo: {last_user}" if last_user else "Echo: (nothing to echo)"
+
+    def _usage(self, messages: Sequence[ChatMessage], text: str) -> Usage:
+        counter = counter_for_model(ECHO_MODEL)
+        prompt = counter.count_prompt(messages)
+        completion = counter.count_text(text)
+        return Usage(prompt, completion, prompt + completion)
+
+    def _pieces(self, text: str) -> list[str]:
+        words = text.split(" ")
+        return [w if i == 0 else f" {w}" for i, w in enumerate(words)]
+
+    def complete(
+        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+    ) -> Completion:
+        text = self._reply(messages)
+        return Completion(
+            text=text, model=ECHO_MODEL, finish_reason="stop", usage=self._usage(messages, text)
+        )
+
+    def stream(
+        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+    ) -> Iterator[StreamChunk]:
+        text = self._reply(messages)
+        for piece in self._pieces(text):
+            yield StreamChunk(delta=piece, model=ECHO_MODEL)
+        yield StreamChunk(model=ECHO_MODEL, finish_reason="stop", usage=self._usage(messages, text))
+
+    async def astream(
+        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+    ) -> AsyncIterator[StreamChunk]:
+        for chunk in self.stream(messages, model=model, max_output_tokens=max_output_tokens):
+            yield chunk
+            await asyncio.sleep(0)

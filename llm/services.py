@@ -1,0 +1,491 @@
+"""A reply: store the user message, build the context, call the provider, store the reply.
+
+Each database write is its own short transaction (`append_message`); the provider is called
+with no transaction open, so a slow model never holds a row lock or a connection's transaction.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from chatengine.events import log_event
+from chatengine.exceptions import ApplicationError, Conflict, ValidationFailed
+from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
+from chatengine.request_id import reset_request_id, set_request_id
+from conversations import selectors, services
+from conversations.models import ChatSession, Message
+from llm.context import compute_budget, select_messages
+from llm.providers.base import LLMProvider, get_provider
+from llm.tokens import TokenCounter, counter_for_model
+from llm.types import Completion, Context, HistoryMessage, ToolCall, Usage
+
+logger = logging.getLogger("chatengine.llm")
+
+HISTORY_BATCH_SIZE = 100
+INTERRUPTED = "interrupted"
+
+
+def context_window_for_model(model: str) -> int:
+    """The model's context window: settings registry (exact, then longest prefix), else the
+    default."""
+    table: dict[str, int] = settings.LLM_MODEL_CONTEXT_WINDOWS
+    if model in table:
+        return table[model]
+    prefixes = [name for name in table if model.startswith(name)]
+    if prefixes:
+        return table[max(prefixes, key=len)]
+    return settings.LLM_DEFAULT_CONTEXT_TOKENS
+
+
+def resolve_model(*, session: ChatSession, model: str | None = None) -> str:
+    return model or session.model or settings.LLM_MODEL
+
+
+def history_message(message: Message) -> HistoryMessage:
+    """Adapt a stored row to what the pure context builder takes."""
+    return HistoryMessage(
+        seq=message.seq,
+        role=message.role,
+        content=message.content,
+        token_count=message.token_count,
+        name=message.name,
+        tool_calls=tuple(ToolCall.from_openai(c) for c in (message.tool_calls or [])),
+        tool_call_id=message.tool_call_id,
+    )
+
+
+def build_context(
+    session: ChatSession,
+    *,
+    budget: int | None = None,
+    model: str | None = None,
+    max_output_tokens: int | None = None,
+    pending: HistoryMessage | None = None,
+) -> Context:
+    """What would be sent for `session` now (plus `pending`, a message not stored yet).
+
+    History is read newest-first in keyset batches and reading stops once the budget is full.
+    """
+    model = resolve_model(session=session, model=model)
+    counter = counter_for_model(model)
+    if budget is None:
+        budget = compute_budget(
+            context_window=context_window_for_model(model),
+            max_output_tokens=max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS,
+            safety_margin=settings.LLM_CONTEXT_SAFETY_MARGIN,
+        )
+
+    def history() -> Iterator[HistoryMessage]:
+        if pending is not None:
+            yield pending
+        for row in selectors.iter_messages_newest_first(
+            session=session, batch_size=HISTORY_BATCH_SIZE
+        ):
+            yield history_message(row)
+
+    pinned = [history_message(m) for m in selectors.list_system_messages(session=session)]
+    return select_messages(
+        system_prompt=session.system_prompt,
+        system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
+        pinned=pinned,
+        history_newest_first=history(),
+        total_messages=session.message_count + (1 if pending is not None else 0),
+        budget=budget,
+        encoding=counter.encoding_name,
+    )
+
+
+@dataclass(frozen=True)
+class PreparedReply:
+    """Everything decided before the LLM call; the user message (if any) is stored."""
+
+    session: ChatSession
+    user_message: Message | None
+    context: Context
+    model: str
+    max_output_tokens: int
+    metadata: dict[str, Any] | None
+    counter: TokenCounter
+    provider: LLMProvider
+
+
+@dataclass(frozen=True)
+class ReplyResult:
+    user_message: Message | None
+    message: Message
+    context: Context
+
+
+def prepare_reply(
+    *,
+    session: ChatSession,
+    content: str | None = None,
+    model: str | None = None,
+    max_output_tokens: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> PreparedReply:
+    """Validate, build the context (with the new message counted) and only then store it.
+
+    Anything rejected here (archived session, empty session, context overflow) stores nothing.
+    """
+    if session.archived:
+        raise Conflict("The session is archived; unarchive it to add messages.")
+    if content is None and session.message_count == 0:
+        raise ValidationFailed(
+            "content: the session has no messages yet; send content to reply to.",
+            details={"content": ["Required when the session has no messages."]},
+        )
+    model = resolve_model(session=session, model=model)
+    max_output_tokens = max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS
+    counter = counter_for_model(model)
+    pending = None
+    if content is not None:
+        pending = HistoryMessage(
+            seq=None,
+            role=Message.Role.USER,
+            content=content,
+            token_count=counter.count_message(role=Message.Role.USER, content=content),
+        )
+    context = build_context(
+        session, model=model, max_output_tokens=max_output_tokens, pending=pending
+    )
+    user_message = None
+    if pending is not None:
+        user_message = services.append_message(
+            session=session,
+            role=Message.Role.USER,
+            content=content,
+            metadata=metadata,
+            token_count=pending.token_count,
+        )
+        context = context.with_pending_seq(user_message.seq)
+    return PreparedReply(
+        session=session,
+        user_message=user_message,
+        context=context,
+        model=model,
+        max_output_tokens=max_output_tokens,
+        metadata=None if user_message is not None else metadata,
+        counter=counter,
+        provider=get_provider(),
+    )
+
+
+# --- Logging and metrics --------------------------------------------------------------------
+def _log_request(prepared: PreparedReply) -> None:
+    log_event(
+        "llm.request",
+        provider=prepared.provider.name,
+        model=prepared.model,
+        prompt_tokens=prepared.context.tokens,
+        messages=len(prepared.context.messages),
+    )
+
+
+def _log_response(
+    prepared: PreparedReply,
+    *,
+    model: str,
+    usage: Usage | None,
+    finish_reason: str,
+    latency_ms: int,
+) -> None:
+    provider = prepared.provider.name
+    outcome = "interrupted" if finish_reason == INTERRUPTED else "ok"
+    LLM_REQUESTS.labels(provider=provider, outcome=outcome).inc()
+    LLM_LATENCY.labels(provider=provider).observe(latency_ms / 1000)
+    if usage is not None:
+        LLM_TOKENS.labels(provider=provider, kind="prompt").inc(usage.prompt_tokens)
+        LLM_TOKENS.labels(provider=provider, kind="completion").inc(usage.completion_tokens)
+    log_event(
+        "llm.response",
+        provider=provider,
+        model=model,
+        prompt_tokens=usage.prompt_tokens if usage else None,
+        completion_tokens=usage.completion_tokens if usage else None,
+        latency_ms=latency_ms,
+        finish_reason=finish_reason,
+    )
+
+
+def _log_error(prepared: PreparedReply, exc: ApplicationError, latency_ms: int) -> None:
+    category = (exc.details or {}).get("category", exc.error_type)
+    LLM_REQUESTS.labels(provider=prepared.provider.name, outcome=category).inc()
+    LLM_LATENCY.labels(provider=prepared.provider.name).observe(latency_ms / 1000)
+    log_event(
+        "llm.error",
+        level=logging.WARNING,
+        provider=prepared.provider.name,
+        model=prepared.model,
+        latency_ms=latency_ms,
+        category=category,
+        error_type=exc.error_type,
+    )
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def store_reply(
+    prepared: PreparedReply,
+    *,
+    text: str,
+    model: str,
+    finish_reason: str,
+    usage: Usage | None,
+    latency_ms: int,
+    tool_calls: tuple[ToolCall, ...] = (),
+) -> Message:
+    """Append the assistant message with what went into it (its own transaction)."""
+    return services.append_message(
+        session=prepared.session,
+        role=Message.Role.ASSISTANT,
+        content=text,
+        metadata=prepared.metadata,
+        token_count=prepared.counter.count_message(
+            role=Message.Role.ASSISTANT, content=text, tool_calls=tool_calls
+        ),
+        tool_calls=[c.as_openai() for c in tool_calls] or None,
+        model=model,
+        usage=usage.as_dict() if usage else None,
+        finish_reason=finish_reason,
+        latency_ms=latency_ms,
+        context=prepared.context.as_record(),
+    )
+
+
+# --- Whole replies ----------------------------------------------------------------------------
+def complete_reply(prepared: PreparedReply) -> ReplyResult:
+    """Call the provider (no transaction open) and store its reply."""
+    _log_request(prepared)
+    started = time.monotonic()
+    try:
+        completion: Completion = prepared.provider.complete(
+            list(prepared.context.messages),
+            model=prepared.model,
+            max_output_tokens=prepared.max_output_tokens,
+        )
+    except ApplicationError as exc:
+        _log_error(prepared, exc, _elapsed_ms(started))
+        raise
+    latency_ms = _elapsed_ms(started)
+    _log_response(
+        prepared,
+        model=completion.model,
+        usage=completion.usage,
+        finish_reason=completion.finish_reason,
+        latency_ms=latency_ms,
+    )
+    message = store_reply(
+        prepared,
+        text=completion.text,
+        model=completion.model,
+        finish_reason=completion.finish_reason,
+        usage=completion.usage,
+        latency_ms=latency_ms,
+        tool_calls=completion.tool_calls,
+    )
+    return ReplyResult(
+        user_message=prepared.user_message, message=message, context=prepared.context
+    )
+
+
+def reply(
+    *,
+    session: ChatSession,
+    content: str | None = None,
+    model: str | None = None,
+    max_output_tokens: int | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> ReplyResult:
+    """Reply to the session (after appending `content` as a user message, if given)."""
+    prepared = prepare_reply(
+        session=session,
+        content=content,
+        model=model,
+        max_output_tokens=max_output_tokens,
+        metadata=metadata,
+    )
+    return complete_reply(prepared)
+
+
+# --- Streamed replies ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Completed:
+    message: Message
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: ApplicationError
+    message: Message | None  # the partial reply stored, if anything had arrived
+
+
+StreamEvent = Delta | Completed | Failed
+
+
+class _StreamState:
+    """What has arrived so far; turns into the stored message however the stream ends."""
+
+    def __init__(self, prepared: PreparedReply) -> None:
+        self.prepared = prepared
+        self.started = time.monotonic()
+        self.parts: list[str] = []
+        self.model = prepared.model
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+
+    def take(self, chunk) -> str:
+        if chunk.model:
+            self.model = chunk.model
+        if chunk.finish_reason:
+            self.finish_reason = chunk.finish_reason
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        if chunk.delta:
+            self.parts.append(chunk.delta)
+        return chunk.delta
+
+    def finish(self) -> Message:
+        latency_ms = _elapsed_ms(self.started)
+        finish_reason = self.finish_reason or "stop"
+        _log_response(
+            self.prepared,
+            model=self.model,
+            usage=self.usage,
+            finish_reason=finish_reason,
+            latency_ms=latency_ms,
+        )
+        return store_reply(
+            self.prepared,
+            text="".join(self.parts),
+            model=self.model,
+            finish_reason=finish_reason,
+            usage=self.usage,
+            latency_ms=latency_ms,
+        )
+
+    def interrupt(self, exc: ApplicationError | None) -> Message | None:
+        """The stream broke (upstream error) or the client left: keep what arrived."""
+        latency_ms = _elapsed_ms(self.started)
+        if exc is not None:
+            _log_error(self.prepared, exc, latency_ms)
+        else:
+            _log_response(
+                self.prepared,
+                model=self.model,
+                usage=self.usage,
+                finish_reason=INTERRUPTED,
+                latency_ms=latency_ms,
+            )
+        if not self.parts:
+            return None  # nothing arrived: an empty assistant message would only add noise
+        return store_reply(
+            self.prepared,
+            text="".join(self.parts),
+            model=self.model,
+            finish_reason=INTERRUPTED,
+            usage=self.usage,
+            latency_ms=latency_ms,
+        )
+
+
+def stream_reply(prepared: PreparedReply) -> Iterator[StreamEvent]:
+    """The reply as events, for WSGI servers: the generator is closed if the client leaves."""
+    _log_request(prepared)
+    state = _StreamState(prepared)
+    finished = False
+    chunks = prepared.provider.stream(
+        list(prepared.context.messages),
+        model=prepared.model,
+        max_output_tokens=prepared.max_output_tokens,
+    )
+    try:
+        with contextlib.closing(chunks):  # closing it closes the upstream connection
+            for chunk in chunks:
+                if state.take(chunk):
+                    yield Delta(chunk.delta)
+        finished = True
+        message = state.finish()
+    except ApplicationError as exc:
+        finished = True
+        yield Failed(error=exc, message=state.interrupt(exc))
+        return
+    finally:
+        if not finished:  # GeneratorExit: the server stopped reading (client disconnected)
+            state.interrupt(None)
+    yield Completed(message)
+
+
+async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
+    """The reply as events, for ASGI servers: no thread is held while the model talks.
+
+    When the client disconnects, Django cancels the response task: the CancelledError
+    arrives here mid-await, the partial reply is stored, and the cancellation goes on.
+    """
+    _log_request(prepared)
+    state = _StreamState(prepared)
+    chunks = prepared.provider.astream(
+        list(prepared.context.messages),
+        model=prepared.model,
+        max_output_tokens=prepared.max_output_tokens,
+    )
+    try:
+        async with contextlib.aclosing(chunks):  # closing it closes the upstream connection
+            async for chunk in chunks:
+                if state.take(chunk):
+                    yield Delta(chunk.delta)
+    except ApplicationError as exc:
+        stored = await asyncio.shield(sync_to_async(state.interrupt)(exc))
+        yield Failed(error=exc, message=stored)
+        return
+    except (asyncio.CancelledError, GeneratorExit):
+        await asyncio.shield(sync_to_async(state.interrupt)(None))
+        raise
+    message = await sync_to_async(state.finish)()
+    yield Completed(message)
+
+
+def bind_request_id(events: AsyncIterator[Any], *, request_id: str | None) -> AsyncIterator[Any]:
+    """Keep the request id in logs of a stream that outlives the request middleware.
+
+    Take `request_id` from `get_request_id()` while the request is being handled: by the
+    time the body is iterated, the middleware has already reset it.
+    """
+
+    async def wrapped() -> AsyncIterator[Any]:
+        token = set_request_id(request_id)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            # Closed from another context (aclose by the server): nothing to restore there.
+            with contextlib.suppress(ValueError):
+                reset_request_id(token)
+
+    return wrapped()
+
+
+def bind_request_id_sync(events: Iterator[Any], *, request_id: str | None) -> Iterator[Any]:
+    def wrapped() -> Iterator[Any]:
+        token = set_request_id(request_id)
+        try:
+            yield from events
+        finally:
+            with contextlib.suppress(ValueError):
+                reset_request_id(token)
+
+    return wrapped()

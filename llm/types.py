@@ -1,0 +1,147 @@
+"""Plain frozen values passed between the context builder, the providers and the services.
+
+No Django model and no `openai` type crosses these boundaries: the builder and the providers
+see only these.
+"""
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One function call requested by an assistant message (OpenAI chat format)."""
+
+    id: str
+    name: str
+    arguments: str  # JSON text, as the model produced it
+
+    def as_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+    @classmethod
+    def from_openai(cls, data: dict[str, Any]) -> "ToolCall":
+        return cls(
+            id=data["id"], name=data["function"]["name"], arguments=data["function"]["arguments"]
+        )
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One message as sent to a provider."""
+
+    role: str
+    content: str
+    name: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+
+    def as_openai(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.name:
+            data["name"] = self.name
+        if self.tool_calls:
+            data["tool_calls"] = [call.as_openai() for call in self.tool_calls]
+        if self.tool_call_id:
+            data["tool_call_id"] = self.tool_call_id
+        return data
+
+
+@dataclass(frozen=True)
+class HistoryMessage:
+    """A stored message (or the one about to be stored: seq None) as the builder sees it."""
+
+    seq: int | None
+    role: str
+    content: str
+    token_count: int
+    name: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+
+    def to_chat(self) -> ChatMessage:
+        return ChatMessage(
+            role=self.role,
+            content=self.content,
+            name=self.name,
+            tool_calls=self.tool_calls,
+            tool_call_id=self.tool_call_id,
+        )
+
+
+@dataclass(frozen=True)
+class Context:
+    """What one reply sends: the messages in chronological order and how they were chosen."""
+
+    messages: tuple[ChatMessage, ...]
+    tokens: int
+    budget: int
+    messages_included: int  # history messages sent (not counting the session's system_prompt)
+    messages_dropped: int  # history messages left out
+    first_seq: int | None
+    last_seq: int | None
+    encoding: str
+    # seqs of the history messages sent; None stands for the not-yet-stored new message.
+    seqs: tuple[int | None, ...] = field(default=(), repr=False)
+
+    def with_pending_seq(self, seq: int) -> "Context":
+        """The same context once the new message was stored and got its seq."""
+        seqs = tuple(seq if s is None else s for s in self.seqs)
+        known = [s for s in seqs if s is not None]
+        return replace(
+            self,
+            seqs=seqs,
+            first_seq=min(known) if known else None,
+            last_seq=max(known) if known else None,
+        )
+
+    def as_record(self) -> dict[str, Any]:
+        """The `context` stored on a reply, enough to explain and reproduce it."""
+        return {
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "messages_included": self.messages_included,
+            "messages_dropped": self.messages_dropped,
+            "tokens": self.tokens,
+            "budget": self.budget,
+            "encoding": self.encoding,
+        }
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole reply from a provider."""
+
+    text: str
+    model: str
+    finish_reason: str
+    usage: Usage | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+@dataclass(frozen=True)
+class StreamChunk:
+    """One streamed piece: a text delta, and on the last piece(s) the finish reason/usage."""
+
+    delta: str = ""
+    model: str | None = None
+    finish_reason: str | None = None
+    usage: Usage | None = None

@@ -1,0 +1,12 @@
+from django.urls import path
+
+from llm import views
+
+urlpatterns = [
+    path("sessions/<str:session_id>/reply/", views.ReplyView.as_view(), name="session-reply"),
+    path(
+        "sessions/<str:session_id>/context/",
+        views.ContextPreviewView.as_view(),
+        name="session-context",
+    ),
+]
