@@ -4,6 +4,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import QuerySet
 
 from chatengine.exceptions import Conflict
 from conversations.models import ChatSession, Message
@@ -89,3 +90,18 @@ def append_message(
     for field in ("last_seq", "message_count", "total_tokens", "last_message_at", "updated_at"):
         setattr(session, field, getattr(locked, field))
     return message
+
+
+def delete_sessions(*, sessions: QuerySet[ChatSession]) -> tuple[int, int]:
+    """Delete these sessions and their messages in one transaction; (sessions, messages) gone.
+
+    The one place bulk deletion goes through (prune_sessions calls it per batch), so cache
+    invalidation for deleted sessions has a single hook. The rows are locked first: an append
+    racing the delete waits for it and then finds no session.
+    """
+    with transaction.atomic():
+        ids = list(sessions.select_for_update().values_list("pk", flat=True))
+        if not ids:
+            return 0, 0
+        _, per_model = ChatSession.objects.filter(pk__in=ids).delete()
+    return per_model.get(ChatSession._meta.label, 0), per_model.get(Message._meta.label, 0)
