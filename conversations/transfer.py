@@ -213,8 +213,7 @@ class _Checker:
             "datetime": lambda v: isinstance(v, str),
         }[kind](value)
         if not ok:
-            expected = {"json": "an object or a list", "datetime": "an ISO 8601 string"}
-            self.fail(name, f"expected {expected.get(kind, 'a ' + kind)}, got {_kind(value)}")
+            self.fail(name, f"expected {_EXPECTED[kind]}, got {_kind(value)}")
             return default
         if kind == "str" and "max_length" in rule and len(value) > rule["max_length"]:
             self.fail(name, f"longer than {rule['max_length']} characters")
@@ -237,6 +236,17 @@ class _Checker:
     def reject_unknown(self, known: Iterable[str]) -> None:
         for name in sorted(set(self.data) - set(known)):
             self.fail(name, "unknown field")
+
+
+_EXPECTED = {
+    "str": "a string",
+    "int": "an integer",
+    "bool": "a boolean",
+    "object": "an object",
+    "list": "a list",
+    "json": "an object or a list",
+    "datetime": "an ISO 8601 string",
+}
 
 
 def _kind(value: Any) -> str:
@@ -266,7 +276,7 @@ def parse_record(line: str) -> SessionRecord:
     try:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
-        raise RecordError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+        raise RecordError(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
     if not isinstance(data, dict):
         raise RecordError(f"expected a JSON object, got {_kind(data)}")
 
