@@ -3,7 +3,7 @@
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -255,7 +255,6 @@ _LOAD_TURNS = [
 class LoadResult:
     sessions: int = 0
     messages: int = 0
-    created: list[uuid.UUID] = field(default_factory=list)
 
 
 def seed_load_data(
@@ -319,7 +318,6 @@ def seed_load_data(
             Message.objects.bulk_create(message_rows, batch_size=batch_size)
         result.sessions += len(session_rows)
         result.messages += len(message_rows)
-        result.created.extend(s.pk for s in session_rows)
         if on_batch is not None:
             on_batch(result)
         start_index = stop

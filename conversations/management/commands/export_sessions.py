@@ -1,4 +1,3 @@
-import sys
 import uuid
 
 from django.core.management.base import CommandError
@@ -67,15 +66,18 @@ class Command(ConversationsCommand):
         progress = Progress(
             report, verbosity=verbosity, label="Exported sessions", total=sessions.count()
         )
-        try:
-            out = sys.stdout if to_stdout else open(path, "w", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise CommandError(f"--output: cannot write {path}: {exc.strerror}") from None
+        if to_stdout:
+            # The raw stream: a line is written in pieces, which OutputWrapper would end with
+            # newlines of its own.
+            out = self.stdout._out
+        else:
+            try:
+                out = open(path, "w", encoding="utf-8")  # noqa: SIM115
+            except OSError as exc:
+                raise CommandError(f"--output: cannot write {path}: {exc.strerror}") from None
         try:
             result = transfer.export_sessions(
-                sessions=sessions,
-                out=self.stdout._out if to_stdout else out,
-                on_session=lambda r: progress.update(r.sessions),
+                sessions=sessions, out=out, on_session=lambda r: progress.update(r.sessions)
             )
         finally:
             progress.close()
