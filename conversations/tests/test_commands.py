@@ -21,6 +21,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from conversations import bulk, services, transfer
+from conversations.management.cli import Progress
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
 
@@ -664,3 +665,36 @@ class TestThroughManagePy:
 def test_help_explains_the_command(name, phrase):
     command = load_command_class("conversations", name)
     assert phrase in command.create_parser("manage.py", name).format_help()
+
+
+class TestProgress:
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def test_it_redraws_one_line_on_a_terminal(self):
+        stream = self.Terminal()
+        progress = Progress(stream, verbosity=1, label="Seeded messages", total=200)
+        progress.update(50)
+        progress.update(200)
+        progress.close()
+        assert stream.getvalue() == (
+            "\rSeeded messages: 50/200 (25%)\rSeeded messages: 200/200 (100%)\n"
+        )
+
+    @pytest.mark.parametrize(("stream", "verbosity"), [(io.StringIO(), 1), (Terminal(), 0)])
+    def test_it_stays_silent_off_a_terminal_or_when_quiet(self, stream, verbosity):
+        progress = Progress(stream, verbosity=verbosity, label="x", total=3)
+        progress.update(1)
+        progress.close()
+        assert stream.getvalue() == ""
+
+
+@pytest.mark.django_db
+def test_export_and_import_are_quiet_at_verbosity_zero(tmp_path):
+    make_rich_history()
+    path = tmp_path / "all.jsonl"
+    assert run("export_sessions", "-o", str(path), "--verbosity", "0") == ("", "")
+    wipe()
+    assert run("import_sessions", str(path), "--verbosity", "0") == ("", "")
+    assert ChatSession.objects.count() == 3
