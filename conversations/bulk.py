@@ -9,7 +9,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet, Sum
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -315,7 +315,10 @@ def seed_load_data(
                 )
         with transaction.atomic(), explicit_timestamps():
             ChatSession.objects.bulk_create(session_rows)
-            Message.objects.bulk_create(message_rows, batch_size=batch_size)
+            if connection.vendor == "postgresql":
+                _copy_messages(message_rows)
+            else:
+                Message.objects.bulk_create(message_rows, batch_size=batch_size)
         result.sessions += len(session_rows)
         result.messages += len(message_rows)
         if on_batch is not None:
@@ -323,3 +326,24 @@ def seed_load_data(
         start_index = stop
     log_event("load.seeded", sessions=result.sessions, messages=result.messages)
     return result
+
+
+_COPY_COLUMNS = (
+    "session_id", "seq", "role", "content", "name", "metadata", "token_count", "tool_call_id",
+    "created_at",
+)  # fmt: skip
+
+
+def _copy_messages(rows: list[Message]) -> None:
+    """COPY the rows in (PostgreSQL): several times faster than INSERTs for load data.
+
+    Model defaults live in Python, not in the table, so every NOT NULL column is listed; the
+    nullable reply columns (tool_calls, model, usage, ...) are left NULL, as bulk_create would.
+    """
+    with connection.cursor() as cursor:
+        sql = f"COPY {Message._meta.db_table} ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+        with cursor.cursor.copy(sql) as copy:
+            for m in rows:
+                copy.write_row(
+                    (m.session_id, m.seq, m.role, m.content, "", "{}", 0, "", m.created_at)
+                )
