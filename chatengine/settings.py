@@ -160,6 +160,9 @@ LOG_FORMAT = env_choice("LOG_FORMAT", "console" if DEBUG else "json", ["json", "
 LOG_LEVEL = env_choice(
     "LOG_LEVEL", "INFO", ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], upper=True
 )
+# Servers log to stdout (12-factor); manage.py defaults to stderr, because commands such as
+# export_sessions write their data to stdout.
+LOG_STREAM = env_choice("LOG_STREAM", "stdout", ["stdout", "stderr"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -171,7 +174,7 @@ LOGGING = {
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
+            "stream": f"ext://sys.{LOG_STREAM}",
             "formatter": LOG_FORMAT,
             "filters": ["request_id"],
         }

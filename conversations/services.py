@@ -5,7 +5,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -198,3 +198,31 @@ def set_sessions_archived(*, sessions: QuerySet[ChatSession], archived: bool) ->
     Archiving only stops new messages (append_message raises Conflict); history stays readable.
     """
     return sessions.exclude(archived=archived).update(archived=archived, updated_at=timezone.now())
+
+
+def delete_sessions(*, sessions: QuerySet[ChatSession]) -> tuple[int, int]:
+    """Delete these sessions and their messages in one transaction; (sessions, messages) gone.
+
+    The one place bulk deletion goes through (prune_sessions calls it per batch), so cache
+    invalidation for deleted sessions has a single hook. The rows are locked first: an append
+    racing the delete waits for it and then finds no session.
+    """
+    with transaction.atomic():
+        ids = list(sessions.select_for_update().values_list("pk", flat=True))
+        if not ids:
+            return 0, 0
+        # One DELETE for all their messages: the Message delete signal (cache invalidation for
+        # single deletes) would otherwise make Django load every message of every session.
+        pk_field = ChatSession._meta.pk
+        params = [pk_field.get_db_prep_value(pk, connection) for pk in ids]
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {Message._meta.db_table} "
+                f"WHERE session_id IN ({', '.join(['%s'] * len(ids))})",
+                params,
+            )
+            messages_deleted = cursor.rowcount
+        sessions_deleted, _ = ChatSession.objects.filter(pk__in=ids).delete()
+        for pk in ids:
+            transaction.on_commit(partial(history_cache.invalidate, session_id=pk))
+    return sessions_deleted, messages_deleted
