@@ -15,7 +15,6 @@
 
 from typing import Any
 
-from django.core.validators import ProhibitNullCharactersValidator
 from drf_spectacular.drainage import warn
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
@@ -233,8 +232,8 @@ session_id_parameter = OpenApiParameter(
 METADATA_SCHEMA: dict[str, Any] = {
     "type": "object",
     "maxProperties": 16,
-    "propertyNames": {"maxLength": 64, "pattern": "^[^\\u0000]*$"},
-    "additionalProperties": {"type": "string", "maxLength": 512, "pattern": "^[^\\u0000]*$"},
+    "propertyNames": {"maxLength": 64},
+    "additionalProperties": {"type": "string", "maxLength": 512},
     "description": "Your own key-value pairs (OpenAI's rule): at most 16 keys of up to 64 "
     "characters, string values of up to 512 characters. The engine never writes into it.",
     "example": {"customer": "c-1042", "channel": "web"},
@@ -243,11 +242,6 @@ METADATA_SCHEMA: dict[str, Any] = {
 
 def document_metadata_field(field_class: type) -> type:
     return extend_schema_field(METADATA_SCHEMA)(field_class)
-
-
-# JSON Schema for "a string with no NUL character": PostgreSQL cannot store U+0000, so every
-# text field rejects it (Django's ProhibitNullCharactersValidator) and the schema says so.
-NO_NUL_PATTERN = "^[^\\u0000]*$"
 
 
 # --- Security -----------------------------------------------------------------------------
@@ -302,18 +296,6 @@ class ChatengineAutoSchema(AutoSchema):
                     error_response(status), str(status), direction=direction
                 )
         return dict(sorted(responses.items()))
-
-    def _insert_field_validators(self, field, schema):
-        super()._insert_field_validators(field, schema)
-        # Added after drf-spectacular's own validators on purpose: it wraps a blank-allowing
-        # string with a pattern in oneOf[pattern, ""], wrong for a pattern that matches "".
-        if (
-            not field.read_only
-            and schema.get("type") == "string"
-            and "pattern" not in schema
-            and any(isinstance(v, ProhibitNullCharactersValidator) for v in field.validators)
-        ):
-            schema["pattern"] = NO_NUL_PATTERN
 
 
 # --- Completeness ---------------------------------------------------------------------------

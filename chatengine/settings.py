@@ -135,7 +135,8 @@ SPECTACULAR_SETTINGS = {
         "Chat sessions, their message history and LLM replies. Every endpoint under "
         "`/api/v1/` needs `Authorization: Bearer <token>`. Every error is the envelope "
         '`{"error": {"type", "message", "details", "request_id"}}`; branch on `type`. '
-        "Lists are keyset-paginated: `{results, next, has_more}`, follow `next` until null."
+        "Lists are keyset-paginated: `{results, next, has_more}`, follow `next` until null. "
+        "Text is stored exactly as sent, except that U+0000 (NUL) is rejected everywhere."
     ),
     "VERSION": "1.0.0",
     "OAS_VERSION": "3.1.0",

@@ -31,6 +31,13 @@ def _validated(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
+def _validated_query(serializer_class, request: Request) -> dict:
+    # A plain dict, not the QueryDict: DRF reads form-style input leniently and would take an
+    # empty value (`?order=`, `?limit=`) as "absent", where the documented schema (and so
+    # every client generator) says it is invalid. Found by the contract test.
+    return _validated(serializer_class, request.query_params.dict())
+
+
 def paginated_response(request: Request, page: Page, serializer_class) -> Response:
     """The one list envelope: {"results": [...], "next": absolute URL | null, "has_more"}."""
     next_url = None
@@ -64,7 +71,7 @@ class SessionListCreateView(APIView):
         examples=[schema.SESSION_PAGE],
     )
     def get(self, request: Request) -> Response:
-        query = _validated(SessionListQuerySerializer, request.query_params)
+        query = _validated_query(SessionListQuerySerializer, request)
         page = selectors.list_sessions(user=request.user, **query)
         return paginated_response(request, page, SessionSerializer)
 
@@ -147,7 +154,7 @@ class MessageListCreateView(APIView):
     )
     def get(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
-        query = _validated(HistoryQuerySerializer, request.query_params)
+        query = _validated_query(HistoryQuerySerializer, request)
         page = selectors.list_messages(session=session, **query)
         return paginated_response(request, page, MessageSerializer)
 
