@@ -288,6 +288,14 @@ class ChatengineAutoSchema(AutoSchema):
             statuses.append(429)
         return sorted(statuses)
 
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        # Input serializers that refuse unknown fields say so, or a client (and the fuzzer)
+        # would take any extra property for valid.
+        if getattr(serializer, "rejects_unknown_fields", False):
+            schema["additionalProperties"] = False
+        return schema
+
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)
         for status in self.implied_error_statuses():

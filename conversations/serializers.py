@@ -80,6 +80,8 @@ class MetadataField(serializers.JSONField):
 class StrictInputSerializer(serializers.Serializer):
     """Rejects fields it does not know, so typos don't pass silently."""
 
+    rejects_unknown_fields = True  # documented as additionalProperties: false
+
     def to_internal_value(self, data):
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))

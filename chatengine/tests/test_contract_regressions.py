@@ -76,3 +76,42 @@ def test_cursor_from_next_still_pages_through(auth_client, user):
     assert len(first["results"]) == 2
     assert len(second["results"]) == 1
     assert second["next"] is None
+
+
+# 3. Schema-valid bodies the API refused (schemathesis, positive_data_acceptance): the schema
+# allowed what the serializers reject, so clients generated from it would send both.
+#   a. A blank string where the field is not allow_blank (`{"role": "tool", "content": ""}`):
+#      now documented as minLength 1 (ENFORCE_NON_BLANK_FIELDS).
+#   b. An unknown property (`{"": null, "role": ..., "content": ...}`): StrictInputSerializer
+#      refuses it, now documented as additionalProperties: false.
+@pytest.fixture(scope="module")
+def components() -> dict:
+    from drf_spectacular.generators import SchemaGenerator
+
+    return SchemaGenerator().get_schema(request=None, public=True)["components"]["schemas"]
+
+
+def test_schema_says_message_content_may_not_be_blank(components, auth_client, user):
+    assert components["MessageCreateInput"]["properties"]["content"]["minLength"] == 1
+    session = ChatSessionFactory(user=user)
+    response = auth_client.post(
+        f"{SESSIONS}{session.pk}/messages/", {"role": "tool", "content": ""}, format="json"
+    )
+    _assert_validation_error(response, "content")
+
+
+@pytest.mark.parametrize(
+    "component", ["SessionCreateInput", "PatchedSessionUpdateInput", "MessageCreateInput"]
+)
+def test_schema_says_input_objects_take_no_unknown_property(components, component):
+    assert components[component]["additionalProperties"] is False
+
+
+def test_unknown_property_is_rejected(auth_client, user):
+    session = ChatSessionFactory(user=user)
+    response = auth_client.post(
+        f"{SESSIONS}{session.pk}/messages/",
+        {"": None, "role": "user", "content": "hi"},
+        format="json",
+    )
+    _assert_validation_error(response, "")
