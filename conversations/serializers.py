@@ -141,7 +141,8 @@ class SessionListQuerySerializer(serializers.Serializer):
     search = serializers.CharField(
         required=False,
         max_length=255,
-        trim_whitespace=True,
+        # Not trimmed: "  " is a valid search per the schema (minLength 1), not a blank one.
+        trim_whitespace=False,
         help_text="Only sessions whose title contains this text (case-insensitive).",
     )
 

@@ -115,3 +115,13 @@ def test_unknown_property_is_rejected(auth_client, user):
         format="json",
     )
     _assert_validation_error(response, "")
+
+
+# 4. A whitespace-only search (found reviewing class 1: the same lenient path). `search` was
+# trimmed, so "  " became blank and a 400, though the schema (minLength 1) calls it valid.
+def test_whitespace_search_is_a_search_for_whitespace(auth_client, user):
+    ChatSessionFactory(user=user, title="Trip  to Lisbon")
+    ChatSessionFactory(user=user, title="Groceries")
+    response = auth_client.get(SESSIONS, {"search": "  "})
+    assert response.status_code == 200
+    assert [s["title"] for s in response.json()["results"]] == ["Trip  to Lisbon"]
