@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "conversations",
     "llm",
 ]
@@ -132,7 +133,7 @@ REST_FRAMEWORK = {
         "rest_framework.renderers.BrowsableAPIRenderer",
     ],
     "EXCEPTION_HANDLER": "chatengine.exceptions.envelope_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "chatengine.openapi.ChatengineAutoSchema",
     "UNAUTHENTICATED_USER": None,
     # Per-user rates, counted in the default cache; see chatengine/throttling.py.
     "DEFAULT_THROTTLE_CLASSES": ["chatengine.throttling.UserScopedRateThrottle"],
@@ -142,11 +143,35 @@ REST_FRAMEWORK = {
         "replies": env_rate("CHATENGINE_THROTTLE_REPLIES", "30/min"),
     },
 }
+# OpenAPI (drf-spectacular): README "API documentation". The docs pages and the schema are
+# public; the UI assets come from drf-spectacular-sidecar's static files, never a CDN.
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatengine API",
-    "DESCRIPTION": "Chat sessions, messages and LLM replies.",
+    "DESCRIPTION": (
+        "Chat sessions, their message history and LLM replies. Every endpoint under "
+        "`/api/v1/` needs `Authorization: Bearer <token>`. Every error is the envelope "
+        '`{"error": {"type", "message", "details", "request_id"}}`; branch on `type`. '
+        "Lists are keyset-paginated: `{results, next, has_more}`, follow `next` until null. "
+        "Text is stored exactly as sent, except that U+0000 (NUL) is rejected everywhere."
+    ),
     "VERSION": "1.0.0",
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_AUTHENTICATION": [],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # A string field that rejects "" is documented with minLength: 1.
+    "ENFORCE_NON_BLANK_FIELDS": True,
+    "ENUM_NAME_OVERRIDES": {"ErrorTypeEnum": "chatengine.openapi.ERROR_TYPES"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "chatengine.openapi.document_tags_and_check_operations",
+    ],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # validatorUrl: Swagger UI would otherwise send the schema to validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None, "tryItOutEnabled": False},
 }
 
 # --- chatengine -------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from chatengine import views
 
@@ -10,6 +11,10 @@ urlpatterns = [
     path("readyz", views.ReadyzView.as_view(), name="readyz"),
     path("metrics", views.MetricsView.as_view(), name="metrics"),
     path("api/v1/", include("llm.urls")),
+    # API documentation (public): the OpenAPI schema, Swagger UI and Redoc.
+    path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
+    path("api/redoc/", SpectacularRedocView.as_view(url_name="openapi-schema"), name="api-redoc"),
 ]
 
 handler400 = "chatengine.exceptions.bad_request"

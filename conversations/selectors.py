@@ -5,7 +5,7 @@ import binascii
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, Literal, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -50,8 +50,13 @@ def _decode_session_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         stamp, pk = base64.urlsafe_b64decode(padded.encode()).decode().split("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(pk)
-    except (ValueError, binascii.Error, UnicodeError):
+        moment = datetime.fromisoformat(stamp)
+        # We only ever issue aware UTC stamps; a crafted naive or out-of-range one must be a
+        # 400, not a naive-datetime query or an OverflowError (500) in the database adapter.
+        if moment.tzinfo is None:
+            raise ValueError("naive cursor timestamp")
+        return moment.astimezone(UTC), uuid.UUID(pk)
+    except (ValueError, OverflowError, binascii.Error, UnicodeError):
         raise ValidationFailed(
             "cursor: not a cursor this API returned.", details={"cursor": ["Invalid cursor."]}
         ) from None

@@ -3,6 +3,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from chatengine.openapi import document_metadata_field
 from conversations.models import ChatSession, Message
 
 METADATA_MAX_KEYS = 16
@@ -46,6 +47,7 @@ class StrictBooleanField(serializers.BooleanField):
         return data
 
 
+@document_metadata_field
 class MetadataField(serializers.JSONField):
     """Caller-owned metadata, with OpenAI's limits: <=16 keys, keys <=64 chars, string values
     <=512 chars."""
@@ -78,6 +80,8 @@ class MetadataField(serializers.JSONField):
 class StrictInputSerializer(serializers.Serializer):
     """Rejects fields it does not know, so typos don't pass silently."""
 
+    rejects_unknown_fields = True  # documented as additionalProperties: false
+
     def to_internal_value(self, data):
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
@@ -101,6 +105,8 @@ class SessionUpdateInputSerializer(SessionCreateInputSerializer):
 
 
 class SessionSerializer(serializers.ModelSerializer):
+    metadata = MetadataField(read_only=True)
+
     class Meta:
         model = ChatSession
         fields = [
@@ -120,10 +126,25 @@ class SessionSerializer(serializers.ModelSerializer):
 
 
 class SessionListQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(required=False, default=20, min_value=1, max_value=100)
-    cursor = serializers.CharField(required=False, max_length=512)
-    archived = serializers.BooleanField(required=False, allow_null=True, default=None)
-    search = serializers.CharField(required=False, max_length=255, trim_whitespace=True)
+    limit = serializers.IntegerField(
+        required=False, default=20, min_value=1, max_value=100, help_text="Page size."
+    )
+    cursor = serializers.CharField(
+        required=False, max_length=512, help_text="Opaque; copy it from a `next` URL."
+    )
+    archived = serializers.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Only archived (`true`) or only active (`false`) sessions; both if unset.",
+    )
+    search = serializers.CharField(
+        required=False,
+        max_length=255,
+        # Not trimmed: "  " is a valid search per the schema (minLength 1), not a blank one.
+        trim_whitespace=False,
+        help_text="Only sessions whose title contains this text (case-insensitive).",
+    )
 
 
 # --- Messages -----------------------------------------------------------------------------
@@ -202,6 +223,7 @@ class MessageCreateInputSerializer(StrictInputSerializer):
 
 class MessageSerializer(serializers.ModelSerializer):
     session = serializers.UUIDField(source="session_id", read_only=True)
+    metadata = MetadataField(read_only=True)
 
     class Meta:
         model = Message
@@ -227,7 +249,24 @@ class MessageSerializer(serializers.ModelSerializer):
 
 
 class HistoryQuerySerializer(serializers.Serializer):
-    limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=200)
-    after = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SEQ)
-    before = serializers.IntegerField(required=False, min_value=1, max_value=MAX_SEQ)
-    order = serializers.ChoiceField(choices=["asc", "desc"], required=False, default="asc")
+    limit = serializers.IntegerField(
+        required=False, default=50, min_value=1, max_value=200, help_text="Page size."
+    )
+    after = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Only messages with a greater `seq` (exclusive).",
+    )
+    before = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_SEQ,
+        help_text="Only messages with a smaller `seq` (exclusive).",
+    )
+    order = serializers.ChoiceField(
+        choices=["asc", "desc"],
+        required=False,
+        default="asc",
+        help_text="`asc`: oldest first; `desc`: newest first.",
+    )

@@ -1,12 +1,18 @@
-"""The HTTP layer: parse and validate, call one service or selector, serialize."""
+"""The HTTP layer: parse and validate, call one service or selector, serialize.
 
+Each operation is documented with `@extend_schema` (chatengine/openapi.py has the shared parts;
+conversations/schema.py the examples).
+"""
+
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from conversations import selectors, services
+from chatengine.openapi import Tags, error_responses, paginated, session_id_parameter
+from conversations import schema, selectors, services
 from conversations.selectors import Page
 from conversations.serializers import (
     HistoryQuerySerializer,
@@ -23,6 +29,13 @@ def _validated(serializer_class, data) -> dict:
     serializer = serializer_class(data=data)
     serializer.is_valid(raise_exception=True)
     return serializer.validated_data
+
+
+def _validated_query(serializer_class, request: Request) -> dict:
+    # A plain dict, not the QueryDict: DRF reads form-style input leniently and would take an
+    # empty value (`?order=`, `?limit=`) as "absent", where the documented schema (and so
+    # every client generator) says it is invalid. Found by the contract test.
+    return _validated(serializer_class, request.query_params.dict())
 
 
 def paginated_response(request: Request, page: Page, serializer_class) -> Response:
@@ -43,41 +56,122 @@ def paginated_response(request: Request, page: Page, serializer_class) -> Respon
 
 
 class SessionListCreateView(APIView):
+    @extend_schema(
+        operation_id="sessions_list",
+        summary="List your sessions",
+        description="Your sessions, most recent activity first, one keyset page at a time. "
+        "Follow `next` until it is null; `cursor` is opaque (only values from `next` are valid, "
+        "anything else answers 400).",
+        tags=[Tags.SESSIONS],
+        parameters=[SessionListQuerySerializer],
+        responses={
+            200: OpenApiResponse(paginated(SessionSerializer), "A page of your sessions."),
+            **error_responses(400),
+        },
+        examples=[schema.SESSION_PAGE],
+    )
     def get(self, request: Request) -> Response:
-        query = _validated(SessionListQuerySerializer, request.query_params)
+        query = _validated_query(SessionListQuerySerializer, request)
         page = selectors.list_sessions(user=request.user, **query)
         return paginated_response(request, page, SessionSerializer)
 
+    @extend_schema(
+        operation_id="sessions_create",
+        summary="Create a session",
+        description="An empty session owned by you. Every field is optional; unknown fields "
+        "and values of the wrong JSON type are rejected.",
+        tags=[Tags.SESSIONS],
+        request=SessionCreateInputSerializer,
+        responses={201: OpenApiResponse(SessionSerializer, "The new session.")},
+        examples=[schema.SESSION_CREATE_REQUEST, schema.SESSION_CREATED],
+    )
     def post(self, request: Request) -> Response:
         data = _validated(SessionCreateInputSerializer, request.data)
         session = services.create_session(user=request.user, **data)
         return Response(SessionSerializer(session).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(parameters=[session_id_parameter])
 class SessionDetailView(APIView):
+    @extend_schema(
+        operation_id="sessions_retrieve",
+        summary="Get a session",
+        description="One of your sessions, with its counters.",
+        tags=[Tags.SESSIONS],
+        responses={200: OpenApiResponse(SessionSerializer, "The session.")},
+        examples=[schema.SESSION_OK],
+    )
     def get(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         return Response(SessionSerializer(session).data)
 
+    @extend_schema(
+        operation_id="sessions_partial_update",
+        summary="Change a session",
+        description="Change any of `title`, `system_prompt`, `model`, `metadata` (replaced "
+        "whole) and `archived`; fields you leave out keep their value. An archived session "
+        "refuses new messages until it is unarchived. `PUT` is not supported (405).",
+        tags=[Tags.SESSIONS],
+        request=SessionUpdateInputSerializer,
+        responses={200: OpenApiResponse(SessionSerializer, "The session as changed.")},
+        examples=[schema.SESSION_UPDATE_REQUEST, schema.SESSION_UPDATED],
+    )
     def patch(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         changes = _validated(SessionUpdateInputSerializer, request.data)
         session = services.update_session(session=session, **changes)
         return Response(SessionSerializer(session).data)
 
+    @extend_schema(
+        operation_id="sessions_destroy",
+        summary="Delete a session",
+        description="Deletes the session and all its messages, for good. No response body.",
+        tags=[Tags.SESSIONS],
+        responses={204: OpenApiResponse(None, "Deleted; no body.")},
+    )
     def delete(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         services.delete_session(session=session)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema(parameters=[session_id_parameter])
 class MessageListCreateView(APIView):
+    @extend_schema(
+        operation_id="messages_list",
+        summary="Read a session's history",
+        description="Messages by `seq` (1, 2, 3… with no gap), oldest first by default. "
+        "Continue with `next`: ascending pages move `after=<last seq>`, descending ones "
+        "`before=<last seq>`, so a walk sees every message exactly once even while new "
+        "ones are appended.",
+        tags=[Tags.MESSAGES],
+        parameters=[HistoryQuerySerializer],
+        responses={
+            200: OpenApiResponse(paginated(MessageSerializer), "A page of history."),
+            **error_responses(400),
+        },
+        examples=[schema.MESSAGE_PAGE],
+    )
     def get(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
-        query = _validated(HistoryQuerySerializer, request.query_params)
+        query = _validated_query(HistoryQuerySerializer, request)
         page = selectors.list_messages(session=session, **query)
         return paginated_response(request, page, MessageSerializer)
 
+    @extend_schema(
+        operation_id="messages_create",
+        summary="Append a message",
+        description="Stores the message at the session's next `seq`, exactly as sent "
+        "(whitespace included), and updates the session's counters. It does not ask the "
+        "LLM for a reply.",
+        tags=[Tags.MESSAGES],
+        request=MessageCreateInputSerializer,
+        responses={
+            201: OpenApiResponse(MessageSerializer, "The stored message, with its `seq`."),
+            **error_responses(409, descriptions={409: "The session is archived."}),
+        },
+        examples=[schema.MESSAGE_CREATE_REQUEST, schema.MESSAGE_CREATED],
+    )
     def post(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         data = _validated(MessageCreateInputSerializer, request.data)

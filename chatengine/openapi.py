@@ -1,0 +1,350 @@
+"""OpenAPI building blocks every endpoint shares, so documenting a new one is a few lines.
+
+- `ChatengineAutoSchema` (DEFAULT_SCHEMA_CLASS) adds the error responses that follow from a
+  view's own configuration to every operation: 401 when it needs authentication, 403 for
+  unsafe methods under session auth (CSRF), 400 and 413 when it takes a body, 404 when its
+  path names a resource, 429 when it is throttled, 406 and 500. An operation declares only the
+  errors of its own logic, with `error_responses(409, 422, ...)`.
+- `ErrorEnvelopeSerializer` is the one error schema (`ErrorEnvelope`), `paginated()` the list
+  envelope, `session_id_parameter` the session path parameter, `Tags` the operation tags.
+- `BearerSchemeExtension` documents `Authorization: Bearer <token>` as the security scheme.
+- `check_operations_documented` (a postprocessing hook) warns, so that
+  `spectacular --fail-on-warn` fails, when an operation lacks a summary, a description, a
+  known tag, or an example of its request body or success response.
+"""
+
+from typing import Any
+
+from drf_spectacular.drainage import warn
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema_field,
+)
+from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.permissions import AllowAny
+
+
+# --- Tags ---------------------------------------------------------------------------------
+class Tags:
+    SESSIONS = "sessions"
+    MESSAGES = "messages"
+    REPLIES = "replies"
+    HEALTH = "health"
+
+
+# In this order in the documentation; only the tags some operation uses are listed.
+TAG_DESCRIPTIONS: dict[str, str] = {
+    Tags.SESSIONS: "Chat sessions: create, list, read, change, archive and delete them.",
+    Tags.MESSAGES: "A session's history: append messages and read them back by `seq`.",
+    Tags.REPLIES: "LLM replies to a session's history, as JSON or as a server-sent event stream.",
+    Tags.HEALTH: "Liveness, readiness and metrics for operators (no authentication).",
+}
+
+
+# --- The error envelope -------------------------------------------------------------------
+# status -> (type, when, example message). The README's "Errors" table says the same.
+ERRORS: dict[int, tuple[str, str, str]] = {
+    400: (
+        "validation_error",
+        "The request is invalid: a bad or unknown field, a value of the wrong JSON type, "
+        "malformed JSON, a body that is not JSON, or a bad query parameter. `details` maps "
+        "each offending field to its problems.",
+        "content: This field may not be blank.",
+    ),
+    401: (
+        "authentication_error",
+        "No credentials, or a token that does not exist. Send `Authorization: Bearer <token>`.",
+        "Authentication credentials were not provided.",
+    ),
+    403: (
+        "permission_error",
+        "Authenticated but not allowed, e.g. a CSRF failure when using the browser session.",
+        "CSRF verification failed: CSRF token missing.",
+    ),
+    404: (
+        "not_found",
+        "No such resource for this user: a missing id, another user's session, or an id "
+        "that is not a UUID all answer the same.",
+        "Session not found.",
+    ),
+    405: ("method_not_allowed", "The method is not allowed here.", 'Method "PUT" not allowed.'),
+    406: (
+        "not_acceptable",
+        "The `Accept` header asks for a format this endpoint cannot produce.",
+        "Could not satisfy the request Accept header.",
+    ),
+    409: (
+        "conflict",
+        "The request conflicts with the resource's state.",
+        "The session is archived; unarchive it to add messages.",
+    ),
+    413: (
+        "request_too_large",
+        "The body is larger than the server accepts (`DATA_UPLOAD_MAX_MEMORY_SIZE`).",
+        "The request body is larger than the server accepts.",
+    ),
+    422: (
+        "context_overflow",
+        "The newest message alone does not fit the model's context window.",
+        "The message does not fit in the model's context window.",
+    ),
+    429: (
+        "rate_limited",
+        "Throttled; the `Retry-After` header says how many seconds to wait.",
+        "Request was throttled. Expected available in 7 seconds.",
+    ),
+    500: (
+        "internal_error",
+        "A bug on our side. The body never carries a traceback; quote `request_id`.",
+        "An internal error occurred.",
+    ),
+    502: (
+        "llm_upstream_error",
+        "The LLM provider returned an error.",
+        "The LLM provider returned an error.",
+    ),
+    503: (
+        "service_unavailable",
+        "A service chatengine depends on is unavailable.",
+        "A service chatengine depends on is unavailable.",
+    ),
+    504: (
+        "llm_timeout",
+        "The LLM provider did not answer in time.",
+        "The LLM provider did not answer in time.",
+    ),
+}
+
+ERROR_TYPES = sorted({error_type for error_type, _, _ in ERRORS.values()})
+EXAMPLE_REQUEST_ID = "4f0c2a9e8b7d4c61a3e5f9b2d1c0e7a4"
+
+
+class ErrorBodySerializer(serializers.Serializer):
+    type = serializers.ChoiceField(
+        choices=ERROR_TYPES,
+        help_text="Machine-readable error type; branch on this, not on `message`.",
+    )
+    message = serializers.CharField(help_text="One line for humans; may change.")
+    details = serializers.DictField(
+        allow_null=True,
+        child=serializers.JSONField(),
+        help_text="For `validation_error`: each offending field mapped to its problems "
+        "(a list of messages, or an object for nested fields). Otherwise null.",
+    )
+    request_id = serializers.CharField(
+        help_text="The request's id, also in the `X-Request-ID` response header and the logs."
+    )
+
+
+class ErrorEnvelopeSerializer(serializers.Serializer):
+    """Every error response: one object under `error`."""
+
+    error = ErrorBodySerializer()
+
+
+def _error_example(status: int) -> OpenApiExample:
+    error_type, _, message = ERRORS[status]
+    details = {"content": ["This field may not be blank."]} if status == 400 else None
+    return OpenApiExample(
+        error_type,
+        value={
+            "error": {
+                "type": error_type,
+                "message": message,
+                "details": details,
+                "request_id": EXAMPLE_REQUEST_ID,
+            }
+        },
+        response_only=True,
+        status_codes=[str(status)],
+    )
+
+
+def error_response(status: int, description: str | None = None) -> OpenApiResponse:
+    """The envelope response for one status, with its standard description and an example."""
+    error_type, when, _ = ERRORS[status]
+    return OpenApiResponse(
+        response=ErrorEnvelopeSerializer,
+        description=f"`{error_type}`: {description or when}",
+        examples=[_error_example(status)],
+    )
+
+
+def error_responses(
+    *statuses: int, descriptions: dict[int, str] | None = None
+) -> dict[int, OpenApiResponse]:
+    """Error responses for `extend_schema(responses={200: X, **error_responses(409)})`.
+
+    Only the errors of the operation's own logic need naming: the ones that follow from the
+    view's configuration are added by `ChatengineAutoSchema`. A more specific description:
+    `error_responses(409, descriptions={409: "The session is archived."})`.
+    """
+    descriptions = descriptions or {}
+    return {status: error_response(status, descriptions.get(status)) for status in statuses}
+
+
+# --- Pagination ---------------------------------------------------------------------------
+_paginated_serializers: dict[str, type[serializers.Serializer]] = {}
+
+
+def paginated(item_serializer: type[serializers.Serializer]) -> type[serializers.Serializer]:
+    """The list envelope `{results, next, has_more}` around `item_serializer`, for schemas.
+
+    `paginated(SessionSerializer)` is documented as the component `PaginatedSessionList`.
+    """
+    item_name = item_serializer.__name__.removesuffix("Serializer")
+    name = f"Paginated{item_name}ListSerializer"
+    if name not in _paginated_serializers:
+        _paginated_serializers[name] = type(
+            name,
+            (serializers.Serializer,),
+            {
+                "__doc__": f"One keyset page of {item_name} objects. Follow `next` until null.",
+                "results": item_serializer(many=True),
+                "next": serializers.URLField(
+                    allow_null=True,
+                    help_text="Absolute URL of the next page (same filters, moved cursor); "
+                    "null on the last page.",
+                ),
+                "has_more": serializers.BooleanField(help_text="Whether `next` is set."),
+            },
+        )
+    return _paginated_serializers[name]
+
+
+# --- Parameters ---------------------------------------------------------------------------
+session_id_parameter = OpenApiParameter(
+    "session_id",
+    OpenApiTypes.UUID,
+    OpenApiParameter.PATH,
+    description="The session's id. An id that is not a UUID, a missing one and another "
+    "user's all answer 404 `not_found`.",
+)
+
+
+# --- Fields with a schema of their own ----------------------------------------------------
+METADATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": 16,
+    "propertyNames": {"maxLength": 64},
+    "additionalProperties": {"type": "string", "maxLength": 512},
+    "description": "Your own key-value pairs (OpenAI's rule): at most 16 keys of up to 64 "
+    "characters, string values of up to 512 characters. The engine never writes into it.",
+    "example": {"customer": "c-1042", "channel": "web"},
+}
+
+
+def document_metadata_field(field_class: type) -> type:
+    return extend_schema_field(METADATA_SCHEMA)(field_class)
+
+
+# --- Security -----------------------------------------------------------------------------
+class BearerSchemeExtension(OpenApiAuthenticationExtension):
+    target_class = "chatengine.authentication.BearerOrTokenAuthentication"
+    name = "bearerAuth"
+    priority = 1
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token: `Authorization: Bearer <token>` "
+            "(`Token <token>` works too). Create one with "
+            "`python manage.py drf_create_token <username>`.",
+        }
+
+
+# --- The schema class ---------------------------------------------------------------------
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+_UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+class ChatengineAutoSchema(AutoSchema):
+    """drf-spectacular's AutoSchema plus the error responses every operation can give."""
+
+    def implied_error_statuses(self) -> list[int]:
+        """Errors that follow from the view's configuration, whatever its own logic does."""
+        # 406: content negotiation runs before the view (an `Accept` it cannot satisfy).
+        statuses = [406, 500]
+        if self.method in _BODY_METHODS:
+            statuses += [400, 413]
+        if "{" in self.path:
+            statuses.append(404)
+        permissions = self.view.get_permissions()
+        if not all(isinstance(permission, AllowAny) for permission in permissions):
+            statuses.append(401)
+            authenticators = self.view.get_authenticators()
+            if self.method in _UNSAFE_METHODS and any(
+                isinstance(a, SessionAuthentication) for a in authenticators
+            ):
+                statuses.append(403)
+        if self.view.get_throttles():
+            statuses.append(429)
+        return sorted(statuses)
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        # Input serializers that refuse unknown fields say so, or a client (and the fuzzer)
+        # would take any extra property for valid.
+        if getattr(serializer, "rejects_unknown_fields", False):
+            schema["additionalProperties"] = False
+        return schema
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        for status in self.implied_error_statuses():
+            if str(status) not in responses:
+                responses[str(status)] = self._get_response_for_code(
+                    error_response(status), str(status), direction=direction
+                )
+        return dict(sorted(responses.items()))
+
+
+# --- Completeness ---------------------------------------------------------------------------
+def _missing_examples(operation: dict[str, Any]) -> list[str]:
+    """Where an example is due but absent: the request body and every 2xx body."""
+    bodies = [("request body", operation.get("requestBody", {}))]
+    bodies += [
+        (f"{status} response", response)
+        for status, response in operation.get("responses", {}).items()
+        if status.startswith("2")
+    ]
+    return [
+        f"{where} ({media_type})"
+        for where, body in bodies
+        for media_type, media in body.get("content", {}).items()
+        if "examples" not in media and "example" not in media
+    ]
+
+
+def document_tags_and_check_operations(result: dict[str, Any], generator, **kwargs):
+    """POSTPROCESSING_HOOK: list the used tags with descriptions, and warn (so that
+    `spectacular --fail-on-warn` and the test suite fail) about an undocumented operation."""
+    used: set[str] = set()
+    for path, methods in result.get("paths", {}).items():
+        for method, operation in methods.items():
+            label = f"{method.upper()} {path}"
+            tags = operation.get("tags", [])
+            used.update(tags)
+            if len(tags) != 1 or tags[0] not in TAG_DESCRIPTIONS:
+                warn(f"{label}: needs exactly one tag of {sorted(TAG_DESCRIPTIONS)}, has {tags}")
+            for key in ("summary", "description"):
+                if not operation.get(key):
+                    warn(f"{label}: has no {key}; add it with @extend_schema({key}=...)")
+            for status, response in operation.get("responses", {}).items():
+                if not response.get("description"):
+                    warn(f"{label}: response {status} has no description")
+            for where in _missing_examples(operation):
+                warn(f"{label}: {where} has no example; add an OpenApiExample")
+    result["tags"] = [
+        {"name": name, "description": description}
+        for name, description in TAG_DESCRIPTIONS.items()
+        if name in used
+    ]
+    return result

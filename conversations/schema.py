@@ -1,0 +1,100 @@
+"""OpenAPI examples for the conversations endpoints (views.py says which operation uses which).
+
+Kept out of views.py so the views stay thin; the values are what the API really returns.
+"""
+
+from drf_spectacular.utils import OpenApiExample
+
+SESSION_ID = "0b6b3a52-6c1e-4f1b-9a55-2f3f1f0c9d11"
+BASE = "http://127.0.0.1:8000/api/v1"
+
+SESSION = {
+    "id": SESSION_ID,
+    "title": "Trip to Lisbon",
+    "system_prompt": "You are a concise travel guide.",
+    "model": "",
+    "metadata": {"customer": "c-1042"},
+    "archived": False,
+    "message_count": 2,
+    "total_tokens": 0,
+    "last_message_at": "2026-11-27T09:15:02.417Z",
+    "created_at": "2026-11-27T09:14:40.101Z",
+    "updated_at": "2026-11-27T09:15:02.420Z",
+}
+
+MESSAGE = {
+    "id": 101,
+    "session": SESSION_ID,
+    "seq": 1,
+    "role": "user",
+    "content": "Three things to see in Belém?",
+    "name": "",
+    "metadata": {},
+    "token_count": 0,
+    "created_at": "2026-11-27T09:15:02.417Z",
+}
+
+SESSION_CREATE_REQUEST = OpenApiExample(
+    "Create a session",
+    value={
+        "title": "Trip to Lisbon",
+        "system_prompt": "You are a concise travel guide.",
+        "metadata": {"customer": "c-1042"},
+    },
+    request_only=True,
+)
+SESSION_CREATED = OpenApiExample(
+    "The new session",
+    value={**SESSION, "message_count": 0, "last_message_at": None},
+    response_only=True,
+    status_codes=["201"],
+)
+SESSION_OK = OpenApiExample("A session", value=SESSION, response_only=True, status_codes=["200"])
+SESSION_PAGE = OpenApiExample(
+    "A page of sessions",
+    value={
+        "results": [SESSION],
+        "next": f"{BASE}/sessions/?limit=1&cursor=MjAyNi0xMS0yN1QwOTox",
+        "has_more": True,
+    },
+    response_only=True,
+    status_codes=["200"],
+)
+SESSION_UPDATE_REQUEST = OpenApiExample(
+    "Archive and rename",
+    value={"title": "Lisbon, May", "archived": True},
+    request_only=True,
+)
+SESSION_UPDATED = OpenApiExample(
+    "The changed session",
+    value={**SESSION, "title": "Lisbon, May", "archived": True},
+    response_only=True,
+    status_codes=["200"],
+)
+MESSAGE_CREATE_REQUEST = OpenApiExample(
+    "Append a user message",
+    value={"role": "user", "content": "Three things to see in Belém?"},
+    request_only=True,
+)
+MESSAGE_CREATED = OpenApiExample(
+    "The stored message", value=MESSAGE, response_only=True, status_codes=["201"]
+)
+MESSAGE_PAGE = OpenApiExample(
+    "A page of history",
+    value={
+        "results": [
+            MESSAGE,
+            {
+                **MESSAGE,
+                "id": 102,
+                "seq": 2,
+                "role": "assistant",
+                "content": "The Jerónimos Monastery, Belém Tower and the Pastéis de Belém.",
+            },
+        ],
+        "next": f"{BASE}/sessions/{SESSION_ID}/messages/?limit=2&after=2",
+        "has_more": True,
+    },
+    response_only=True,
+    status_codes=["200"],
+)
