@@ -7,6 +7,7 @@ ratios are what to compare. Results: bench/results/latest.json and latest.md.
 
 import argparse
 import json
+import logging
 import os
 import platform
 import statistics
@@ -256,16 +257,18 @@ def _fetch_bytes(url: str, token: str) -> bytes:
 
 # --- 3. context build ---------------------------------------------------------------------
 def bench_context(results: dict, servers: list[str]) -> None:
-    from llm.services import build_context
-
     from bench.seed import seed_session
     from conversations.models import ChatSession
+    from llm.services import build_context
 
     user, _token = bench_user()
     ChatSession.objects.filter(user=user, title__startswith="bench-context-").delete()
     figures = {}
     for size in (100, 10_000, 100_000):
         sid = seed_session(user_id=user.pk, title=f"bench-context-{size}", messages=size)
+        # An unlisted model gets LLM_DEFAULT_CONTEXT_TOKENS (8192): a window of ~100 turns,
+        # so the 100-message session fills it too and the sizes compare like for like.
+        ChatSession.objects.filter(pk=sid).update(model="bench-8k-window")
         session = ChatSession.objects.get(pk=sid)
         build_context(session)  # warm-up: fills the cache tail, loads the encoding
         runs = []
@@ -308,8 +311,6 @@ def _sse_timings(url: str, token: str, n: int) -> list[tuple[float, float]]:
                         first = time.perf_counter() - start
                     if line.startswith("event: message.completed"):
                         break
-                for _ in resp.iter_lines():
-                    pass
             out.append((first if first is not None else float("nan"), time.perf_counter() - start))
     return out
 
@@ -595,6 +596,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     setup_django()
+    logging.getLogger().setLevel(logging.WARNING)  # the bench's own client logs are noise
     results: dict = {
         "meta": {
             "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),

@@ -61,6 +61,16 @@ def history_message(message: Message) -> HistoryMessage:
     )
 
 
+def _history_batch_size(*, session: ChatSession, budget: int) -> int:
+    """How many messages to read per batch: about what fills the window, from the session's
+    average stored message size, so one read usually suffices and it never grows with the
+    history. Falls back to HISTORY_BATCH_SIZE for an empty session."""
+    if not session.message_count or not session.total_tokens:
+        return HISTORY_BATCH_SIZE
+    average = max(1, session.total_tokens // session.message_count)
+    return max(16, min(2_000, budget // average + 2))
+
+
 def build_context(
     session: ChatSession,
     *,
@@ -86,7 +96,7 @@ def build_context(
         if pending is not None:
             yield pending
         for row in selectors.iter_messages_newest_first(
-            session=session, batch_size=HISTORY_BATCH_SIZE
+            session=session, batch_size=_history_batch_size(session=session, budget=budget)
         ):
             yield history_message(row)
 

@@ -25,7 +25,9 @@ def seed(session: ChatSession, count: int, *, tokens: int = 10) -> None:
         for i in range(1, count + 1)
     )
     ChatSession.objects.filter(pk=session.pk).update(
-        last_seq=start + count, message_count=session.message_count + count
+        last_seq=start + count,
+        message_count=session.message_count + count,
+        total_tokens=session.total_tokens + count * tokens,
     )
     session.refresh_from_db()
 
@@ -183,10 +185,11 @@ class TestReadShape:
         assert small_ctx.messages_included == big_ctx.messages_included == window_messages
         assert big_ctx.messages_dropped == 3_000 - window_messages
         # The same queries whatever the history size: one for the (pinned) system messages,
-        # then ceil(window / batch) keyset batches of at most batch+1 rows each.
+        # then one keyset batch sized from the session's average message (the window plus a
+        # margin of 2 and the has-more probe row), never the history.
         assert len(small_queries) == len(big_queries)
         batches = [q for q in big_queries if "LIMIT" in q]
-        assert len(batches) == window_messages // services.HISTORY_BATCH_SIZE + 1
-        assert all(f"LIMIT {services.HISTORY_BATCH_SIZE + 1}" in q for q in batches)
+        assert len(batches) == 1
+        assert f"LIMIT {window_messages + 3}" in batches[0]
         assert all("OFFSET" not in q for q in big_queries)
         assert big_ctx.first_seq == 3_000 - window_messages + 1
