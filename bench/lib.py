@@ -105,6 +105,11 @@ SERVERS = {
         ],
     ),
 }  # fmt: skip
+SERVERS["uvicorn-pool"] = (
+    "uvicorn, 2 workers (ASGI), psycopg connection pool",
+    SERVERS["uvicorn"][1],
+)
+SERVER_ENV = {"uvicorn-pool": {"DB_POOL": "1"}}
 
 
 @contextmanager
@@ -116,7 +121,7 @@ def running_server(kind: str, *, env_extra: dict[str, str] | None = None):
     proc = subprocess.Popen(
         argv,
         cwd=ROOT,
-        env=server_env(env_extra),
+        env=server_env({**SERVER_ENV.get(kind, {}), **(env_extra or {})}),
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

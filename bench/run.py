@@ -29,6 +29,7 @@ REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
 WARMUP_SECONDS = float(os.environ.get("BENCH_WARMUP_SECONDS", "2"))
 SPREAD_SESSIONS = 64
+STREAM_SERVER = os.environ.get("BENCH_STREAM_SERVER", "uvicorn-pool")
 
 
 def log(msg: str) -> None:
@@ -364,7 +365,7 @@ def bench_reply(results: dict, servers: list[str]) -> None:
             "LLM_MODEL": "gpt-4o-mini",
             "LLM_MAX_RETRIES": "0",
         }
-        with running_server("uvicorn", env_extra=env) as (base, _proc):
+        with running_server(STREAM_SERVER, env_extra=env) as (base, _proc):
             url = f"{base}/api/v1/sessions/{sid}/reply/"
             _sse_timings(url, token, 3)
             engine_runs = [_sse_timings(url, token, n) for _ in range(REPEATS)]
@@ -552,7 +553,7 @@ def render_markdown(results: dict) -> str:
             "| path | p50 time to first token ms | p50 total ms |",
             "| --- | --- | --- |",
             f"| openai SDK direct (floor) | {reply['sdk_direct']['ttft_ms']:.1f} | {reply['sdk_direct']['total_ms']:.1f} |",
-            f"| POST .../reply/ stream (uvicorn) | {reply['engine_stream']['ttft_ms']:.1f} | {reply['engine_stream']['total_ms']:.1f} |",
+            f"| POST .../reply/ stream ({STREAM_SERVER}) | {reply['engine_stream']['ttft_ms']:.1f} | {reply['engine_stream']['total_ms']:.1f} |",
             f"| engine added | {reply['added_ttft_ms']:.1f} | {reply['added_total_ms']:.1f} |",
             "",
         ]
@@ -592,7 +593,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only these")
     parser.add_argument(
-        "--servers", default="gunicorn-sync,gunicorn-gthread,uvicorn", help="server kinds"
+        "--servers",
+        default="gunicorn-sync,gunicorn-gthread,uvicorn,uvicorn-pool",
+        help="server kinds; the first serves the history and memory sections",
     )
     args = parser.parse_args()
     setup_django()
