@@ -151,6 +151,13 @@ SPECTACULAR_SETTINGS = {
 
 # --- chatengine -------------------------------------------------------------------------
 CHATENGINE_MAX_MESSAGE_CHARS = env_int("CHATENGINE_MAX_MESSAGE_CHARS", 100_000, minimum=1)
+# Idempotency-Key (conversations/idempotency.py): how long a key replays its response (never
+# less than a day: clients retry across outages), and after how many seconds an unfinished
+# claim (its worker died mid-request) may be taken over by a retry.
+CHATENGINE_IDEMPOTENCY_TTL_HOURS = env_int("CHATENGINE_IDEMPOTENCY_TTL_HOURS", 24, minimum=24)
+CHATENGINE_IDEMPOTENCY_LEASE_SECONDS = env_int(
+    "CHATENGINE_IDEMPOTENCY_LEASE_SECONDS", 300, minimum=1
+)
 
 
 # --- Observability ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from conversations import selectors, services
+from conversations.idempotency import idempotent
 from conversations.selectors import Page
 from conversations.serializers import (
     HistoryQuerySerializer,
@@ -78,6 +79,7 @@ class MessageListCreateView(APIView):
         page = selectors.list_messages(session=session, **query)
         return paginated_response(request, page, MessageSerializer)
 
+    @idempotent(atomic=True)
     def post(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         data = _validated(MessageCreateInputSerializer, request.data)
