@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "corsheaders",
     "conversations",
     "llm",
 ]
@@ -48,6 +49,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "chatengine.middleware.RequestIdMiddleware",
     "chatengine.middleware.AccessLogMiddleware",
+    # Before anything that can answer (CommonMiddleware); a no-op unless CORS_ALLOWED_ORIGINS.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -147,6 +150,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Chat sessions, messages and LLM replies.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
 }
 
 # --- chatengine -------------------------------------------------------------------------
@@ -200,3 +204,56 @@ METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", ["127.0.0.1", "::1"])
 CHATENGINE_READYZ_TIMEOUT = env_float("CHATENGINE_READYZ_TIMEOUT", 2.0)
 
 CSRF_FAILURE_VIEW = "chatengine.exceptions.csrf_failure"
+
+
+# --- Security (production) --------------------------------------------------------------
+# `manage.py check --deploy --fail-level WARNING` passes with DEBUG=0 and a real SECRET_KEY.
+# TLS usually ends at a proxy: set SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https when
+# the proxy sets that header (and drops any the client sent), so Django knows the request was
+# HTTPS: HSTS is only sent on secure requests, and CSRF checks the https Origin of the admin.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+_proxy_ssl_header = env_list("SECURE_PROXY_SSL_HEADER", [])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER must be '<META name>,<value>', "
+            "e.g. HTTP_X_FORWARDED_PROTO,https"
+        )
+    SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header)
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SILENCED_SYSTEM_CHECKS = []
+if not SECURE_SSL_REDIRECT:
+    # security.W008: TLS ends at the proxy in front of us, which redirects http to https
+    # itself; redirecting here would loop (we see plain http from the proxy) unless
+    # SECURE_PROXY_SSL_HEADER is set. SECURE_SSL_REDIRECT=1 turns it on and the check with it.
+    SILENCED_SYSTEM_CHECKS.append("security.W008")
+if SECURE_HSTS_SECONDS and not SECURE_HSTS_PRELOAD:
+    # security.W021: joining the browsers' HSTS preload list is the domain owner's decision
+    # (a submission to hstspreload.org, slow to undo), not a default a service can make.
+    # SECURE_HSTS_PRELOAD=1 opts in.
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+
+# CORS (django-cors-headers): off, no header at all, unless CORS_ALLOWED_ORIGINS lists origins
+# ("https://app.example.com,https://admin.example.com"). Only the API; tokens travel in the
+# Authorization header, so no cookies cross origins.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "x-request-id",
+)
+CORS_EXPOSE_HEADERS = ("x-request-id", "retry-after", "idempotent-replayed")

@@ -1,5 +1,6 @@
 """The HTTP layer: parse and validate, call one service or selector, serialize."""
 
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -44,6 +45,9 @@ def paginated_response(request: Request, page: Page, serializer_class) -> Respon
 
 
 class SessionListCreateView(APIView):
+    serializer_class = SessionSerializer  # what the OpenAPI schema documents
+
+    @extend_schema(operation_id="sessions_list")  # else it collides with the detail GET
     def get(self, request: Request) -> Response:
         query = _validated(SessionListQuerySerializer, request.query_params)
         page = selectors.list_sessions(user=request.user, **query)
@@ -56,6 +60,8 @@ class SessionListCreateView(APIView):
 
 
 class SessionDetailView(APIView):
+    serializer_class = SessionSerializer
+
     def get(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         return Response(SessionSerializer(session).data)
@@ -73,6 +79,8 @@ class SessionDetailView(APIView):
 
 
 class MessageListCreateView(APIView):
+    serializer_class = MessageSerializer
+
     def get(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         query = _validated(HistoryQuerySerializer, request.query_params)
