@@ -95,11 +95,28 @@ def error_body(
     return {
         "error": {
             "type": error_type,
-            "message": message,
-            "details": details,
+            "message": _printable(message),
+            "details": _printable(details),
             "request_id": get_request_id(),
         }
     }
+
+
+def _printable(value: Any) -> Any:
+    """`value` with lone surrogates backslash-escaped. An error may echo what the client sent
+    (an unknown key, an invalid choice); JSON allows a lone surrogate escape, which UTF-8
+    cannot encode, so rendering it as is would turn the 400 into a 500."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
 
 
 # DRF's own exceptions, by class, to (status, type). Checked in order: subclasses first.

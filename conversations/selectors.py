@@ -5,7 +5,7 @@ import binascii
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Generic, Literal, TypeVar
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -49,8 +49,12 @@ def _decode_session_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         stamp, pk = base64.urlsafe_b64decode(padded.encode()).decode().split("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(pk)
-    except (ValueError, binascii.Error, UnicodeError):
+        moment = datetime.fromisoformat(stamp)
+        if moment.tzinfo is None:  # ours always carry their offset; a naive one is forged
+            raise ValueError("naive cursor timestamp")
+        # In UTC, as the database compares it: a forged year-1 stamp overflows here, not there.
+        return moment.astimezone(UTC), uuid.UUID(pk)
+    except (ValueError, binascii.Error, UnicodeError, OverflowError):
         raise ValidationFailed(
             "cursor: not a cursor this API returned.", details={"cursor": ["Invalid cursor."]}
         ) from None
