@@ -1,8 +1,11 @@
 """Shared helpers of the reliability suite: real PostgreSQL when DATABASE_URL is set."""
 
 import os
+import subprocess
 import sys
 import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,10 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from chatengine.tests.conftest import json_logs  # noqa: F401  (re-exported fixture)
+from chatengine.tests.conftest import (
+    closed_port,
+    json_logs,  # noqa: F401  (re-exported fixture)
+)
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -89,3 +95,62 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "server_workers(n): gunicorn workers of live_server_process")
+
+
+@pytest.fixture
+def live_server_process(request):
+    """gunicorn (sync workers: 1, or the test's `server_workers` mark), persistent connections
+    (DB_CONN_MAX_AGE=60) to the test database, tagged with an application_name so a test can
+    find and cut them. Yields (base URL, application_name)."""
+    mark = request.node.get_closest_marker("server_workers")
+    workers = str(mark.args[0]) if mark else "1"
+    app_name = f"chatengine-fault-{uuid.uuid4().hex[:8]}"
+    port = closed_port()
+    env = child_env(
+        DATABASE_URL=pg_url_for_subprocess(application_name=app_name),
+        DB_CONN_MAX_AGE="60",
+    )
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "chatengine.wsgi:application",
+            "-w",
+            workers,
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=BASE_DIR,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(up, timeout=60, what="gunicorn to answer /healthz")
+        yield base, app_name
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,9 +1,12 @@
-"""One worker process of the ordering-under-load test: a whole Django stack of its own (its
-own database connection, middleware, views), appending through the HTTP layer with Django's
-test Client, like one of N gunicorn workers.
+"""One worker process of the ordering-under-load test.
 
-Usage: python -m tests.reliability.load_worker '<json: token, plan, ready_file, go_file>'
-`plan` is the list of session ids to append to, in order. Prints one JSON list of results.
+Without `base_url`: a whole Django stack of its own (its own database connection, middleware,
+views), appending with Django's test Client, like one of N gunicorn workers. With `base_url`:
+an HTTP client of a live server, over real sockets.
+
+Usage: python -m tests.reliability.load_worker '<json: worker, token, plan, ready_file,
+go_file[, base_url]>'. `plan` is the list of session ids to append to, in order. Prints one
+JSON list of results.
 """
 
 import json
@@ -15,12 +18,7 @@ from pathlib import Path
 
 def main() -> None:
     args = json.loads(sys.argv[1])
-    import django
-
-    django.setup()
-    from django.test import Client
-
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {args['token']}")
+    post = _http_post(args) if args.get("base_url") else _django_post(args)
     worker = args["worker"]
     # Ready, then wait for the common start so all workers really run at once.
     Path(args["ready_file"]).touch()
@@ -32,16 +30,44 @@ def main() -> None:
 
     results = []
     for i, session_id in enumerate(args["plan"]):
-        response = client.post(
+        status, body = post(
             f"/api/v1/sessions/{session_id}/messages/",
-            json.dumps({"role": "user", "content": f"w{worker}-{i}"}),
-            content_type="application/json",
+            json.dumps({"role": "user", "content": f"w{worker}-{i}"}).encode(),
         )
-        body = response.json() if response.status_code < 500 else {}
-        results.append(
-            {"status": response.status_code, "session": session_id, "i": i, "seq": body.get("seq")}
-        )
+        results.append({"status": status, "session": session_id, "i": i, "seq": body.get("seq")})
     print(json.dumps(results))
+
+
+def _django_post(args):
+    import django
+
+    django.setup()
+    from django.test import Client
+
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {args['token']}")
+
+    def post(path: str, body: bytes):
+        response = client.post(path, body, content_type="application/json")
+        return response.status_code, (response.json() if response.status_code < 500 else {})
+
+    return post
+
+
+def _http_post(args):
+    import urllib.error
+    import urllib.request
+
+    def post(path: str, body: bytes):
+        request = urllib.request.Request(args["base_url"] + path, data=body, method="POST")
+        request.add_header("Authorization", f"Bearer {args['token']}")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, {}
+
+    return post
 
 
 if __name__ == "__main__":

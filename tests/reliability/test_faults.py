@@ -7,12 +7,10 @@ import signal
 import subprocess
 import urllib.error
 import urllib.request
-import uuid
 
 import pytest
 from rest_framework.authtoken.models import Token
 
-from chatengine.tests.conftest import closed_port
 from conversations.models import ChatSession, IdempotencyKey, Message
 from conversations.tests.factories import ChatSessionFactory
 from tests.reliability.conftest import (
@@ -20,7 +18,6 @@ from tests.reliability.conftest import (
     PYTHON,
     child_env,
     client_for,
-    pg_url_for_subprocess,
     raw_pg,
     wait_until,
 )
@@ -39,58 +36,6 @@ def http(method: str, url: str, token: str, body: dict | None = None) -> tuple[i
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read() or b"null")
-
-
-@pytest.fixture
-def live_server_process():
-    """gunicorn, one sync worker, persistent connections (DB_CONN_MAX_AGE=60) to the test
-    database, tagged with an application_name so the test can find and cut them."""
-    app_name = f"chatengine-fault-{uuid.uuid4().hex[:8]}"
-    port = closed_port()
-    env = child_env(
-        DATABASE_URL=pg_url_for_subprocess(application_name=app_name),
-        DB_CONN_MAX_AGE="60",
-    )
-    proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "gunicorn",
-            "chatengine.wsgi:application",
-            "-w",
-            "1",
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_until(up, timeout=60, what="gunicorn to answer /healthz")
-        yield base, app_name
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def backends(pg, app_name: str) -> set[int]:

@@ -1,4 +1,5 @@
-"""8 worker processes x 50 appends at once, into one session and into 50 sessions: every
+"""8 worker processes x 50 appends at once, into one session and into 50 sessions, in-process
+Django stacks and through a live gunicorn: every
 session ends with seq 1..N without gap or duplicate, counters equal the real counts, each
 worker's own appends keep their order, no deadlock, no 5xx. Real PostgreSQL only."""
 
@@ -20,7 +21,9 @@ WORKERS = 8
 APPENDS = 50
 
 
-def run_workers(tmp_path, token: str, plans: list[list[str]]) -> list[list[dict]]:
+def run_workers(
+    tmp_path, token: str, plans: list[list[str]], base_url: str | None = None
+) -> list[list[dict]]:
     go_file = tmp_path / "go"
     procs = []
     for worker, plan in enumerate(plans):
@@ -30,6 +33,7 @@ def run_workers(tmp_path, token: str, plans: list[list[str]]) -> list[list[dict]
             "plan": plan,
             "ready_file": str(tmp_path / f"ready-{worker}"),
             "go_file": str(go_file),
+            "base_url": base_url,
         }
         procs.append(
             subprocess.Popen(
@@ -112,3 +116,14 @@ def test_eight_workers_appending_across_fifty_sessions(user, tmp_path):
         plans.append(plan[:APPENDS])
     results = run_workers(tmp_path, token, plans)
     assert_consistent(sessions, results, dict.fromkeys(sessions, WORKERS))
+
+
+@pytest.mark.server_workers(4)
+def test_eight_clients_through_a_live_server_with_four_workers(user, tmp_path, live_server_process):
+    """The same through real sockets: gunicorn with 4 worker processes, 8 client processes."""
+    base_url, _ = live_server_process
+    session = ChatSessionFactory(user=user)
+    token = Token.objects.create(user=user).key
+    plans = [[str(session.pk)] * APPENDS for _ in range(WORKERS)]
+    results = run_workers(tmp_path, token, plans, base_url=base_url)
+    assert_consistent([str(session.pk)], results, {str(session.pk): WORKERS * APPENDS})
