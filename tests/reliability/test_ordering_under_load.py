@@ -1,7 +1,7 @@
-"""8 worker processes x 50 appends at once, into one session and into 50 sessions, in-process
-Django stacks and through a live gunicorn: every
-session ends with seq 1..N without gap or duplicate, counters equal the real counts, each
-worker's own appends keep their order, no deadlock, no 5xx. Real PostgreSQL only."""
+"""8 processes x 50 appends at once, into one session and into 50 sessions, as in-process
+Django stacks and as clients of a live gunicorn: every session ends with seq 1..N without gap
+or duplicate, counters equal the real counts, each worker's own appends keep their order, no
+deadlock, no 5xx. Real PostgreSQL only."""
 
 import json
 import random
