@@ -10,7 +10,12 @@ import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -210,6 +215,13 @@ def _envelope_response(exc: Exception) -> Response:
             ),
             status=413,
         )
+    elif isinstance(exc, SuspiciousOperation):
+        # Raised while reading the request inside the view, e.g. more query parameters than
+        # DATA_UPLOAD_MAX_NUMBER_FIELDS: a bad request, not a server error.
+        set_rollback()
+        limits = (TooManyFieldsSent, TooManyFilesSent)
+        message = str(exc) if isinstance(exc, limits) else "Bad request."
+        return Response(error_body(error_type="validation_error", message=message), status=400)
 
     if isinstance(exc, ApplicationError):
         set_rollback()

@@ -465,3 +465,22 @@ def test_a_body_over_the_size_limit_is_413_and_stores_nothing(owner, settings, m
     assert session.title == "before"
     assert not Message.objects.filter(session=session).exists()
     assert ChatSession.objects.filter(user=owner).count() == 1
+
+
+@pytest.mark.parametrize("path", ["/api/v1/sessions/", "{session}messages/", "{session}"])
+def test_too_many_query_parameters_is_a_validation_error(owner, path):
+    session = ChatSessionFactory(user=owner)
+    url = path.format(session=f"/api/v1/sessions/{session.pk}/")
+    many = "&".join(f"p{i}=1" for i in range(django_settings.DATA_UPLOAD_MAX_NUMBER_FIELDS + 1))
+    error = envelope(client_for(owner).get(f"{url}?{many}"), 400, "validation_error")
+    assert "DATA_UPLOAD_MAX_NUMBER_FIELDS" in error["message"]
+
+
+def test_duplicate_json_keys_take_the_last_value_like_any_json_parser(owner):
+    session = ChatSessionFactory(user=owner)
+    raw = '{"role": "user", "content": "first", "content": "last"}'
+    response = client_for(owner).post(
+        f"/api/v1/sessions/{session.pk}/messages/", raw, content_type="application/json"
+    )
+    assert response.status_code == 201
+    assert Message.objects.get(session=session).content == "last"
