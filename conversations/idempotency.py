@@ -26,6 +26,8 @@ response stored when it returns. A concurrent duplicate meanwhile gets a 409 `co
 the first is still in progress. If the view raises, the key is released so a retry runs again.
 If the worker dies, the claim is taken over by a retry after CHATENGINE_IDEMPOTENCY_LEASE_SECONDS.
 
+Never use `atomic=True` around an LLM call: it would hold the transaction open across it.
+
 Only a DRF `Response` can be stored and replayed; for any other (a streamed reply) the key is
 released and the response passes through unprotected (logged as `idempotency.not_stored`).
 Errors raised by the view (validation, 404, archived session, ...) are never stored: the key
@@ -63,6 +65,7 @@ OPENAPI_PARAMETER = OpenApiParameter(
     type=OpenApiTypes.STR,
     location=OpenApiParameter.HEADER,
     required=False,
+    pattern=r"^[ -~]{1,255}$",  # the same rule as _VALID_KEY, for clients and fuzzers
     description=(
         "Up to 255 printable ASCII characters, unique per request you mean to make once. "
         "A retry with the same key and body returns the original response "

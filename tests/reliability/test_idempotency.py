@@ -365,3 +365,20 @@ def test_a_duplicate_of_a_running_operation_is_told_it_is_in_progress(user):
     retry = post(client, session, {"content": "hi"}, key="r", url=slow_url(session))
     assert retry["Idempotent-Replayed"] == "true"
     assert Message.objects.filter(session=session).count() == 1
+
+
+def test_the_openapi_schema_documents_the_header_with_the_rule_the_server_applies():
+    import re
+
+    from drf_spectacular.generators import SchemaGenerator
+
+    from conversations.idempotency import _VALID_KEY
+
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    operation = schema["paths"]["/api/v1/sessions/{session_id}/messages/"]["post"]
+    (header,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
+    assert header["in"] == "header"
+    assert header.get("required", False) is False
+    documented = re.compile(header["schema"]["pattern"])
+    for key in ["a", "~" * 255, " x ", "", "x" * 256, "caf\u00e9", "a\tb", "\x7f"]:
+        assert bool(documented.match(key)) == bool(_VALID_KEY.match(key)), repr(key)
