@@ -57,7 +57,7 @@ from conversations.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-_VALID_KEY = re.compile(r"^[\x20-\x7e]{1,255}$")
+_VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")  # fullmatch: "$" would let "k\n" through
 _CLAIM_ATTEMPTS = 3
 
 OPENAPI_PARAMETER = OpenApiParameter(
@@ -116,7 +116,7 @@ def idempotency_key_from(request: Request) -> str | None:
     raw = request.META.get("HTTP_IDEMPOTENCY_KEY")
     if raw is None:
         return None
-    if not _VALID_KEY.match(raw):
+    if not _VALID_KEY.fullmatch(raw):
         raise ValidationFailed(
             f"{HEADER}: must be 1 to 255 printable ASCII characters.",
             details={HEADER: ["Must be 1 to 255 printable ASCII characters."]},
