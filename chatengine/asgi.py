@@ -5,3 +5,7 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatengine.settings")
 
 application = get_asgi_application()
+
+from llm.apps import warn_if_echo_provider  # noqa: E402  (needs the apps loaded)
+
+warn_if_echo_provider()

@@ -10,7 +10,12 @@ import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -95,11 +100,28 @@ def error_body(
     return {
         "error": {
             "type": error_type,
-            "message": message,
-            "details": details,
+            "message": _printable(message),
+            "details": _printable(details),
             "request_id": get_request_id(),
         }
     }
+
+
+def _printable(value: Any) -> Any:
+    """`value` with lone surrogates backslash-escaped. An error may echo what the client sent
+    (an unknown key, an invalid choice); JSON allows a lone surrogate escape, which UTF-8
+    cannot encode, so rendering it as is would turn the 400 into a 500."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
 
 
 # DRF's own exceptions, by class, to (status, type). Checked in order: subclasses first.
@@ -193,6 +215,13 @@ def _envelope_response(exc: Exception) -> Response:
             ),
             status=413,
         )
+    elif isinstance(exc, SuspiciousOperation):
+        # Raised while reading the request inside the view, e.g. more query parameters than
+        # DATA_UPLOAD_MAX_NUMBER_FIELDS: a bad request, not a server error.
+        set_rollback()
+        limits = (TooManyFieldsSent, TooManyFilesSent)
+        message = str(exc) if isinstance(exc, limits) else "Bad request."
+        return Response(error_body(error_type="validation_error", message=message), status=400)
 
     if isinstance(exc, ApplicationError):
         set_rollback()

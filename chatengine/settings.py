@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "corsheaders",
     "conversations",
     "llm",
 ]
@@ -49,6 +50,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "chatengine.middleware.RequestIdMiddleware",
     "chatengine.middleware.AccessLogMiddleware",
+    # Before anything that can answer (CommonMiddleware); a no-op unless CORS_ALLOWED_ORIGINS.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -144,7 +147,7 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["chatengine.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",
@@ -193,6 +196,13 @@ SPECTACULAR_SETTINGS = {
 
 # --- chatengine -------------------------------------------------------------------------
 CHATENGINE_MAX_MESSAGE_CHARS = env_int("CHATENGINE_MAX_MESSAGE_CHARS", 100_000, minimum=1)
+# Idempotency-Key (conversations/idempotency.py): how long a key replays its response (never
+# less than a day: clients retry across outages), and after how many seconds an unfinished
+# claim (its worker died mid-request) may be taken over by a retry.
+CHATENGINE_IDEMPOTENCY_TTL_HOURS = env_int("CHATENGINE_IDEMPOTENCY_TTL_HOURS", 24, minimum=24)
+CHATENGINE_IDEMPOTENCY_LEASE_SECONDS = env_int(
+    "CHATENGINE_IDEMPOTENCY_LEASE_SECONDS", 300, minimum=1
+)
 
 
 # --- Observability ----------------------------------------------------------------------
@@ -327,3 +337,55 @@ LLM_MODEL_ENCODINGS = {"echo": "cl100k_base"} | _env_model_map("LLM_MODEL_ENCODI
 # Where tiktoken's encoding files are cached (tiktoken names them by the sha1 of their URL).
 # Only files already there are used; nothing is ever downloaded.
 TIKTOKEN_CACHE_DIR = env_str("TIKTOKEN_CACHE_DIR", "")
+
+# --- Security (production) --------------------------------------------------------------
+# `manage.py check --deploy --fail-level WARNING` passes with DEBUG=0 and a real SECRET_KEY.
+# TLS usually ends at a proxy: set SECURE_PROXY_SSL_HEADER=HTTP_X_FORWARDED_PROTO,https when
+# the proxy sets that header (and drops any the client sent), so Django knows the request was
+# HTTPS: HSTS is only sent on secure requests, and CSRF checks the https Origin of the admin.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+_proxy_ssl_header = env_list("SECURE_PROXY_SSL_HEADER", [])
+if _proxy_ssl_header:
+    if len(_proxy_ssl_header) != 2:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER must be '<META name>,<value>', "
+            "e.g. HTTP_X_FORWARDED_PROTO,https"
+        )
+    SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header)
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SILENCED_SYSTEM_CHECKS = []
+if not SECURE_SSL_REDIRECT:
+    # security.W008: TLS ends at the proxy in front of us, which redirects http to https
+    # itself; redirecting here would loop (we see plain http from the proxy) unless
+    # SECURE_PROXY_SSL_HEADER is set. SECURE_SSL_REDIRECT=1 turns it on and the check with it.
+    SILENCED_SYSTEM_CHECKS.append("security.W008")
+if SECURE_HSTS_SECONDS and not SECURE_HSTS_PRELOAD:
+    # security.W021: joining the browsers' HSTS preload list is the domain owner's decision
+    # (a submission to hstspreload.org, slow to undo), not a default a service can make.
+    # SECURE_HSTS_PRELOAD=1 opts in.
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+
+# CORS (django-cors-headers): off, no header at all, unless CORS_ALLOWED_ORIGINS lists origins
+# ("https://app.example.com,https://admin.example.com"). Only the API; tokens travel in the
+# Authorization header, so no cookies cross origins.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_CREDENTIALS = False
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "authorization",
+    "content-type",
+    "idempotency-key",
+    "x-request-id",
+)
+CORS_EXPOSE_HEADERS = ("x-request-id", "retry-after", "idempotent-replayed")

@@ -1,6 +1,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
 
@@ -97,3 +98,31 @@ class Message(models.Model):
 
     def __str__(self) -> str:
         return f"{self.session_id}#{self.seq} {self.role}"
+
+
+class IdempotencyKey(models.Model):
+    """A caller's `Idempotency-Key` and the response it produced; see conversations/idempotency.py.
+
+    `response_status` is null while the request that claimed the key is still running (only in
+    the non-atomic mode used for long operations such as LLM replies).
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys"
+    )
+    key = models.CharField(max_length=255)
+    # sha256 of method, path and the canonical JSON body: a reuse for another request is a 409.
+    fingerprint = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True, encoder=DjangoJSONEncoder)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # While in progress: when the current owner took the key; a stale lease may be taken over.
+    locked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "key"], name="idempotency_user_key_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.key}"

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from chatengine.openapi import Tags, error_responses, paginated, session_id_parameter
 from conversations import schema, selectors, services
+from conversations.idempotency import idempotent
 from conversations.selectors import Page
 from conversations.serializers import (
     HistoryQuerySerializer,
@@ -172,6 +173,7 @@ class MessageListCreateView(APIView):
         },
         examples=[schema.MESSAGE_CREATE_REQUEST, schema.MESSAGE_CREATED],
     )
+    @idempotent(atomic=True)
     def post(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         data = _validated(MessageCreateInputSerializer, request.data)

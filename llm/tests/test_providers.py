@@ -153,3 +153,33 @@ class TestOpenAIStream:
         fake_openai.fail_next("rate_limit")
         with pytest.raises(RateLimited):
             list(provider.stream(MESSAGES, model="m", max_output_tokens=5))
+
+
+def test_the_server_entry_point_warns_once_that_replies_are_echoes():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENAI_API_KEY"}
+    env.update(LLM_PROVIDER="echo", LOG_STREAM="stderr", LOG_FORMAT="console")
+    code = "import chatengine.wsgi"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert result.stderr.count("replies are echoes") == 1
+    quiet = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "replies are echoes" not in quiet.stdout + quiet.stderr

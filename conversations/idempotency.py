@@ -1,0 +1,228 @@
+"""`Idempotency-Key` for POST endpoints: a retried request returns the original response.
+
+Apply it to a view method with one line:
+
+    class MessageListCreateView(APIView):
+        @idempotent(atomic=True)     # the whole effect is one transaction (an append)
+        def post(self, request, session_id): ...
+
+    class ReplyView(APIView):
+        @idempotent(atomic=False)    # long work outside a transaction (an LLM reply)
+        def post(self, request, session_id): ...
+
+Rules (Stripe's): keys are 1..255 printable ASCII characters, scoped per user, kept at least
+CHATENGINE_IDEMPOTENCY_TTL_HOURS (>= 24). The same key with the same request (method, path and
+canonical JSON body) replays the stored response with `Idempotent-Replayed: true` and has no
+second effect; with a different request it is a 409 `conflict`. A request without the header
+is not affected.
+
+`atomic=True`: the key is claimed, the view runs and its response is stored in ONE transaction.
+A concurrent duplicate waits on the key's unique index until the first commits, then replays
+it; a crash or an error rolls the key back with the effect, so there is never a key without its
+result or a result without its key.
+
+`atomic=False`: the key is claimed (committed, "in progress") before the view runs, and the
+response stored when it returns. A concurrent duplicate meanwhile gets a 409 `conflict` saying
+the first is still in progress. If the view raises, the key is released so a retry runs again.
+If the worker dies, the claim is taken over by a retry after CHATENGINE_IDEMPOTENCY_LEASE_SECONDS.
+
+Never use `atomic=True` around an LLM call: it would hold the transaction open across it.
+
+Only a DRF `Response` can be stored and replayed; for any other (a streamed reply) the key is
+released and the response passes through unprotected (logged as `idempotency.not_stored`).
+Errors raised by the view (validation, 404, archived session, ...) are never stored: the key
+stays free and the same request, retried, runs again.
+"""
+
+import functools
+import hashlib
+import json
+import logging
+import re
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from chatengine.events import log_event
+from chatengine.exceptions import Conflict, ValidationFailed
+from conversations.models import IdempotencyKey
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+_VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")  # fullmatch: "$" would let "k\n" through
+_CLAIM_ATTEMPTS = 3
+
+OPENAPI_PARAMETER = OpenApiParameter(
+    name=HEADER,
+    type=OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    required=False,
+    pattern=r"^[ -~]{1,255}$",  # the same rule as _VALID_KEY, for clients and fuzzers
+    description=(
+        "Up to 255 printable ASCII characters, unique per request you mean to make once. "
+        "A retry with the same key and body returns the original response "
+        f"(with `{REPLAYED_HEADER}: true`); the same key with another body is a 409."
+    ),
+)
+
+
+def idempotent(*, atomic: bool):
+    """Decorate an APIView method (post) so it honours the `Idempotency-Key` header."""
+
+    def decorate(view_method):
+        @functools.wraps(view_method)
+        def wrapper(view, request: Request, *args, **kwargs):
+            key = idempotency_key_from(request)
+            if key is None:
+                return view_method(view, request, *args, **kwargs)
+            fingerprint = request_fingerprint(
+                method=request.method, path=request.path, body=request.data
+            )
+            if atomic:
+                with transaction.atomic():
+                    record, replay = claim_key(user=request.user, key=key, fingerprint=fingerprint)
+                    if replay is not None:
+                        return replay
+                    response = view_method(view, request, *args, **kwargs)
+                    _store(record=record, response=response)
+                    return response
+
+            record, replay = claim_key(user=request.user, key=key, fingerprint=fingerprint)
+            if replay is not None:
+                return replay
+            try:
+                response = view_method(view, request, *args, **kwargs)
+            except BaseException:
+                release_key(record=record)
+                raise
+            _store(record=record, response=response)
+            return response
+
+        return extend_schema(parameters=[OPENAPI_PARAMETER])(wrapper)
+
+    return decorate
+
+
+def idempotency_key_from(request: Request) -> str | None:
+    """The request's Idempotency-Key, None without one; 400 when it is not a valid key."""
+    raw = request.META.get("HTTP_IDEMPOTENCY_KEY")
+    if raw is None:
+        return None
+    if not _VALID_KEY.fullmatch(raw):
+        raise ValidationFailed(
+            f"{HEADER}: must be 1 to 255 printable ASCII characters.",
+            details={HEADER: ["Must be 1 to 255 printable ASCII characters."]},
+        )
+    return raw
+
+
+def request_fingerprint(*, method: str, path: str, body: Any) -> str:
+    """sha256 of method, path and the body as canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str
+    )
+    return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
+
+
+def claim_key(
+    *, user: AbstractBaseUser, key: str, fingerprint: str
+) -> tuple[IdempotencyKey | None, Response | None]:
+    """Claim `key` for this request: (record, None) to go ahead, (None, response) to replay.
+
+    Raises `Conflict` when the key belongs to another request or is still in progress.
+    Concurrency rests on the (user, key) unique index and the row lock, never on timing: a
+    second INSERT of the same key waits until the first transaction ends.
+    """
+    now = timezone.now()
+    for _ in range(_CLAIM_ATTEMPTS):
+        with transaction.atomic():
+            try:
+                with transaction.atomic():
+                    record = IdempotencyKey.objects.create(
+                        user=user, key=key, fingerprint=fingerprint, locked_at=now
+                    )
+                return record, None
+            except IntegrityError:
+                pass
+            record = IdempotencyKey.objects.select_for_update().filter(user=user, key=key).first()
+            if record is None:  # released or pruned since our INSERT failed: try again
+                continue
+            if record.created_at < now - _ttl():
+                # Expired but not yet pruned: the key is free again.
+                _reset(record=record, fingerprint=fingerprint, now=now)
+                return record, None
+            if record.fingerprint != fingerprint:
+                raise Conflict(
+                    f"This {HEADER} was already used for a different request; "
+                    "use a new key for a new request.",
+                    details={HEADER: ["Already used with another method, path or body."]},
+                )
+            if record.response_status is not None:
+                log_event("idempotency.replayed", user_id=user.pk)
+                return None, Response(
+                    record.response_body,
+                    status=record.response_status,
+                    headers={REPLAYED_HEADER: "true"},
+                )
+            if record.locked_at is None or record.locked_at < now - _lease():
+                # Its owner died without finishing or releasing it: take it over.
+                record.locked_at = now
+                record.save(update_fields=["locked_at"])
+                return record, None
+            raise Conflict(
+                f"A request with this {HEADER} is still in progress; retry later.",
+                details={HEADER: ["In progress."]},
+                headers={"Retry-After": "1"},
+            )
+    raise Conflict(
+        f"This {HEADER} is being used concurrently; retry later.",
+        headers={"Retry-After": "1"},
+    )
+
+
+def release_key(*, record: IdempotencyKey) -> None:
+    """Give a claimed, unfinished key back, so the same request can be retried."""
+    IdempotencyKey.objects.filter(pk=record.pk, response_status__isnull=True).delete()
+
+
+def prune_idempotency_keys(*, older_than: timedelta | None = None) -> int:
+    """Delete keys created before now - `older_than` (default: the TTL); returns how many."""
+    cutoff = timezone.now() - (older_than if older_than is not None else _ttl())
+    deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+def _store(*, record: IdempotencyKey, response) -> None:
+    if not isinstance(response, Response) or getattr(response, "streaming", False):
+        release_key(record=record)
+        log_event("idempotency.not_stored", level=logging.WARNING, reason="not a JSON response")
+        return
+    record.response_status = response.status_code
+    record.response_body = response.data
+    record.locked_at = None
+    record.save(update_fields=["response_status", "response_body", "locked_at"])
+
+
+def _reset(*, record: IdempotencyKey, fingerprint: str, now) -> None:
+    record.fingerprint = fingerprint
+    record.response_status = None
+    record.response_body = None
+    record.created_at = now
+    record.locked_at = now
+    record.save()
+
+
+def _ttl() -> timedelta:
+    return timedelta(hours=settings.CHATENGINE_IDEMPOTENCY_TTL_HOURS)
+
+
+def _lease() -> timedelta:
+    return timedelta(seconds=settings.CHATENGINE_IDEMPOTENCY_LEASE_SECONDS)
