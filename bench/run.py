@@ -291,20 +291,24 @@ def bench_context(results: dict, servers: list[str]) -> None:
 
 
 # --- 4. reply overhead --------------------------------------------------------------------
-def _sse_timings(url: str, token: str, n: int) -> list[tuple[float, float]]:
-    """(time to first delta, total) for `n` streamed replies, in seconds."""
+REPLY_HISTORY = int(os.environ.get("BENCH_REPLY_HISTORY", "20"))
+QUESTION = "Question {i}: what is the best viewpoint?"
+
+
+def _sse_timings(urls: list[str], token: str) -> list[tuple[float, float]]:
+    """(time to first delta, total) for one streamed reply per URL, in seconds."""
     import httpx
 
     out = []
     with httpx.Client(timeout=30) as client:
-        for i in range(n):
+        for i, url in enumerate(urls):
             start = time.perf_counter()
             first = None
             with client.stream(
                 "POST",
                 url,
                 headers={"Authorization": f"Bearer {token}"},
-                json={"content": f"Question {i}: what is the best viewpoint?", "stream": True},
+                json={"content": QUESTION.format(i=i), "stream": True},
             ) as resp:
                 resp.raise_for_status()
                 for line in resp.iter_lines():
@@ -317,16 +321,28 @@ def _sse_timings(url: str, token: str, n: int) -> list[tuple[float, float]]:
 
 
 def _sdk_timings(base_url: str, n: int) -> list[tuple[float, float]]:
+    """The floor: the same conversation (system prompt, REPLY_HISTORY turns, the question)
+    sent straight to the server with the openai SDK."""
     from openai import OpenAI
 
+    from bench.seed import SYSTEM_PROMPT, TURN
+
     client = OpenAI(base_url=base_url, api_key="bench", max_retries=0)
+    history = [
+        {"role": "user" if seq % 2 else "assistant", "content": TURN}
+        for seq in range(1, REPLY_HISTORY + 1)
+    ]
     out = []
     for i in range(n):
         start = time.perf_counter()
         first = None
         stream = client.chat.completions.create(
             model="gpt-4o-mini",
-            messages=[{"role": "user", "content": f"Question {i}: what is the best viewpoint?"}],
+            messages=[
+                {"role": "system", "content": SYSTEM_PROMPT},
+                *history,
+                {"role": "user", "content": QUESTION.format(i=i)},
+            ],
             stream=True,
         )
         for chunk in stream:
@@ -340,11 +356,18 @@ def bench_reply(results: dict, servers: list[str]) -> None:
     import subprocess
 
     from bench.lib import free_port, wait_for_port
+    from bench.seed import seed_session
     from conversations.models import ChatSession
 
     user, token = bench_user()
     ChatSession.objects.filter(user=user, title__startswith="bench-reply-").delete()
-    sid = fresh_sessions(user, 1, "bench-reply-")[0]
+    n = int(os.environ.get("BENCH_REPLIES", "20"))
+    # One fresh session per reply, each with the same history, so every reply sends the same
+    # context (the floor sends that same conversation).
+    session_ids = [
+        seed_session(user_id=user.pk, title=f"bench-reply-{i}", messages=REPLY_HISTORY)
+        for i in range(3 + n * REPEATS)
+    ]
     port = free_port()
     fake = subprocess.Popen(
         [sys.executable, "-m", "llm.tests.fake_openai", "--port", str(port), "--latency-ms", "50"],
@@ -352,7 +375,6 @@ def bench_reply(results: dict, servers: list[str]) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    n = int(os.environ.get("BENCH_REPLIES", "20"))
     try:
         wait_for_port(port)
         base_url = f"http://127.0.0.1:{port}/v1"
@@ -366,9 +388,11 @@ def bench_reply(results: dict, servers: list[str]) -> None:
             "LLM_MAX_RETRIES": "0",
         }
         with running_server(STREAM_SERVER, env_extra=env) as (base, _proc):
-            url = f"{base}/api/v1/sessions/{sid}/reply/"
-            _sse_timings(url, token, 3)
-            engine_runs = [_sse_timings(url, token, n) for _ in range(REPEATS)]
+            urls = [f"{base}/api/v1/sessions/{sid}/reply/" for sid in session_ids]
+            _sse_timings(urls[:3], token)
+            engine_runs = [
+                _sse_timings(urls[3 + r * n : 3 + (r + 1) * n], token) for r in range(REPEATS)
+            ]
     finally:
         fake.terminate()
         fake.wait(timeout=10)
@@ -381,6 +405,7 @@ def bench_reply(results: dict, servers: list[str]) -> None:
         "engine_stream": {"ttft_ms": p50s(engine_runs, 0), "total_ms": p50s(engine_runs, 1)},
         "fake_latency_ms": 50,
         "replies_per_run": n,
+        "history_messages": REPLY_HISTORY,
     }
     figures["added_ttft_ms"] = (
         figures["engine_stream"]["ttft_ms"] - figures["sdk_direct"]["ttft_ms"]
@@ -548,7 +573,7 @@ def render_markdown(results: dict) -> str:
     reply = results.get("reply")
     if reply:
         lines += [
-            f"## 4. Reply overhead (stream, fake OpenAI server with {reply['fake_latency_ms']} ms latency)",
+            f"## 4. Reply overhead (stream, {reply.get('history_messages', 0)} history messages + system prompt, fake OpenAI server with {reply['fake_latency_ms']} ms latency)",
             "",
             "| path | p50 time to first token ms | p50 total ms |",
             "| --- | --- | --- |",

@@ -13,6 +13,9 @@ TURN = (
 )
 
 
+SYSTEM_PROMPT = "You are a concise travel guide."
+
+
 def connect() -> psycopg.Connection:
     db = settings.DATABASES["default"]
     return psycopg.connect(
@@ -29,9 +32,9 @@ def seed_session(
         cur.execute(
             "INSERT INTO conversations_chatsession (id, user_id, title, system_prompt, model, "
             "metadata, archived, message_count, total_tokens, last_message_at, last_seq, "
-            "created_at, updated_at) VALUES (%s, %s, %s, 'You are a concise travel guide.', '', "
+            "created_at, updated_at) VALUES (%s, %s, %s, %s, '', "
             "'{}', false, %s, %s, now(), %s, now(), now())",
-            [session_id, user_id, title, messages, messages * token_count, messages],
+            [session_id, user_id, title, SYSTEM_PROMPT, messages, messages * token_count, messages],
         )
         with cur.copy(
             "COPY conversations_message (session_id, seq, role, content, name, metadata, "
