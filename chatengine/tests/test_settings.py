@@ -42,3 +42,39 @@ def test_the_default_cache_is_the_real_redis_when_redis_url_is_set(redis_url):
     # Prove the value went over the wire, not into a local-memory cache.
     keys = redis.Redis.from_url(redis_url).keys("*chatengine-settings-probe*")
     assert keys
+
+
+@pytest.mark.postgres
+def test_db_pool_serves_queries_through_psycopg_pool():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/postgres"
+    code = (
+        "import json, django; django.setup();"
+        "from django.conf import settings; from django.db import connection;"
+        "c = connection.cursor(); c.execute('SELECT 1'); c.close();"
+        "print(json.dumps({'pool': type(connection.pool).__name__,"
+        " 'options': settings.DATABASES['default']['OPTIONS']['pool'],"
+        " 'max_age': settings.DATABASES['default']['CONN_MAX_AGE']}))"
+    )
+    env = {**os.environ, "DATABASE_URL": url, "DB_POOL": "1", "LOG_STREAM": "stderr"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    out = json.loads(result.stdout)
+    assert out["pool"] == "ConnectionPool"
+    assert out["max_age"] == 0
+    assert out["options"] == {"min_size": 2, "max_size": 10, "timeout": 10}
