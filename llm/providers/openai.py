@@ -12,6 +12,7 @@ from typing import Any
 
 import openai
 from django.conf import settings
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from chatengine.exceptions import (
     ApplicationError,
@@ -148,13 +149,36 @@ class OpenAIProvider:
             "max_completion_tokens": max_output_tokens,
         }
 
+    # The body is posted with the client's own `post` (the SDK's documented way to send a
+    # request body as is), not `chat.completions.create`: create() re-walks every message
+    # against the SDK's TypedDicts, which costs ~0.3 ms per message (33 ms for 100, far more
+    # for a 128k window) on every reply. Our messages are already in the wire format; retries,
+    # timeouts, errors and response parsing are the same client code either way.
+    def _post(self, body: dict, *, stream: bool) -> Any:
+        if stream:
+            return self._client.post(
+                "/chat/completions",
+                body=body,
+                cast_to=ChatCompletion,
+                stream=True,
+                stream_cls=openai.Stream[ChatCompletionChunk],
+            )
+        return self._client.post("/chat/completions", body=body, cast_to=ChatCompletion)
+
+    async def _apost_stream(self, body: dict) -> Any:
+        return await self._async_client().post(
+            "/chat/completions",
+            body=body,
+            cast_to=ChatCompletion,
+            stream=True,
+            stream_cls=openai.AsyncStream[ChatCompletionChunk],
+        )
+
     def complete(
         self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
     ) -> Completion:
         try:
-            raw = self._client.chat.completions.create(
-                **self._request(messages, model, max_output_tokens)
-            )
+            raw = self._post(self._request(messages, model, max_output_tokens), stream=False)
             choice = raw.choices[0]
             tool_calls = tuple(
                 ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
@@ -176,10 +200,13 @@ class OpenAIProvider:
         self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
     ) -> Iterator[StreamChunk]:
         try:
-            response = self._client.chat.completions.create(
-                **self._request(messages, model, max_output_tokens),
+            response = self._post(
+                {
+                    **self._request(messages, model, max_output_tokens),
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                },
                 stream=True,
-                stream_options={"include_usage": True},
             )
         except _SDK_FAILURES as exc:
             raise map_error(exc) from exc
@@ -194,10 +221,12 @@ class OpenAIProvider:
         self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
     ) -> AsyncIterator[StreamChunk]:
         try:
-            response = await self._async_client().chat.completions.create(
-                **self._request(messages, model, max_output_tokens),
-                stream=True,
-                stream_options={"include_usage": True},
+            response = await self._apost_stream(
+                {
+                    **self._request(messages, model, max_output_tokens),
+                    "stream": True,
+                    "stream_options": {"include_usage": True},
+                }
             )
         except _SDK_FAILURES as exc:
             raise map_error(exc) from exc
