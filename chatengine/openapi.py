@@ -3,8 +3,10 @@
 - `ChatengineAutoSchema` (DEFAULT_SCHEMA_CLASS) adds the error responses that follow from a
   view's own configuration to every operation: 401 when it needs authentication, 403 for
   unsafe methods under session auth (CSRF), 400 and 413 when it takes a body, 404 when its
-  path names a resource, 429 when it is throttled, 406 and 500. An operation declares only the
-  errors of its own logic, with `error_responses(409, 422, ...)`.
+  path names a resource, 429 when it is throttled, 406 when its content negotiation can refuse
+  an `Accept`, and 500. An operation declares only the errors of its own logic, with
+  `error_responses(409, 422, ...)`. It also merges a serializer's `schema_extra` (rules across
+  fields, e.g. `anyOf`) into its component.
 - `ErrorEnvelopeSerializer` is the one error schema (`ErrorEnvelope`), `paginated()` the list
   envelope, `session_id_parameter` the session path parameter, `Tags` the operation tags.
 - `BearerSchemeExtension` documents `Authorization: Bearer <token>` as the security scheme.
