@@ -3,8 +3,10 @@
 - `ChatengineAutoSchema` (DEFAULT_SCHEMA_CLASS) adds the error responses that follow from a
   view's own configuration to every operation: 401 when it needs authentication, 403 for
   unsafe methods under session auth (CSRF), 400 and 413 when it takes a body, 404 when its
-  path names a resource, 429 when it is throttled, 406 and 500. An operation declares only the
-  errors of its own logic, with `error_responses(409, 422, ...)`.
+  path names a resource, 429 when it is throttled, 406 when its content negotiation can refuse
+  an `Accept`, and 500. An operation declares only the errors of its own logic, with
+  `error_responses(409, 422, ...)`. It also merges a serializer's `schema_extra` (rules across
+  fields, e.g. `anyOf`) into its component.
 - `ErrorEnvelopeSerializer` is the one error schema (`ErrorEnvelope`), `paginated()` the list
   envelope, `session_id_parameter` the session path parameter, `Tags` the operation tags.
 - `BearerSchemeExtension` documents `Authorization: Bearer <token>` as the security scheme.
@@ -18,16 +20,21 @@ from typing import Any
 from drf_spectacular.drainage import warn
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.plumbing import force_instance
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema_field,
 )
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import NotAcceptable
 from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.test import APIRequestFactory
 
 
 # --- Tags ---------------------------------------------------------------------------------
@@ -135,7 +142,9 @@ class ErrorBodySerializer(serializers.Serializer):
         allow_null=True,
         child=serializers.JSONField(),
         help_text="For `validation_error`: each offending field mapped to its problems "
-        "(a list of messages, or an object for nested fields). Otherwise null.",
+        "(a list of messages, or an object for nested fields). Some other types carry "
+        "structured context: `context_overflow` the token counts (`tokens`, `budget`, "
+        "`over_by`), `service_unavailable` from `/readyz` each `checks` result. Otherwise null.",
     )
     request_id = serializers.CharField(
         help_text="The request's id, also in the `X-Request-ID` response header and the logs."
@@ -268,10 +277,25 @@ _UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 class ChatengineAutoSchema(AutoSchema):
     """drf-spectacular's AutoSchema plus the error responses every operation can give."""
 
+    def refuses_unacceptable_accept(self) -> bool:
+        """Whether the view answers 406 to an `Accept` it cannot produce. Asked of the view
+        itself: views that pick their own format (the reply stream, the health probes)
+        never do."""
+        request = Request(
+            APIRequestFactory().get(self.path, HTTP_ACCEPT="application/x-chatengine-probe")
+        )
+        try:
+            self.view.perform_content_negotiation(request)
+        except NotAcceptable:
+            return True
+        return False
+
     def implied_error_statuses(self) -> list[int]:
         """Errors that follow from the view's configuration, whatever its own logic does."""
+        statuses = [500]
         # 406: content negotiation runs before the view (an `Accept` it cannot satisfy).
-        statuses = [406, 500]
+        if self.refuses_unacceptable_accept():
+            statuses.append(406)
         if self.method in _BODY_METHODS:
             statuses += [400, 413]
         if "{" in self.path:
@@ -294,7 +318,24 @@ class ChatengineAutoSchema(AutoSchema):
         # would take any extra property for valid.
         if getattr(serializer, "rejects_unknown_fields", False):
             schema["additionalProperties"] = False
+        # Rules across fields (JSON Schema keywords such as anyOf) a serializer states itself.
+        schema.update(getattr(serializer, "schema_extra", {}))
         return schema
+
+    def _get_request_for_media_type(self, serializer, direction="request"):
+        schema, required = super()._get_request_for_media_type(serializer, direction)
+        # A oneOf of variants (PolymorphicProxySerializer) has no `required` list of its own,
+        # so drf-spectacular calls its body optional; it is required when every variant
+        # requires a field (an empty body is refused).
+        proxy = force_instance(serializer)
+        if isinstance(proxy, PolymorphicProxySerializer) and self.method != "PATCH":
+            variants = proxy.serializers
+            variants = variants.values() if isinstance(variants, dict) else variants
+            required = all(
+                any(field.required for field in force_instance(variant).fields.values())
+                for variant in variants
+            )
+        return schema, required
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)

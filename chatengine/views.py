@@ -6,8 +6,10 @@ import os
 
 from django.conf import settings
 from django.http import HttpResponse
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+from rest_framework import serializers
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.permissions import AllowAny
@@ -18,6 +20,7 @@ from rest_framework.views import APIView
 
 from chatengine import health
 from chatengine.exceptions import ServiceUnavailable
+from chatengine.openapi import Tags, error_responses
 
 
 class _AlwaysJson(BaseContentNegotiation):
@@ -35,13 +38,38 @@ class OpsView(APIView):
     throttle_classes = []
     renderer_classes = [JSONRenderer]
     content_negotiation_class = _AlwaysJson
-    schema = None  # operations endpoints, not part of the documented API
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok"])
+
+
+class ReadinessSerializer(HealthSerializer):
+    checks = serializers.DictField(
+        child=serializers.CharField(),
+        help_text='Each dependency (`database`, `cache`) and its result: `"ok"`.',
+    )
+
+
+def _ok(value: dict) -> OpenApiExample:
+    return OpenApiExample("Healthy", value=value, response_only=True, status_codes=["200"])
 
 
 class HealthzView(OpsView):
     """Liveness: the process answers. Touches no dependency, so a database outage does not
     get every worker restarted."""
 
+    @extend_schema(
+        operation_id="healthz",
+        summary="Liveness probe",
+        description="200 while the process serves requests. Checks no dependency, so a "
+        "database outage does not get every worker restarted. No authentication, no rate "
+        "limit; `Accept` is not negotiated.",
+        tags=[Tags.HEALTH],
+        auth=[],
+        responses={200: OpenApiResponse(HealthSerializer, "The process is alive.")},
+        examples=[_ok({"status": "ok"})],
+    )
     def get(self, request: Request) -> Response:
         return Response({"status": "ok"})
 
@@ -49,6 +77,26 @@ class HealthzView(OpsView):
 class ReadyzView(OpsView):
     """Readiness: the database and the cache answer within CHATENGINE_READYZ_TIMEOUT seconds."""
 
+    @extend_schema(
+        operation_id="readyz",
+        summary="Readiness probe",
+        description="200 when the database and the cache both answer within "
+        "`CHATENGINE_READYZ_TIMEOUT` seconds (checked concurrently), else 503 with each "
+        "check's result in `details.checks`. No authentication, no rate limit.",
+        tags=[Tags.HEALTH],
+        auth=[],
+        responses={
+            200: OpenApiResponse(ReadinessSerializer, "Ready to serve."),
+            **error_responses(
+                503,
+                descriptions={
+                    503: "A dependency failed or timed out; `details.checks` maps each one "
+                    'to `"ok"`, `"timeout"` or `"error: <ExceptionType>"`.'
+                },
+            ),
+        },
+        examples=[_ok({"status": "ok", "checks": {"database": "ok", "cache": "ok"}})],
+    )
     def get(self, request: Request) -> Response:
         checks = health.run_checks(timeout=settings.CHATENGINE_READYZ_TIMEOUT)
         failed = [name for name, result in checks.items() if result != health.OK]
@@ -76,6 +124,32 @@ class MetricsView(OpsView):
     can forge; behind a proxy, allow the proxy or scrape the workers directly.
     """
 
+    @extend_schema(
+        operation_id="metrics",
+        summary="Prometheus metrics",
+        description="This process's metrics in the Prometheus text exposition format, for "
+        "scrapers at `METRICS_ALLOWED_IPS` only (checked against the peer address, never "
+        "`X-Forwarded-For`). No authentication, no rate limit.",
+        tags=[Tags.HEALTH],
+        auth=[],
+        responses={
+            (200, "text/plain"): OpenApiResponse(
+                {"type": "string"}, "Prometheus text format (`text/plain; version=...`)."
+            ),
+            **error_responses(403, descriptions={403: "Not from `METRICS_ALLOWED_IPS`."}),
+        },
+        examples=[
+            OpenApiExample(
+                "Some metrics",
+                value="# HELP chatengine_llm_requests_total LLM requests by outcome.\n"
+                "# TYPE chatengine_llm_requests_total counter\n"
+                'chatengine_llm_requests_total{outcome="ok",provider="echo"} 12.0\n',
+                response_only=True,
+                status_codes=["200"],
+                media_type="text/plain",
+            )
+        ],
+    )
     def get(self, request: Request) -> HttpResponse:
         if not client_ip_allowed(request.META.get("REMOTE_ADDR"), settings.METRICS_ALLOWED_IPS):
             raise PermissionDenied("Metrics are not available from this address.")

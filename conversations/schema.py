@@ -31,6 +31,13 @@ MESSAGE = {
     "name": "",
     "metadata": {},
     "token_count": 0,
+    "tool_calls": None,
+    "tool_call_id": "",
+    "model": None,
+    "usage": None,
+    "finish_reason": None,
+    "latency_ms": None,
+    "context": None,
     "created_at": "2026-11-27T09:15:02.417Z",
 }
 
@@ -74,6 +81,26 @@ SESSION_UPDATED = OpenApiExample(
 MESSAGE_CREATE_REQUEST = OpenApiExample(
     "Append a user message",
     value={"role": "user", "content": "Three things to see in Belém?"},
+    request_only=True,
+)
+TOOL_CALL_REQUEST = OpenApiExample(
+    "Append an assistant message calling a tool",
+    value={
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [
+            {
+                "id": "call_7Qp2",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'},
+            }
+        ],
+    },
+    request_only=True,
+)
+TOOL_RESULT_REQUEST = OpenApiExample(
+    "Append the tool's result",
+    value={"role": "tool", "tool_call_id": "call_7Qp2", "content": '{"temp_c": 21}'},
     request_only=True,
 )
 MESSAGE_CREATED = OpenApiExample(

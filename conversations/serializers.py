@@ -1,6 +1,7 @@
 """Input serializers validate what callers send; output serializers shape what we return."""
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chatengine.openapi import document_metadata_field
@@ -149,8 +150,77 @@ class SessionListQuerySerializer(serializers.Serializer):
 
 # --- Messages -----------------------------------------------------------------------------
 MAX_TOOL_CALLS = 128
+MAX_TOOL_CALL_ID_CHARS = 128
+MAX_FUNCTION_NAME_CHARS = 64
 
 
+# The shapes below document JSON fields (ToolCallsField and the reply fields of a message);
+# ToolCallsField validates them itself, with messages that say which call is wrong.
+class ToolCallFunctionSerializer(serializers.Serializer):
+    rejects_unknown_fields = True
+    name = serializers.CharField(
+        max_length=MAX_FUNCTION_NAME_CHARS, help_text="The function the model calls."
+    )
+    arguments = serializers.CharField(
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="Its arguments as JSON text, exactly as the model produced it (not parsed).",
+    )
+
+
+class ToolCallSerializer(serializers.Serializer):
+    """One function call of an assistant message (OpenAI chat format)."""
+
+    rejects_unknown_fields = True
+    id = serializers.CharField(
+        max_length=MAX_TOOL_CALL_ID_CHARS,
+        help_text="Unique within the message; the `tool_call_id` of the tool message answering it.",
+    )
+    type = extend_schema_field({"type": "string", "const": "function"})(
+        type("FunctionTypeField", (serializers.CharField,), {})
+    )()
+    function = ToolCallFunctionSerializer()
+
+
+class UsageSerializer(serializers.Serializer):
+    """Tokens the provider counted for one reply."""
+
+    prompt_tokens = serializers.IntegerField(min_value=0)
+    completion_tokens = serializers.IntegerField(min_value=0)
+    total_tokens = serializers.IntegerField(min_value=0)
+
+
+class ContextRecordSerializer(serializers.Serializer):
+    """What went into a reply: which history was sent and its token count."""
+
+    first_seq = serializers.IntegerField(
+        allow_null=True, help_text="Oldest history message sent; null if none."
+    )
+    last_seq = serializers.IntegerField(allow_null=True, help_text="Newest one; null if none.")
+    messages_included = serializers.IntegerField(min_value=0)
+    messages_dropped = serializers.IntegerField(
+        min_value=0, help_text="History messages left out to fit the budget."
+    )
+    tokens = serializers.IntegerField(min_value=0, help_text="Prompt tokens, as counted here.")
+    budget = serializers.IntegerField(help_text="Prompt tokens the model's window allowed.")
+    encoding = serializers.CharField(help_text="The tiktoken encoding used to count.")
+
+
+TOOL_CALLS_HELP = (
+    f"The tools an assistant message calls: 1 to {MAX_TOOL_CALLS} calls with distinct `id`s "
+    "(JSON Schema cannot say `distinct`; a repeated id is refused with 400)."
+)
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/ToolCall"},  # registered by MessageSerializer
+        "minItems": 1,
+        "maxItems": MAX_TOOL_CALLS,
+        "description": TOOL_CALLS_HELP,
+    }
+)
 class ToolCallsField(serializers.JSONField):
     """OpenAI chat-format tool calls: [{id, type: "function", function: {name, arguments}}]."""
 
@@ -167,7 +237,7 @@ class ToolCallsField(serializers.JSONField):
                     f"{where}: expected exactly the keys id, type, function."
                 )
             call_id, function = call["id"], call["function"]
-            if not isinstance(call_id, str) or not 0 < len(call_id) <= 128:
+            if not isinstance(call_id, str) or not 0 < len(call_id) <= MAX_TOOL_CALL_ID_CHARS:
                 raise serializers.ValidationError(f"{where}: id must be a 1-128 character string.")
             if call_id in ids:
                 raise serializers.ValidationError(f"{where}: duplicate id.")
@@ -178,7 +248,8 @@ class ToolCallsField(serializers.JSONField):
                 raise serializers.ValidationError(
                     f"{where}: function must have exactly the keys name, arguments."
                 )
-            if not isinstance(function["name"], str) or not 0 < len(function["name"]) <= 64:
+            name = function["name"]
+            if not isinstance(name, str) or not 0 < len(name) <= MAX_FUNCTION_NAME_CHARS:
                 raise serializers.ValidationError(
                     f"{where}: function.name must be a 1-64 character string."
                 )
@@ -221,9 +292,99 @@ class MessageCreateInputSerializer(StrictInputSerializer):
         return attrs
 
 
+# The same rules as MessageCreateInputSerializer.validate, as one schema per role (documented
+# as `oneOf`, discriminated by `role`), so that a client generator and the contract test's
+# positive and negative data agree with the API. Schema only: the view validates with
+# MessageCreateInputSerializer, whose messages say which rule was broken.
+def _role_field(role: str) -> serializers.Field:
+    field_class = type(f"{role.title()}RoleField", (serializers.ChoiceField,), {})
+    return extend_schema_field({"type": "string", "const": role})(field_class)(choices=[role])
+
+
+def _content_field(*, allow_blank: bool = False) -> serializers.Field:
+    return StrictCharField(
+        max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS,
+        allow_blank=allow_blank,
+        help_text="The text, stored exactly as sent.",
+    )
+
+
+class _MessageInputVariant(StrictInputSerializer):
+    content = _content_field()
+    name = StrictCharField(
+        required=False, allow_blank=True, max_length=64, help_text="Optional author name."
+    )
+    metadata = MetadataField(required=False)
+
+
+class SystemMessageInputSerializer(_MessageInputVariant):
+    """A system message: always sent to the model, however old."""
+
+    role = _role_field(Message.Role.SYSTEM)
+
+
+class UserMessageInputSerializer(_MessageInputVariant):
+    """A message of the end user."""
+
+    role = _role_field(Message.Role.USER)
+
+
+class AssistantMessageInputSerializer(_MessageInputVariant):
+    """A model's message. It may call tools; then, and only then, `content` may be blank."""
+
+    role = _role_field(Message.Role.ASSISTANT)
+    content = _content_field(allow_blank=True)
+    tool_calls = ToolCallsField(required=False)
+    schema_extra = {
+        "anyOf": [
+            {"required": ["tool_calls"]},
+            {"properties": {"content": {"minLength": 1}}},
+        ]
+    }
+
+
+class ToolMessageInputSerializer(_MessageInputVariant):
+    """A tool's result, answering one call of the assistant message before it."""
+
+    role = _role_field(Message.Role.TOOL)
+    tool_call_id = StrictCharField(
+        max_length=MAX_TOOL_CALL_ID_CHARS, help_text="The `id` of the tool call this answers."
+    )
+
+
+MESSAGE_INPUT_VARIANTS = {
+    Message.Role.SYSTEM.value: SystemMessageInputSerializer,
+    Message.Role.USER.value: UserMessageInputSerializer,
+    Message.Role.ASSISTANT.value: AssistantMessageInputSerializer,
+    Message.Role.TOOL.value: ToolMessageInputSerializer,
+}
+
+
+@extend_schema_field(UsageSerializer(allow_null=True))
+class UsageField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(ContextRecordSerializer(allow_null=True))
+class ContextRecordField(serializers.JSONField):
+    pass
+
+
+@extend_schema_field(
+    ToolCallSerializer(many=True, allow_null=True, help_text="The tools it calls; null if none.")
+)
+class ToolCallsOutputField(serializers.JSONField):
+    pass
+
+
 class MessageSerializer(serializers.ModelSerializer):
     session = serializers.UUIDField(source="session_id", read_only=True)
     metadata = MetadataField(read_only=True)
+    # JSON columns, documented with their shapes. Null unless the message has them: the reply
+    # fields (model, usage, finish_reason, latency_ms, context) only on generated replies.
+    tool_calls = ToolCallsOutputField(read_only=True)
+    usage = UsageField(read_only=True, help_text="Null unless the engine generated it.")
+    context = ContextRecordField(read_only=True, help_text="Null unless the engine generated it.")
 
     class Meta:
         model = Message

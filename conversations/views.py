@@ -4,7 +4,7 @@ Each operation is documented with `@extend_schema` (chatengine/openapi.py has th
 conversations/schema.py the examples).
 """
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,6 +16,7 @@ from conversations import schema, selectors, services
 from conversations.idempotency import idempotent
 from conversations.selectors import Page
 from conversations.serializers import (
+    MESSAGE_INPUT_VARIANTS,
     HistoryQuerySerializer,
     MessageCreateInputSerializer,
     MessageSerializer,
@@ -164,14 +165,29 @@ class MessageListCreateView(APIView):
         summary="Append a message",
         description="Stores the message at the session's next `seq`, exactly as sent "
         "(whitespace included), and updates the session's counters. It does not ask the "
-        "LLM for a reply.",
+        "LLM for a reply (that is `POST .../reply/`).\n\n"
+        "The body's shape depends on `role` (one schema per role):\n\n"
+        "- `content` may be blank only for an `assistant` message that carries `tool_calls`;\n"
+        "- only an `assistant` message may carry `tool_calls` (OpenAI chat format, 1 to 128 "
+        "calls with distinct `id`s);\n"
+        "- a `tool` message must carry `tool_call_id` (the call it answers), and no other "
+        "role may.",
         tags=[Tags.MESSAGES],
-        request=MessageCreateInputSerializer,
+        request=PolymorphicProxySerializer(
+            component_name="MessageCreateInput",
+            serializers=MESSAGE_INPUT_VARIANTS,
+            resource_type_field_name="role",
+        ),
         responses={
             201: OpenApiResponse(MessageSerializer, "The stored message, with its `seq`."),
             **error_responses(409, descriptions={409: "The session is archived."}),
         },
-        examples=[schema.MESSAGE_CREATE_REQUEST, schema.MESSAGE_CREATED],
+        examples=[
+            schema.MESSAGE_CREATE_REQUEST,
+            schema.TOOL_CALL_REQUEST,
+            schema.TOOL_RESULT_REQUEST,
+            schema.MESSAGE_CREATED,
+        ],
     )
     @idempotent(atomic=True)
     def post(self, request: Request, session_id: str) -> Response:

@@ -3,12 +3,14 @@
 from django.conf import settings
 from rest_framework import serializers
 
+from conversations.models import Message
 from conversations.serializers import (
     MessageSerializer,
     MetadataField,
     StrictBooleanField,
     StrictCharField,
     StrictInputSerializer,
+    ToolCallSerializer,
 )
 from llm.types import Context
 
@@ -16,29 +18,124 @@ MAX_OUTPUT_TOKENS_LIMIT = 1_000_000
 
 
 class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: no "5", no true. `5.0` is one (JSON Schema calls every number with
+    no fractional part an integer, so clients and the schema's validators may send it)."""
+
     default_error_messages = {"invalid": "Expected an integer, got {input_type}."}
 
     def to_internal_value(self, data):
+        if isinstance(data, float) and data.is_integer():
+            data = int(data)
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid", input_type=type(data).__name__)
         return super().to_internal_value(data)
 
 
 class ReplyInputSerializer(StrictInputSerializer):
-    content = StrictCharField(required=False, max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS)
-    stream = StrictBooleanField(required=False, default=False)
-    model = StrictCharField(required=False, max_length=128)
+    """Every field is optional; unknown fields are refused."""
+
+    content = StrictCharField(
+        required=False,
+        max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS,
+        help_text="A new user message, appended before replying. Leave it out to reply to the "
+        "history as it is (the session must then have messages).",
+    )
+    stream = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="`true`: answer with a `text/event-stream` of the reply as it is generated.",
+    )
+    model = StrictCharField(
+        required=False,
+        max_length=128,
+        help_text="The model for this reply; default: the session's `model`, else the "
+        "server's `LLM_MODEL`.",
+    )
     max_output_tokens = StrictIntegerField(
-        required=False, min_value=1, max_value=MAX_OUTPUT_TOKENS_LIMIT
+        required=False,
+        min_value=1,
+        max_value=MAX_OUTPUT_TOKENS_LIMIT,
+        help_text="Tokens reserved for the reply (default `LLM_DEFAULT_MAX_OUTPUT_TOKENS`); "
+        "the history sent gets the model's window minus this. More than the window leaves is "
+        "a 422.",
     )
     metadata = MetadataField(required=False)
 
 
 class ContextQuerySerializer(serializers.Serializer):
-    model = serializers.CharField(required=False, max_length=128)
-    max_output_tokens = serializers.IntegerField(
-        required=False, min_value=1, max_value=MAX_OUTPUT_TOKENS_LIMIT
+    # Not trimmed: the schema (minLength 1) calls "  " a model name, not a blank one.
+    model = serializers.CharField(
+        required=False,
+        max_length=128,
+        trim_whitespace=False,
+        help_text="Preview for this model; default as for a reply.",
     )
+    max_output_tokens = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_OUTPUT_TOKENS_LIMIT,
+        help_text="Tokens to reserve for the reply, as in a reply request.",
+    )
+
+
+# --- Output shapes (documentation: the bodies are built by the functions below) -----------
+class ContextSummarySerializer(serializers.Serializer):
+    """How the history sent was chosen."""
+
+    tokens = serializers.IntegerField(min_value=0, help_text="Prompt tokens, as counted here.")
+    budget = serializers.IntegerField(help_text="Prompt tokens the model's window allows.")
+    messages_included = serializers.IntegerField(
+        min_value=0, help_text="History messages sent (the `system_prompt` not counted)."
+    )
+    messages_dropped = serializers.IntegerField(
+        min_value=0, help_text="Older history messages left out to fit the budget."
+    )
+
+
+class ReplySerializer(serializers.Serializer):
+    user_message = MessageSerializer(
+        allow_null=True, help_text="The user message stored from `content`; null without it."
+    )
+    message = MessageSerializer(
+        help_text="The assistant's reply, with `model`, `usage`, `finish_reason`, "
+        "`latency_ms` and `context` filled in."
+    )
+    context = ContextSummarySerializer()
+
+
+class ReplyDeltaSerializer(serializers.Serializer):
+    delta = serializers.CharField(
+        allow_blank=True, trim_whitespace=False, help_text="The next piece of the reply's text."
+    )
+
+
+class ContextMessageSerializer(serializers.Serializer):
+    """One message as it would be sent (OpenAI chat format)."""
+
+    role = serializers.ChoiceField(choices=Message.Role.choices)
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    name = serializers.CharField(required=False, help_text="Present only when set.")
+    tool_calls = ToolCallSerializer(
+        many=True, required=False, help_text="Present only on an assistant message calling tools."
+    )
+    tool_call_id = serializers.CharField(
+        required=False, help_text="Present only on a tool message."
+    )
+
+
+class ContextPreviewSerializer(ContextSummarySerializer):
+    model = serializers.CharField(help_text="The model the context was built for.")
+    messages = ContextMessageSerializer(
+        many=True,
+        help_text="What would be sent, oldest first; the session's `system_prompt` first.",
+    )
+    first_seq = serializers.IntegerField(
+        allow_null=True, help_text="Oldest history message included; null if none."
+    )
+    last_seq = serializers.IntegerField(
+        allow_null=True, help_text="Newest history message included; null if none."
+    )
+    encoding = serializers.CharField(help_text="The tiktoken encoding used to count.")
 
 
 def context_summary(context: Context) -> dict:

@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from chatengine.events import log_event
-from chatengine.exceptions import ApplicationError, Conflict, ValidationFailed
+from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from chatengine.request_id import reset_request_id, set_request_id
 from conversations import selectors, services
@@ -148,10 +148,10 @@ def prepare_reply(
     if session.archived:
         raise Conflict("The session is archived; unarchive it to add messages.")
     if content is None and session.message_count == 0:
-        raise ValidationFailed(
-            "content: the session has no messages yet; send content to reply to.",
-            details={"content": ["Required when the session has no messages."]},
-        )
+        # A conflict with the session's state, not a malformed request: the same body is valid
+        # once the session has messages (the schema cannot know, so a 400 here would
+        # contradict it).
+        raise Conflict("The session has no messages yet; send content to reply to.")
     model = resolve_model(session=session, model=model)
     max_output_tokens = max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS
     counter = counter_for_model(model)

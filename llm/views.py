@@ -5,19 +5,23 @@ from collections.abc import AsyncIterator, Iterator
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatengine.exceptions import error_body
+from chatengine.openapi import Tags, error_responses, session_id_parameter
 from chatengine.request_id import get_request_id
 from conversations import selectors
 from conversations.serializers import MessageSerializer
-from llm import services
+from llm import schema, services
 from llm.serializers import (
+    ContextPreviewSerializer,
     ContextQuerySerializer,
     ReplyInputSerializer,
+    ReplySerializer,
     context_preview_body,
     reply_body,
 )
@@ -58,6 +62,31 @@ def _sync_body(prepared: services.PreparedReply, request_id: str | None) -> Iter
         yield _render(event)
 
 
+REPLY_ERRORS = error_responses(
+    400,
+    409,
+    422,
+    429,
+    502,
+    504,
+    descriptions={
+        400: "A bad body: an unknown field, a value of the wrong JSON type or out of range.",
+        409: "The session is archived, or it has no messages and no `content` was sent "
+        "(nothing to reply to). Nothing is stored.",
+        422: "The newest message alone does not fit the model's context window, or "
+        "`max_output_tokens` leaves no room for it (`details`: `tokens`, `budget`, `over_by`). "
+        "Nothing is stored.",
+        429: "Too many replies (the `replies` rate), or the LLM provider is rate limiting "
+        "the engine. `Retry-After` says how many seconds to wait.",
+        502: "The LLM provider failed (`details.category`: `upstream_error`, `credentials`, "
+        "`connection_error`, `malformed_response`). The user message stays stored.",
+        504: "The LLM provider did not answer within `LLM_TIMEOUT_S`. The user message stays "
+        "stored.",
+    },
+)
+
+
+@extend_schema(parameters=[session_id_parameter])
 class ReplyView(APIView):
     throttle_scope = "replies"
 
@@ -66,6 +95,39 @@ class ReplyView(APIView):
         # errors raised before streaming starts are still rendered as JSON.
         return super().perform_content_negotiation(request, force=True)
 
+    @extend_schema(
+        operation_id="sessions_reply",
+        summary="Get an LLM reply",
+        description="Appends `content` (if given) as a user message, sends the session's "
+        "history, newest first within the model's context window (the `system_prompt` and "
+        "`system` messages always, a tool result never without the call it answers), to the "
+        "LLM, and stores its reply as an assistant message.\n\n"
+        "Without `stream` the answer is JSON once the reply is complete. With `stream: true` "
+        "it is a `text/event-stream` of `message.delta` events, then `message.completed` (or "
+        "`error`); errors found before the LLM is called (400, 404, 409, 422, 429) are still "
+        "JSON. The database is never locked while the model talks.\n\n"
+        "A request refused before the LLM is called stores nothing; once the LLM is called "
+        "the user message stays, even if the LLM fails. The `replies` rate limit applies. "
+        "`Accept` is not negotiated: the body's `stream` decides the format.",
+        tags=[Tags.REPLIES],
+        request=ReplyInputSerializer,
+        responses={
+            (201, "application/json"): OpenApiResponse(
+                ReplySerializer,
+                "The stored user message (if `content` was sent) and reply. "
+                + schema.REPLY_STREAM_DESCRIPTION,
+            ),
+            (201, "text/event-stream"): OpenApiResponse(schema.REPLY_STREAM_EVENT),
+            **REPLY_ERRORS,
+        },
+        examples=[
+            schema.REPLY_REQUEST,
+            schema.REPLY_STREAM_REQUEST,
+            schema.REPLY_TO_HISTORY_REQUEST,
+            schema.REPLY_CREATED,
+            *schema.REPLY_STREAM_EVENTS,
+        ],
+    )
     def post(self, request: Request, session_id: str):
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         data = _validated(ReplyInputSerializer, request.data)
@@ -85,16 +147,45 @@ class ReplyView(APIView):
             body = _async_body(prepared, request_id)
         else:
             body = _sync_body(prepared, request_id)
-        response = StreamingHttpResponse(body, content_type="text/event-stream")
+        # 201 like the JSON answer: the same request stores the same messages, only the
+        # representation differs (one success status for clients generated from the schema).
+        response = StreamingHttpResponse(
+            body, content_type="text/event-stream", status=status.HTTP_201_CREATED
+        )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
         return response
 
 
+@extend_schema(parameters=[session_id_parameter])
 class ContextPreviewView(APIView):
+    @extend_schema(
+        operation_id="sessions_context",
+        summary="Preview the context of a reply",
+        description="What a reply would send to the LLM now, without calling it or storing "
+        "anything: the messages (the `system_prompt` first, then the history chosen to fit "
+        "the model's window), their token count against the budget, and what was left out.",
+        tags=[Tags.REPLIES],
+        parameters=[ContextQuerySerializer],
+        responses={
+            200: OpenApiResponse(ContextPreviewSerializer, "The context a reply would send."),
+            **error_responses(
+                400,
+                422,
+                descriptions={
+                    400: "A bad query parameter.",
+                    422: "The newest message alone does not fit the model's context window, "
+                    "or `max_output_tokens` leaves no room for it.",
+                },
+            ),
+        },
+        examples=[schema.CONTEXT_OK],
+    )
     def get(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
-        query = _validated(ContextQuerySerializer, request.query_params)
+        # A plain dict, as for the other query serializers: the lenient QueryDict reading took
+        # `?model=` for "absent" where the schema says it is invalid.
+        query = _validated(ContextQuerySerializer, request.query_params.dict())
         model = services.resolve_model(session=session, model=query.get("model"))
         context = services.build_context(
             session, model=model, max_output_tokens=query.get("max_output_tokens")

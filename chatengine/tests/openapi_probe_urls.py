@@ -6,10 +6,10 @@ from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from chatengine.openapi import Tags, error_responses
+from chatengine.throttling import UserScopedRateThrottle
 
 
 class StatusSerializer(serializers.Serializer):
@@ -22,7 +22,7 @@ _OK = OpenApiExample("ok", value={"status": "ok"}, response_only=True, status_co
 class PublicThrottledView(APIView):
     permission_classes = [AllowAny]
     authentication_classes = []
-    throttle_classes = [AnonRateThrottle]
+    throttle_classes = [UserScopedRateThrottle]
 
     @extend_schema(
         summary="Probe",

@@ -79,7 +79,9 @@ def test_swagger_ui_renders_every_tag_and_operation_from_local_assets(browser_pa
     page.goto(f"{live_server.url}/api/docs/", wait_until="networkidle")
     page.wait_for_selector(".opblock-tag-section", timeout=20_000)
 
-    for tag in sorted({tag for tag, *_ in operations}):
+    tags = {tag for tag, *_ in operations}
+    assert tags == {"sessions", "messages", "replies", "health"}
+    for tag in sorted(tags):
         assert page.locator(f'.opblock-tag[data-tag="{tag}"]').count() == 1, tag
     for tag, operation_id, summary, label in operations:
         block = page.locator(f"#operations-{tag}-{operation_id}")

@@ -55,7 +55,7 @@ def test_committed_schema_is_current(tmp_path):
 
 def test_every_operation_has_summary_description_one_known_tag_and_examples(schema):
     operations = list(_operations(schema))
-    assert len(operations) >= 7
+    assert len(operations) >= 12
     for label, _, _, operation in operations:
         assert operation.get("summary"), label
         assert operation.get("description"), label
@@ -80,19 +80,107 @@ def test_every_error_response_is_the_envelope_with_a_matching_example(schema):
             assert example["value"]["error"]["type"] == ERRORS[int(status)][0], (label, status)
 
 
+REPLY = "/api/v1/sessions/{session_id}/reply/"
+CONTEXT = "/api/v1/sessions/{session_id}/context/"
+HEALTH = {"/healthz", "/readyz", "/metrics"}
+
+
 def test_operations_document_the_errors_their_configuration_implies(schema):
     for label, path, method, operation in _operations(schema):
         statuses = set(operation["responses"])
-        assert {"401", "406", "500"} <= statuses, label  # every /api/v1 endpoint needs a token
+        assert "500" in statuses, label
+        if path.startswith("/api/v1/"):
+            assert "401" in statuses, label  # every /api/v1 endpoint needs a token
+            assert "429" in statuses, label  # and is throttled
         if "{session_id}" in path:
             assert "404" in statuses, label
         if method in {"post", "patch"}:
             assert {"400", "403", "413"} <= statuses, label
+        # 406 exactly where content negotiation can refuse an `Accept`: not the reply (the
+        # body's `stream` picks the format) nor the health endpoints (they pick their own).
+        assert ("406" in statuses) == (path not in HEALTH and path != REPLY), label
+        if path in HEALTH:
+            assert not statuses & {"401", "403", "406", "429"} - (
+                {"403"} if path == "/metrics" else set()
+            ), label
     sessions = schema["paths"]["/api/v1/sessions/"]
     assert "400" in sessions["get"]["responses"]  # bad limit / cursor
     messages = schema["paths"]["/api/v1/sessions/{session_id}/messages/"]
     assert "409" in messages["post"]["responses"]  # archived session
     assert "400" in messages["get"]["responses"]  # bad limit / after / before / order
+    reply = schema["paths"][REPLY]["post"]["responses"]
+    assert {"409", "422", "429", "502", "504"} <= set(reply)
+    assert {"400", "422"} <= set(schema["paths"][CONTEXT]["get"]["responses"])
+    assert "503" in schema["paths"]["/readyz"]["get"]["responses"]
+    assert "403" in schema["paths"]["/metrics"]["get"]["responses"]
+
+
+def test_reply_documents_json_and_the_event_stream_with_its_event_types(schema):
+    created = schema["paths"][REPLY]["post"]["responses"]["201"]
+    assert set(created["content"]) == {"application/json", "text/event-stream"}
+    assert created["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Reply"
+    }
+    stream = created["content"]["text/event-stream"]
+    events = {
+        variant["properties"]["event"]["const"]: variant["properties"]["data"]
+        for variant in stream["schema"]["oneOf"]
+    }
+    assert set(events) == {"message.delta", "message.completed", "error"}
+    for data in events.values():
+        assert data["contentMediaType"] == "application/json"
+    assert events["message.completed"]["contentSchema"] == {"$ref": "#/components/schemas/Message"}
+    assert events["error"]["contentSchema"] == {"$ref": "#/components/schemas/ErrorEnvelope"}
+    examples = {e["value"]["event"] for e in stream["examples"].values()}
+    assert examples == set(events)
+    # The description carries a sample stream.
+    assert "event: message.delta\ndata: " in created["description"]
+
+
+def test_message_input_is_one_schema_per_role(schema):
+    components = schema["components"]["schemas"]
+    body = schema["paths"]["/api/v1/sessions/{session_id}/messages/"]["post"]["requestBody"]
+    assert body["required"] is True
+    union = components["MessageCreateInput"]
+    assert union["discriminator"]["propertyName"] == "role"
+    variants = {
+        role: components[ref.rsplit("/", 1)[1]]
+        for role, ref in union["discriminator"]["mapping"].items()
+    }
+    assert set(variants) == {"system", "user", "assistant", "tool"}
+    assert [v["$ref"] for v in union["oneOf"]] == list(union["discriminator"]["mapping"].values())
+    for role, variant in variants.items():
+        assert variant["properties"]["role"]["const"] == role
+        assert variant["additionalProperties"] is False
+        # tool_calls only on assistant, tool_call_id only (and always) on tool.
+        assert ("tool_calls" in variant["properties"]) == (role == "assistant"), role
+        assert ("tool_call_id" in variant["properties"]) == (role == "tool"), role
+        if role != "assistant":
+            assert variant["properties"]["content"]["minLength"] == 1, role
+    assert "tool_call_id" in variants["tool"]["required"]
+    assistant = variants["assistant"]
+    assert "minLength" not in assistant["properties"]["content"]
+    assert assistant["anyOf"] == [
+        {"required": ["tool_calls"]},
+        {"properties": {"content": {"minLength": 1}}},
+    ]
+    tool_calls = assistant["properties"]["tool_calls"]
+    assert (tool_calls["minItems"], tool_calls["maxItems"]) == (1, 128)
+    call = components["ToolCall"]
+    assert call["required"] == ["function", "id", "type"]
+    assert call["properties"]["type"]["const"] == "function"
+    assert components["ToolCallFunction"]["required"] == ["arguments", "name"]
+
+
+def test_reply_fields_of_a_message_are_documented_nullable(schema):
+    message = schema["components"]["schemas"]["Message"]["properties"]
+    for name in ("model", "finish_reason", "latency_ms", "tool_calls"):
+        assert "null" in message[name]["type"], name
+    for name, component in (("usage", "Usage"), ("context", "ContextRecord")):
+        assert message[name]["oneOf"] == [
+            {"$ref": f"#/components/schemas/{component}"},
+            {"type": "null"},
+        ], name
 
 
 def test_session_id_is_a_uuid_path_parameter_and_query_bounds_are_documented(schema):
@@ -134,8 +222,12 @@ def test_bearer_token_is_the_security_scheme(schema):
         "scheme": "bearer",
         "description": schema["components"]["securitySchemes"]["bearerAuth"]["description"],
     }
-    for label, _, _, operation in _operations(schema):
-        assert {"bearerAuth": []} in operation["security"], label
+    assert "security" not in schema  # no global requirement: public operations say nothing
+    for label, path, _, operation in _operations(schema):
+        if path in HEALTH:
+            assert "security" not in operation, label  # public
+        else:
+            assert {"bearerAuth": []} in operation["security"], label
 
 
 def test_a_new_endpoint_gets_its_implied_errors_from_its_view_configuration():

@@ -199,7 +199,7 @@ class TestStreamingUnderWSGI:
         response = auth_client.post(
             reply_url(session.pk), {"content": "hi", "stream": True}, format="json"
         )
-        assert response.status_code == 200
+        assert response.status_code == 201
         assert response["Content-Type"] == "text/event-stream"
         content = iter(response.streaming_content)
         first = next(content)
@@ -342,7 +342,7 @@ class TestStreamingUnderASGI:
         status, raw = asyncio.run(
             asgi_post(reply_url(session.pk), {"content": "hi", "stream": True}, token)
         )
-        assert status == 200, raw
+        assert status == 201, raw
         events = parse_sse(raw)
         assert events[-1][0] == "message.completed"
         stored = Message.objects.get(session=session, role="assistant")
@@ -365,7 +365,7 @@ class TestStreamingUnderASGI:
                 disconnect_after_deltas=2,
             )
         )
-        assert status == 200, raw
+        assert status == 201, raw
         sent = "".join(d["delta"] for n, d in parse_sse(raw) if n == "message.delta")
         stored = Message.objects.get(session=session, role="assistant")
         assert stored.finish_reason == "interrupted"
@@ -448,7 +448,7 @@ def test_under_uvicorn_a_client_hanging_up_mid_stream_leaves_an_interrupted_repl
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-    assert b"200 OK" in received.split(b"\r\n", 1)[0]
+    assert b"201 Created" in received.split(b"\r\n", 1)[0]
     stored = Message.objects.get(session=session, role="assistant")
     assert stored.finish_reason == "interrupted"
     assert fake_openai.reply_text.startswith(stored.content)

@@ -2,7 +2,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from chatengine.exceptions import Conflict, ContextOverflow, LLMUpstreamError, ValidationFailed
+from chatengine.exceptions import Conflict, ContextOverflow, LLMUpstreamError
 from conversations import services as conversation_services
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory
@@ -127,7 +127,7 @@ class TestReply:
         assert Message.objects.count() == 0
 
     def test_an_empty_session_needs_content(self):
-        with pytest.raises(ValidationFailed):
+        with pytest.raises(Conflict):
             services.reply(session=ChatSessionFactory())
 
     def test_when_the_llm_fails_the_user_message_stays(self, fake_openai):
