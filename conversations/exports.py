@@ -6,63 +6,22 @@ exporting a million-message selection keeps memory bounded by one chunk.
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from conversations import selectors
 from conversations.models import ChatSession, Message
-
-_MESSAGE_FIELDS = (
-    "seq",
-    "role",
-    "content",
-    "name",
-    "metadata",
-    "token_count",
-    "tool_calls",
-    "tool_call_id",
-    "model",
-    "usage",
-    "finish_reason",
-    "latency_ms",
-    "created_at",
-)
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _session_header(session: ChatSession) -> dict[str, Any]:
-    return {
-        "id": str(session.pk),
-        "user": session.user.get_username(),
-        "title": session.title,
-        "system_prompt": session.system_prompt,
-        "model": session.model,
-        "metadata": session.metadata,
-        "archived": session.archived,
-        "message_count": session.message_count,
-        "total_tokens": session.total_tokens,
-        "last_message_at": _iso(session.last_message_at),
-        "created_at": _iso(session.created_at),
-    }
-
-
-def _message_dict(message: Message) -> dict[str, Any]:
-    data = {field: getattr(message, field) for field in _MESSAGE_FIELDS}
-    data["created_at"] = _iso(message.created_at)
-    return data
+from conversations.transfer import iso, message_to_record, session_to_record
 
 
 def iter_json(sessions: Iterable[ChatSession]) -> Iterator[str]:
     """A JSON array of sessions, each with its "messages" in seq order."""
     yield "["
     for i, session in enumerate(sessions):
-        header = json.dumps(_session_header(session), ensure_ascii=False)
+        # The same record as export_sessions' JSON Lines, so both exports read alike.
+        header = json.dumps(session_to_record(session), ensure_ascii=False)
         # Open the header object and splice the messages array in before its closing brace.
         yield ("," if i else "") + header[:-1] + ', "messages": ['
         for j, message in enumerate(selectors.iter_transcript(session=session)):
-            yield ("," if j else "") + json.dumps(_message_dict(message), ensure_ascii=False)
+            yield ("," if j else "") + json.dumps(message_to_record(message), ensure_ascii=False)
         yield "]}"
     yield "]\n"
 
@@ -114,7 +73,7 @@ def iter_markdown(sessions: Iterable[ChatSession]) -> Iterator[str]:
         yield f"- session: `{session.pk}`\n- user: {session.user.get_username()}\n"
         yield f"- model: {session.model or '(default)'}\n- archived: {session.archived}\n"
         yield f"- messages: {session.message_count}, tokens: {session.total_tokens}\n"
-        yield f"- last activity: {_iso(session.last_message_at) or '-'}\n\n"
+        yield f"- last activity: {iso(session.last_message_at) or '-'}\n\n"
         if session.system_prompt:
             yield "## System prompt\n\n" + _md_block(session.system_prompt) + "\n"
         if session.metadata:
@@ -123,7 +82,7 @@ def iter_markdown(sessions: Iterable[ChatSession]) -> Iterator[str]:
         for message in selectors.iter_transcript(session=session):
             name = f" ({message.name})" if message.name else ""
             yield (
-                f"## #{message.seq} {message.role}{name} · {_iso(message.created_at)}"
+                f"## #{message.seq} {message.role}{name} · {iso(message.created_at)}"
                 f" · {message.token_count} tokens\n\n"
             )
             reply = _reply_line(message)

@@ -65,7 +65,7 @@ EXPORT_MESSAGE_BATCH = 1000
 # --- Export ------------------------------------------------------------------------------
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
@@ -81,16 +81,16 @@ def session_to_record(session: ChatSession) -> dict[str, Any]:
         "archived": session.archived,
         "message_count": session.message_count,
         "total_tokens": session.total_tokens,
-        "last_message_at": _iso(session.last_message_at),
+        "last_message_at": iso(session.last_message_at),
         "last_seq": session.last_seq,
-        "created_at": _iso(session.created_at),
-        "updated_at": _iso(session.updated_at),
+        "created_at": iso(session.created_at),
+        "updated_at": iso(session.updated_at),
     }
 
 
 def message_to_record(message: Message) -> dict[str, Any]:
     record = {name: getattr(message, name) for name in MESSAGE_FIELDS}
-    record["created_at"] = _iso(message.created_at)
+    record["created_at"] = iso(message.created_at)
     return record
 
 

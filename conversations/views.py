@@ -12,6 +12,7 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from chatengine.openapi import Tags, error_responses, paginated, session_id_parameter
+from chatengine.validation import validated, validated_query
 from conversations import schema, selectors, services
 from conversations.idempotency import idempotent
 from conversations.selectors import Page
@@ -25,19 +26,6 @@ from conversations.serializers import (
     SessionSerializer,
     SessionUpdateInputSerializer,
 )
-
-
-def _validated(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
-
-
-def _validated_query(serializer_class, request: Request) -> dict:
-    # A plain dict, not the QueryDict: DRF reads form-style input leniently and would take an
-    # empty value (`?order=`, `?limit=`) as "absent", where the documented schema (and so
-    # every client generator) says it is invalid. Found by the contract test.
-    return _validated(serializer_class, request.query_params.dict())
 
 
 def paginated_response(request: Request, page: Page, serializer_class) -> Response:
@@ -73,7 +61,7 @@ class SessionListCreateView(APIView):
         examples=[schema.SESSION_PAGE],
     )
     def get(self, request: Request) -> Response:
-        query = _validated_query(SessionListQuerySerializer, request)
+        query = validated_query(SessionListQuerySerializer, request)
         page = selectors.list_sessions(user=request.user, **query)
         return paginated_response(request, page, SessionSerializer)
 
@@ -88,7 +76,7 @@ class SessionListCreateView(APIView):
         examples=[schema.SESSION_CREATE_REQUEST, schema.SESSION_CREATED],
     )
     def post(self, request: Request) -> Response:
-        data = _validated(SessionCreateInputSerializer, request.data)
+        data = validated(SessionCreateInputSerializer, request.data)
         session = services.create_session(user=request.user, **data)
         return Response(SessionSerializer(session).data, status=status.HTTP_201_CREATED)
 
@@ -120,7 +108,7 @@ class SessionDetailView(APIView):
     )
     def patch(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
-        changes = _validated(SessionUpdateInputSerializer, request.data)
+        changes = validated(SessionUpdateInputSerializer, request.data)
         session = services.update_session(session=session, **changes)
         return Response(SessionSerializer(session).data)
 
@@ -156,7 +144,7 @@ class MessageListCreateView(APIView):
     )
     def get(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
-        query = _validated_query(HistoryQuerySerializer, request)
+        query = validated_query(HistoryQuerySerializer, request)
         page = selectors.list_messages(session=session, **query)
         return paginated_response(request, page, MessageSerializer)
 
@@ -192,6 +180,6 @@ class MessageListCreateView(APIView):
     @idempotent(atomic=True)
     def post(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
-        data = _validated(MessageCreateInputSerializer, request.data)
+        data = validated(MessageCreateInputSerializer, request.data)
         message = services.append_message(session=session, **data)
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)

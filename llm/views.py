@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 from chatengine.exceptions import error_body
 from chatengine.openapi import Tags, error_responses, session_id_parameter
 from chatengine.request_id import get_request_id
+from chatengine.validation import validated, validated_query
 from conversations import selectors
 from conversations.serializers import MessageSerializer
 from llm import schema, services
@@ -25,12 +26,6 @@ from llm.serializers import (
     context_preview_body,
     reply_body,
 )
-
-
-def _validated(serializer_class, data) -> dict:
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def sse(event: str, data: dict) -> bytes:
@@ -130,7 +125,7 @@ class ReplyView(APIView):
     )
     def post(self, request: Request, session_id: str):
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
-        data = _validated(ReplyInputSerializer, request.data)
+        data = validated(ReplyInputSerializer, request.data)
         stream = data.pop("stream")
         prepared = services.prepare_reply(session=session, **data)
         if not stream:
@@ -185,7 +180,7 @@ class ContextPreviewView(APIView):
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         # A plain dict, as for the other query serializers: the lenient QueryDict reading took
         # `?model=` for "absent" where the schema says it is invalid.
-        query = _validated(ContextQuerySerializer, request.query_params.dict())
+        query = validated_query(ContextQuerySerializer, request)
         model = services.resolve_model(session=session, model=query.get("model"))
         context = services.build_context(
             session, model=model, max_output_tokens=query.get("max_output_tokens")
