@@ -300,9 +300,9 @@ def _recount_session(
             rows = list(
                 Message.objects.filter(session_id=session_id, seq__gt=after_seq)
                 .order_by("seq")
-                .only("seq", "role", "content", "name", "tool_calls", "tool_call_id", "token_count")[
-                    :batch_size
-                ]
+                .only(
+                    "seq", "role", "content", "name", "tool_calls", "tool_call_id", "token_count"
+                )[:batch_size]
             )
             updates = []
             batch_delta = 0

@@ -39,7 +39,9 @@ def corrupt(session: ChatSession, *, count: int = 1, total: int = 3) -> None:
 def token_state(session: ChatSession) -> tuple[list[int], int]:
     session.refresh_from_db()
     counts = list(
-        Message.objects.filter(session=session).order_by("seq").values_list("token_count", flat=True)
+        Message.objects.filter(session=session)
+        .order_by("seq")
+        .values_list("token_count", flat=True)
     )
     return counts, session.total_tokens
 
@@ -135,7 +137,9 @@ class TestCountTokens:
         sessions[0].refresh_from_db()
         assert sessions[0].updated_at == stamp  # a recount is not activity (prune, ordering)
 
-    def test_cache_readers_see_the_new_counts(self, sessions, settings, django_capture_on_commit_callbacks):
+    def test_cache_readers_see_the_new_counts(
+        self, sessions, settings, django_capture_on_commit_callbacks
+    ):
         settings.CHATENGINE_CACHE_ENABLED = True
         history_cache.reset_local_state()
         session = sessions[0]

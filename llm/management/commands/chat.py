@@ -1,3 +1,4 @@
+import logging
 import sys
 from typing import IO
 
@@ -56,6 +57,10 @@ class Command(ConversationsCommand):
         self.interactive = self.stdin.isatty()
         self.model = options["model"]
         self.failed = False
+        if self.interactive and options["verbosity"] < 2:
+            # INFO lines (message.appended, llm.request...) would interleave with the
+            # conversation on the same terminal; warnings still show. -v 2 keeps them.
+            logging.getLogger("chatengine").setLevel(logging.WARNING)
         user = self._user(options["user"])
         if options["session"]:
             try:
@@ -147,9 +152,7 @@ class Command(ConversationsCommand):
         elif name == "/context":
             self._print_context()
         elif name == "/new":
-            self.session = services.create_session(
-                user=self.session.user, model=self.session.model
-            )
+            self.session = services.create_session(user=self.session.user, model=self.session.model)
             self._say(f"New session {self.session.pk} ({self._describe()}).")
         elif name == "/title":
             if not arg:
