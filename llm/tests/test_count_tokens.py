@@ -175,3 +175,17 @@ class TestCountTokens:
     def test_bad_arguments_are_a_clear_error(self, args, message):
         with pytest.raises(CommandError, match=message):
             run(*args)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_shown_on_a_terminal(sessions):
+    corrupt(sessions[0])
+    out = _Terminal()
+    call_command("count_tokens", "--batch-size", "4", stdout=out, stderr=io.StringIO())
+    text = out.getvalue()
+    assert "\rScanned messages: 18/18 (100%)" in text
+    assert "\rScanned messages: 4/18" in text

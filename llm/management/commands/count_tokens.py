@@ -50,12 +50,9 @@ class Command(ConversationsCommand):
         messages = Message.objects.all()
         if session_ids is not None:
             messages = messages.filter(session_id__in=session_ids)
-        progress = Progress(
-            self.stdout,
-            verbosity=verbosity,
-            label="Scanned messages",
-            total=messages.count() if verbosity >= 1 else 0,
-        )
+        progress = Progress(self.stdout, verbosity=verbosity, label="Scanned messages", total=0)
+        if progress.enabled:  # the count is one more scan: only worth it for a progress line
+            progress.total = messages.count()
         try:
             result = services.recount_tokens(
                 session_ids=session_ids,
