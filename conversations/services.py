@@ -1,12 +1,15 @@
 """Writes of chat sessions and messages. Views and commands call these, never the ORM."""
 
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 
 from chatengine.events import log_event
@@ -226,3 +229,128 @@ def delete_sessions(*, sessions: QuerySet[ChatSession]) -> tuple[int, int]:
         for pk in ids:
             transaction.on_commit(partial(history_cache.invalidate, session_id=pk))
     return sessions_deleted, messages_deleted
+
+
+# --- Recounting stored token counts (count_tokens) ----------------------------------------
+RECOUNT_BATCH = 500
+
+
+@dataclass(frozen=True)
+class RecountResult:
+    scanned: int = 0
+    changed: int = 0
+    sessions: int = 0  # sessions whose messages or total_tokens changed (or would change)
+
+
+def recount_tokens(
+    *,
+    session_ids: Sequence[uuid.UUID | str] | None = None,
+    batch_size: int = RECOUNT_BATCH,
+    dry_run: bool = False,
+    on_batch: Callable[[RecountResult], None] | None = None,
+) -> RecountResult:
+    """Recount every message's token_count with its session's current model encoding.
+
+    Walks sessions by id and each session's messages by seq in keyset batches; each batch is
+    one short transaction holding the session row lock (appends queue behind it), updates only
+    the rows whose count changed and moves total_tokens by the same difference. The last batch
+    of a session also sets total_tokens to the exact sum, repairing any earlier drift.
+    updated_at is left alone (a recount is not activity: prune and the session list order by
+    it), so the cached tail is dropped explicitly once each batch commits.
+    """
+    sessions = ChatSession.objects.order_by("pk")
+    if session_ids is not None:
+        sessions = sessions.filter(pk__in=list(session_ids))
+    totals = RecountResult()
+    after_pk = None
+    while True:
+        page = sessions if after_pk is None else sessions.filter(pk__gt=after_pk)
+        ids = list(page.values_list("pk", flat=True)[:batch_size])
+        if not ids:
+            break
+        after_pk = ids[-1]
+        for session_id in ids:
+            totals = _recount_session(
+                session_id=session_id,
+                totals=totals,
+                batch_size=batch_size,
+                dry_run=dry_run,
+                on_batch=on_batch,
+            )
+    return totals
+
+
+def _recount_session(
+    *,
+    session_id: uuid.UUID,
+    totals: RecountResult,
+    batch_size: int,
+    dry_run: bool,
+    on_batch: Callable[[RecountResult], None] | None,
+) -> RecountResult:
+    scanned, changed = totals.scanned, totals.changed
+    after_seq = 0
+    pending_delta = 0  # dry run: the differences not written, carried to the final sum
+    session_changed = False
+    while True:
+        with transaction.atomic():
+            locked = ChatSession.objects.select_for_update().filter(pk=session_id).first()
+            if locked is None:  # deleted meanwhile
+                break
+            rows = list(
+                Message.objects.filter(session_id=session_id, seq__gt=after_seq)
+                .order_by("seq")
+                .only(
+                    "seq", "role", "content", "name", "tool_calls", "tool_call_id", "token_count"
+                )[:batch_size]
+            )
+            updates = []
+            batch_delta = 0
+            for row in rows:
+                count = count_message_tokens(
+                    session=locked,
+                    role=row.role,
+                    content=row.content,
+                    name=row.name,
+                    tool_calls=row.tool_calls,
+                    tool_call_id=row.tool_call_id,
+                )
+                if count != row.token_count:
+                    batch_delta += count - row.token_count
+                    row.token_count = count
+                    updates.append(row)
+            scanned += len(rows)
+            changed += len(updates)
+            last = len(rows) < batch_size
+            if dry_run:
+                pending_delta += batch_delta
+            elif updates:
+                Message.objects.bulk_update(updates, ["token_count"])
+            # Between batches total_tokens moves by the batch's difference; after the last
+            # one it is the exact sum, which also repairs a total that had drifted.
+            if last:
+                total = _stored_token_sum(session_id) + pending_delta
+            else:
+                total = locked.total_tokens + (0 if dry_run else batch_delta)
+            if updates or total != locked.total_tokens:
+                session_changed = True
+                if not dry_run:
+                    # update(): a plain UPDATE, so auto_now leaves updated_at alone.
+                    ChatSession.objects.filter(pk=session_id).update(total_tokens=total)
+                    transaction.on_commit(partial(history_cache.invalidate, session_id=session_id))
+        if rows:
+            after_seq = rows[-1].seq
+        if on_batch is not None:
+            on_batch(RecountResult(scanned=scanned, changed=changed, sessions=totals.sessions))
+        if last:
+            break
+    return RecountResult(
+        scanned=scanned, changed=changed, sessions=totals.sessions + session_changed
+    )
+
+
+def _stored_token_sum(session_id: uuid.UUID) -> int:
+    return (
+        Message.objects.filter(session_id=session_id).aggregate(total=Sum("token_count"))["total"]
+        or 0
+    )
