@@ -256,10 +256,9 @@ def _fetch_bytes(url: str, token: str) -> bytes:
 
 # --- 3. context build ---------------------------------------------------------------------
 def bench_context(results: dict, servers: list[str]) -> None:
-    from llm.services import build_context
-
     from bench.seed import seed_session
     from conversations.models import ChatSession
+    from llm.services import build_context
 
     user, _token = bench_user()
     ChatSession.objects.filter(user=user, title__startswith="bench-context-").delete()
