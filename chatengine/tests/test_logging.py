@@ -378,6 +378,7 @@ def test_no_content_prompt_or_token_reaches_the_logs(
     content = "CONTENT-7f3a my card is 4111 1111 1111 1111"
     system_prompt = "PROMPT-91bc you are a secret agent"
     fake_openai.reply_text = "REPLY-c2d8 the launch code is 0000"
+    fake_openai.echo_in_errors = True  # upstream error bodies quote the prompt and the key
     token = auth_client._credentials["HTTP_AUTHORIZATION"].split()[1]
     api_key = settings.OPENAI_API_KEY
 
