@@ -222,6 +222,16 @@ class TestLLMEventsAndMetrics:
             assert error["latency_ms"] >= 300  # it waited for the timeout
         assert json_logs.where(event="llm.response") == []
         assert len(json_logs.where(event="llm.request")) == 1
+        # The error response is logged with its category, streamed (after a 200) or not.
+        logged = json_logs.one(logger="chatengine.errors")
+        status = {"rate_limited": 429, "llm_upstream_error": 502, "llm_timeout": 504}[error_type]
+        assert (logged["error_type"], logged["status"]) == (error_type, status)
+        assert logged["request_id"] == response["X-Request-ID"]
+        if status >= 500:
+            assert logged["level"] == "ERROR"
+            assert "Traceback" in logged["exc_info"]
+        else:
+            assert logged["level"] == "WARNING"
 
         moved = metrics.delta()
         assert 0 < moved.pop("latency_sum") < 2
