@@ -12,7 +12,7 @@ MESSAGES_APPENDED = Counter(
 )
 LLM_REQUESTS = Counter(
     "chatengine_llm_requests_total",
-    "LLM provider calls by outcome (ok, rate_limited, upstream_error, timeout, interrupted).",
+    "LLM provider calls by outcome: ok, interrupted, or the llm.error category.",
     ["provider", "outcome"],
 )
 LLM_LATENCY = Histogram(

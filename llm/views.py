@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from chatengine.exceptions import error_body
+from chatengine.exceptions import error_body, log_error
 from chatengine.openapi import Tags, error_responses, session_id_parameter
 from chatengine.request_id import get_request_id
 from chatengine.validation import validated, validated_query
@@ -38,6 +38,16 @@ def _render(event: services.StreamEvent) -> bytes:
     if isinstance(event, services.Completed):
         return sse("message.completed", MessageSerializer(event.message).data)
     exc = event.error
+    # The status line (201) went out before the failure: log it as the envelope handler logs
+    # an error response, so chatengine.errors has every error with its category either way.
+    log_error(
+        error_type=exc.error_type,
+        status=exc.status_code,
+        message=exc.message,
+        exc=exc,
+        view=ReplyView.__name__,
+        streamed=True,
+    )
     return sse(
         "error", error_body(error_type=exc.error_type, message=exc.message, details=exc.details)
     )

@@ -336,41 +336,85 @@ class TestErrorCategories:
         assert json_logs.where(logger="django.request") == []
 
 
-def _round_trip(client, *, system_prompt: str, content: str) -> list:
-    """Every request a chat goes through, in order. The reply endpoint adds one step here."""
+def _body(response) -> bytes:
+    """Read a response to its end: a streamed reply runs (and logs) only while it is read."""
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def _round_trip(client, *, system_prompt: str, content: str, fake) -> list:
+    """Every request a chat goes through, in order, replies included: whole, streamed, failed.
+
+    `fake` is the fake OpenAI server (the `fake_openai` fixture); the real `openai` SDK talks
+    to it, so the provider code's own logging (and the SDK's) is part of what is captured.
+    """
     responses = []
-    created = client.post(
-        SESSIONS, {"title": "Trip", "system_prompt": system_prompt}, format="json"
-    )
-    responses.append(created)
+
+    def send(method: str, url: str, data: dict | None = None):
+        response = getattr(client, method)(url, data, format="json")
+        response.body = _body(response)  # read now: a stream runs only while it is read
+        responses.append(response)
+        return response
+
+    created = send("post", SESSIONS, {"title": "Trip", "system_prompt": system_prompt})
     messages_url = f"{SESSIONS}{created.json()['id']}/messages/"
-    responses.append(client.post(messages_url, {"role": "user", "content": content}, format="json"))
+    reply_url = f"{SESSIONS}{created.json()['id']}/reply/"
+    send("post", messages_url, {"role": "user", "content": content})
     # A rejected body that carries the content too: errors must not echo it into the logs.
-    responses.append(
-        client.post(messages_url, {"role": "user", "content": content, "x": 1}, format="json")
-    )
-    responses.append(client.get(messages_url))
+    send("post", messages_url, {"role": "user", "content": content, "x": 1})
+    send("post", reply_url, {"content": content})
+    send("post", reply_url, {"content": content, "stream": True})
+    fake.fail_next("server_error")
+    send("post", reply_url, {"content": content})
+    fake.fail_next("unauthorized")
+    send("post", reply_url, {"content": content, "stream": True})
+    send("get", messages_url)
     return responses
 
 
 @pytest.mark.django_db(transaction=True)
-def test_no_content_prompt_or_token_reaches_the_logs(auth_client, user, json_logs):
+def test_no_content_prompt_or_token_reaches_the_logs(
+    auth_client, user, fake_openai, settings, json_logs, caplog
+):
     content = "CONTENT-7f3a my card is 4111 1111 1111 1111"
     system_prompt = "PROMPT-91bc you are a secret agent"
+    fake_openai.reply_text = "REPLY-c2d8 the launch code is 0000"
+    fake_openai.echo_in_errors = True  # upstream error bodies quote the prompt and the key
     token = auth_client._credentials["HTTP_AUTHORIZATION"].split()[1]
+    api_key = settings.OPENAI_API_KEY
 
-    responses = _round_trip(auth_client, system_prompt=system_prompt, content=content)
+    # Everything down to DEBUG reaches the capture (the SDK's own request dumps included), so
+    # the level filter below is what is being tested, not the loggers' configured levels.
+    with caplog.at_level(logging.DEBUG):
+        responses = _round_trip(
+            auth_client, system_prompt=system_prompt, content=content, fake=fake_openai
+        )
 
-    assert [r.status_code for r in responses] == [201, 201, 400, 200]
-    assert responses[-1].json()["results"][0]["content"] == content  # it was really sent
+    streamed = responses[4].status_code  # 200 (201 once main's api2 change is merged)
+    assert streamed in (200, 201)
+    assert [r.status_code for r in responses] == [201, 201, 400, 201, streamed, 502, streamed, 200]
+    history = json.loads(responses[-1].body)["results"]
+    assert [m["content"] for m in history if m["role"] == "assistant"] == [
+        fake_openai.reply_text
+    ] * 2
+    assert history[0]["content"] == content  # it was really sent...
+    assert all(r["messages"][0]["content"] == system_prompt for r in fake_openai.requests)
+    assert all(r["_authorization"] == f"Bearer {api_key}" for r in fake_openai.requests)
+    assert b"event: error" in responses[6].body  # the streamed 401 failed inside the stream
     # The logs did record the round trip...
-    assert len(json_logs.where(logger="chatengine.access")) == len(responses)
-    assert json_logs.where(event="session.created")
-    assert json_logs.where(event="message.appended")
+    shown = [
+        line for line in json_logs.lines if logging.getLevelName(line["level"]) >= logging.INFO
+    ]
+    access = [line for line in shown if line["logger"] == "chatengine.access"]
+    assert [a["status"] for a in access] == [r.status_code for r in responses]
+    events = [line.get("event") for line in shown]
+    for event in ("session.created", "message.appended", "llm.request", "llm.response"):
+        assert event in events
+    assert events.count("llm.error") == 2
     assert json_logs.where(logger="chatengine.errors")
-    # ...without any of the secrets, in any field.
-    for secret in ("CONTENT-7f3a", "4111 1111", "PROMPT-91bc", token):
-        assert secret not in json_logs.text
+    # ...without any of the secrets, in any field of any line at INFO or above.
+    shown_text = "\n".join(json.dumps(line) for line in shown)
+    for secret in ("CONTENT-7f3a", "4111 1111", "PROMPT-91bc", "REPLY-c2d8", token, api_key):
+        assert secret not in shown_text
 
 
 def test_production_settings_write_json_lines_to_stdout():

@@ -96,6 +96,10 @@ def _error_code(exc: "openai.APIStatusError") -> str | None:
     return None
 
 
+# Every SDK failure is re-raised `from None`: the SDK exception's text is the upstream error
+# body, which may quote the prompt or the API key, and a 5xx is logged with its traceback
+# (chained causes included). The category and upstream status in `details` say what failed.
+
 # What may come out of the SDK while a response is read: its own errors, and a plain
 # ValueError/KeyError/TypeError/AttributeError when a chunk is not the JSON it expects.
 _SDK_FAILURES = (openai.OpenAIError, ValueError, KeyError, TypeError, AttributeError)
@@ -192,9 +196,9 @@ class OpenAIProvider:
                 tool_calls=tool_calls,
             )
         except _SDK_FAILURES as exc:
-            raise map_error(exc) from exc
+            raise map_error(exc) from None
         except IndexError as exc:  # no choices at all
-            raise map_error(exc) from exc
+            raise map_error(exc) from None
 
     def stream(
         self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
@@ -209,13 +213,13 @@ class OpenAIProvider:
                 stream=True,
             )
         except _SDK_FAILURES as exc:
-            raise map_error(exc) from exc
+            raise map_error(exc) from None
         with response:
             try:
                 for raw in response:
                     yield _chunk(raw)
             except _SDK_FAILURES as exc:
-                raise map_error(exc) from exc
+                raise map_error(exc) from None
 
     async def astream(
         self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
@@ -229,12 +233,12 @@ class OpenAIProvider:
                 }
             )
         except _SDK_FAILURES as exc:
-            raise map_error(exc) from exc
+            raise map_error(exc) from None
         try:
             async for raw in response:
                 yield _chunk(raw)
         except _SDK_FAILURES as exc:
-            raise map_error(exc) from exc
+            raise map_error(exc) from None
         finally:
             # Also on cancellation (client gone): release the upstream connection now.
             await response.close()

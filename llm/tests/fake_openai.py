@@ -55,6 +55,9 @@ class FakeOpenAI:
         self.retry_after = retry_after
         self.hang_s = hang_s
         self.mode = "ok"
+        # Quote the request's last message and Authorization header in error bodies, as some
+        # OpenAI-compatible servers do: what the engine logs about a failure must not carry them.
+        self.echo_in_errors = False
         self.requests: list[dict[str, Any]] = []
         self.stream_closed_early = threading.Event()  # a client went away mid-stream
         self._queue: deque[str] = deque()
@@ -130,6 +133,10 @@ class FakeOpenAI:
                 self.wfile.write(data)
 
             def _error(self, status: int, message: str, code: str | None, headers=None) -> None:
+                if fake.echo_in_errors and fake.requests:
+                    last = fake.requests[-1]
+                    quoted = (last.get("messages") or [{}])[-1].get("content")
+                    message = f"{message} (got {quoted!r}, {last['_authorization']!r})"
                 error = {"message": message, "type": "fake_error", "code": code}
                 self._json(status, {"error": error}, headers)
 
