@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from chatengine.exceptions import error_body
 from chatengine.request_id import get_request_id
 from conversations import selectors
+from conversations.idempotency import idempotent
 from conversations.serializers import MessageSerializer
 from llm import services
 from llm.serializers import (
@@ -66,6 +67,7 @@ class ReplyView(APIView):
         # errors raised before streaming starts are still rendered as JSON.
         return super().perform_content_negotiation(request, force=True)
 
+    @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
     def post(self, request: Request, session_id: str):
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         data = _validated(ReplyInputSerializer, request.data)
