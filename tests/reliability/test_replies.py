@@ -3,6 +3,7 @@ server dropping the stream, Redis stopped mid-run). The real `openai` SDK talks 
 OpenAI server over loopback; the live-server tests run gunicorn on the test database."""
 
 import json
+import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -12,6 +13,7 @@ from rest_framework.authtoken.models import Token
 
 from conversations.models import IdempotencyKey, Message
 from conversations.tests.factories import ChatSessionFactory
+from conversations.tests.test_cache import OwnRedis
 from llm.tests.fake_openai import DEFAULT_REPLY, FakeOpenAI
 from tests.reliability.conftest import client_for, envelope
 
@@ -104,6 +106,16 @@ class TestReplyWithAKey:
         assert third["Idempotent-Replayed"] == "true"
         assert third.json() == retried.json()
         assert len(fake_openai.requests) == 2
+
+    def test_another_users_session_is_404_with_a_key_and_nothing_is_asked_or_stored(
+        self, user, other_user, fake_openai
+    ):
+        theirs = ChatSessionFactory(user=other_user)
+        for body in (BODY, {**BODY, "stream": True}):
+            envelope(reply(client_for(user), theirs, body, key="r-5"), 404, "not_found")
+        assert not IdempotencyKey.objects.exists()
+        assert not Message.objects.exists()
+        assert fake_openai.requests == []
 
     def test_a_failure_before_anything_is_stored_leaves_no_key(self, user, fake_openai):
         session = ChatSessionFactory(user=user, archived=True)
@@ -301,3 +313,72 @@ class TestLiveServer:
         status, body = http("POST", f"{base}{reply_url(session)}", token, {"content": "again"})
         assert status == 201, body
         assert body["message"]["seq"] == 4
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+class TestRedisStoppedMidRun:
+    """The server's Redis is a throwaway redis-server of this test (never the shared one)."""
+
+    @pytest.fixture
+    def own_redis_server(self):
+        if not shutil.which("redis-server"):
+            pytest.fail("redis-server is not installed (this test starts its own)")
+        server = OwnRedis()
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    @pytest.fixture
+    def live_server_env(self, live_fake_openai, own_redis_server):
+        # Retry Redis on every call, so the heal after the restart is seen at once.
+        return {
+            **llm_env(live_fake_openai),
+            "REDIS_URL": own_redis_server.url,
+            "CHATENGINE_CACHE_RETRY_S": "0",
+        }
+
+    def test_appends_history_and_replies_go_on_and_the_cache_heals(
+        self, user, live_fake_openai, own_redis_server, live_server_env, live_server_process
+    ):
+        base, _ = live_server_process
+        session = ChatSessionFactory(user=user)
+        token = Token.objects.create(user=user).key
+        messages = f"{base}/api/v1/sessions/{session.pk}/messages/"
+        sent: list[str] = []
+
+        def round_of(tag: str) -> None:
+            for i in range(3):
+                status, body = http(
+                    "POST", messages, token, {"role": "user", "content": f"{tag} {i}"}
+                )
+                assert status == 201, body
+                sent.append(f"{tag} {i}")
+            status, body = http("POST", f"{base}{reply_url(session)}", token, {"content": tag})
+            assert status == 201, body
+            sent.extend([tag, DEFAULT_REPLY])
+            status, page = http("GET", f"{messages}?limit=100", token)
+            assert status == 200, page
+            assert [m["content"] for m in page["results"]] == sent  # nothing lost, in order
+            status, context = http("GET", f"{base}/api/v1/sessions/{session.pk}/context/", token)
+            assert status == 200, context
+
+        round_of("before")
+        cached = own_redis_server.client().keys(f"*{session.pk}*")
+        assert cached, "the cache was not in use before the outage"
+
+        own_redis_server.stop()
+        round_of("during")
+
+        own_redis_server.start()  # empty: a restarted Redis has lost everything
+        round_of("after")
+        http("GET", f"{messages}?limit=100", token)
+        assert own_redis_server.client().keys(f"*{session.pk}*"), "the cache did not heal"
+        stored = list(
+            Message.objects.filter(session=session)
+            .order_by("seq")
+            .values_list("content", flat=True)
+        )
+        assert stored == sent
