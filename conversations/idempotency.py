@@ -26,14 +26,23 @@ response stored when it returns. A concurrent duplicate meanwhile gets a 409 `co
 the first is still in progress. If the view raises, the key is released so a retry runs again.
 If the worker dies, the claim is taken over by a retry after CHATENGINE_IDEMPOTENCY_LEASE_SECONDS.
 
+Checkpoints (`atomic=False` only): a long operation that has already stored part of its effect
+(a reply stores the user message before calling the LLM) records it with `save_progress()`
+inside the transaction that stores it. Released after a failure, the key then keeps that
+progress (no response, no lease), and the retry that takes it over reads it with
+`current_progress()` and does not redo that part: a failed reply retried re-asks the LLM but
+never stores the user message twice.
+
 Never use `atomic=True` around an LLM call: it would hold the transaction open across it.
 
 Only a DRF `Response` can be stored and replayed; for any other (a streamed reply) the key is
-released and the response passes through unprotected (logged as `idempotency.not_stored`).
+released (keeping its checkpoint, if any) and the response passes through (logged as
+`idempotency.not_stored`).
 Errors raised by the view (validation, 404, archived session, ...) are never stored: the key
 stays free and the same request, retried, runs again.
 """
 
+import contextvars
 import functools
 import hashlib
 import json
@@ -59,6 +68,10 @@ HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")  # fullmatch: "$" would let "k\n" through
 _CLAIM_ATTEMPTS = 3
+# The key claimed by the `atomic=False` request running in this context, for checkpoints.
+_current_claim: contextvars.ContextVar[IdempotencyKey | None] = contextvars.ContextVar(
+    "idempotency_claim", default=None
+)
 
 OPENAPI_PARAMETER = OpenApiParameter(
     name=HEADER,
@@ -98,11 +111,14 @@ def idempotent(*, atomic: bool):
             record, replay = claim_key(user=request.user, key=key, fingerprint=fingerprint)
             if replay is not None:
                 return replay
+            token = _current_claim.set(record)
             try:
                 response = view_method(view, request, *args, **kwargs)
             except BaseException:
                 release_key(record=record)
                 raise
+            finally:
+                _current_claim.reset(token)
             _store(record=record, response=response)
             return response
 
@@ -189,8 +205,34 @@ def claim_key(
 
 
 def release_key(*, record: IdempotencyKey) -> None:
-    """Give a claimed, unfinished key back, so the same request can be retried."""
-    IdempotencyKey.objects.filter(pk=record.pk, response_status__isnull=True).delete()
+    """Give a claimed, unfinished key back, so the same request can be retried.
+
+    A key with a checkpoint stays (unlocked, so a retry takes it over at once and resumes
+    from the checkpoint); one without is deleted.
+    """
+    unfinished = IdempotencyKey.objects.filter(pk=record.pk, response_status__isnull=True)
+    unfinished.filter(response_body__isnull=True).delete()
+    unfinished.update(locked_at=None)
+
+
+def current_progress() -> dict[str, Any]:
+    """The checkpoint of the key claimed by the running request ({} without one)."""
+    record = _current_claim.get()
+    if record is None or record.response_status is not None:
+        return {}
+    return dict(record.response_body or {})
+
+
+def save_progress(**progress: Any) -> None:
+    """Record part of the running request's effect on its key (no-op without a key).
+
+    Call it inside the transaction that stores that effect, so the two commit together.
+    """
+    record = _current_claim.get()
+    if record is None:
+        return
+    record.response_body = {**(record.response_body or {}), **progress}
+    IdempotencyKey.objects.filter(pk=record.pk).update(response_body=record.response_body)
 
 
 def prune_idempotency_keys(*, older_than: timedelta | None = None) -> int:
@@ -212,6 +254,7 @@ def _store(*, record: IdempotencyKey, response) -> None:
 
 
 def _reset(*, record: IdempotencyKey, fingerprint: str, now) -> None:
+    # An expired key starts over: its checkpoint belonged to the old request.
     record.fingerprint = fingerprint
     record.response_status = None
     record.response_body = None

@@ -14,12 +14,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import transaction
 
 from chatengine.events import log_event
 from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from chatengine.request_id import reset_request_id, set_request_id
-from conversations import selectors, services
+from conversations import idempotency, selectors, services
 from conversations.models import ChatSession, Message
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
@@ -155,6 +156,20 @@ def prepare_reply(
     model = resolve_model(session=session, model=model)
     max_output_tokens = max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS
     counter = counter_for_model(model)
+    stored = _user_message_of_a_failed_attempt(session=session)
+    if stored is not None:
+        # A retry (same Idempotency-Key) of a reply whose LLM call failed: its user message
+        # is already in the history; ask again without storing it twice.
+        return PreparedReply(
+            session=session,
+            user_message=stored,
+            context=build_context(session, model=model, max_output_tokens=max_output_tokens),
+            model=model,
+            max_output_tokens=max_output_tokens,
+            metadata=None,
+            counter=counter,
+            provider=get_provider(),
+        )
     pending = None
     if content is not None:
         pending = HistoryMessage(
@@ -168,13 +183,15 @@ def prepare_reply(
     )
     user_message = None
     if pending is not None:
-        user_message = services.append_message(
-            session=session,
-            role=Message.Role.USER,
-            content=content,
-            metadata=metadata,
-            token_count=pending.token_count,
-        )
+        with transaction.atomic():  # short: the message and its checkpoint, never the LLM call
+            user_message = services.append_message(
+                session=session,
+                role=Message.Role.USER,
+                content=content,
+                metadata=metadata,
+                token_count=pending.token_count,
+            )
+            idempotency.save_progress(user_message_id=user_message.pk)
         context = context.with_pending_seq(user_message.seq)
     return PreparedReply(
         session=session,
@@ -186,6 +203,14 @@ def prepare_reply(
         counter=counter,
         provider=get_provider(),
     )
+
+
+def _user_message_of_a_failed_attempt(*, session: ChatSession) -> Message | None:
+    """The user message an earlier attempt with this request's Idempotency-Key stored."""
+    message_id = idempotency.current_progress().get("user_message_id")
+    if message_id is None:
+        return None
+    return Message.objects.filter(pk=message_id, session=session).first()
 
 
 # --- Logging and metrics --------------------------------------------------------------------

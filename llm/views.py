@@ -16,6 +16,7 @@ from chatengine.openapi import Tags, error_responses, session_id_parameter
 from chatengine.request_id import get_request_id
 from chatengine.validation import validated, validated_query
 from conversations import selectors
+from conversations.idempotency import idempotent
 from conversations.serializers import MessageSerializer
 from llm import schema, services
 from llm.serializers import (
@@ -133,6 +134,7 @@ class ReplyView(APIView):
             *schema.REPLY_STREAM_EVENTS,
         ],
     )
+    @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
     def post(self, request: Request, session_id: str):
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         data = validated(ReplyInputSerializer, request.data)

@@ -110,9 +110,17 @@ def live_server_process(request):
     workers = str(mark.args[0]) if mark else "1"
     app_name = f"chatengine-fault-{uuid.uuid4().hex[:8]}"
     port = closed_port()
+    # A test (or module) may define a `live_server_env` fixture: more environment for the
+    # server, e.g. the fake OpenAI server's URL or a Redis of the test's own.
+    extra = (
+        request.getfixturevalue("live_server_env")
+        if "live_server_env" in (request.fixturenames)
+        else {}
+    )
     env = child_env(
         DATABASE_URL=pg_url_for_subprocess(application_name=app_name),
         DB_CONN_MAX_AGE="60",
+        **extra,
     )
     proc = subprocess.Popen(
         [

@@ -35,6 +35,8 @@ BODIES = {
     "put": {"title": "isolation probe"},
     "patch": {"title": "isolation probe"},
 }
+# Views whose POST takes another body (a reply takes content, not a role).
+VIEW_BODIES = {"ReplyView": {"post": {"content": "isolation probe"}}}
 _PLACEHOLDER = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
 
 
@@ -155,9 +157,14 @@ def url_for(route: Route, foreign: frozenset, alice: Owned, bob: Owned) -> str:
     return route.url(values)
 
 
-def call(client, method: str, url: str):
-    if method in BODIES:
-        return getattr(client, method)(url, BODIES[method], format="json")
+def body_for(route: Route, method: str) -> dict | None:
+    return VIEW_BODIES.get(route.view_class.__name__, {}).get(method, BODIES.get(method))
+
+
+def call(client, method: str, url: str, route: Route | None = None):
+    body = body_for(route, method) if route is not None else BODIES.get(method)
+    if body is not None:
+        return getattr(client, method)(url, body, format="json")
     return getattr(client, method)(url)
 
 
@@ -165,6 +172,8 @@ def test_every_id_in_every_api_route_can_be_filled():
     assert ID_ROUTES, "no API route takes an id: the URL conf walk is broken"
     templates = {r.template for r in ID_ROUTES}
     assert "api/v1/sessions/<str:session_id>/messages/" in templates
+    assert "api/v1/sessions/<str:session_id>/reply/" in templates
+    assert "api/v1/sessions/<str:session_id>/context/" in templates
     for route in ID_ROUTES:
         assert not route.is_regex, f"/{route.template}: re_path routes cannot be filled; use path()"
         unknown = set(route.kwargs) - set(ID_SOURCES)
@@ -177,26 +186,33 @@ def test_every_id_in_every_api_route_can_be_filled():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("route", "method", "foreign"), matrix())
-def test_another_users_ids_are_404_and_change_nothing(route, method, foreign, alice, bob):
+def test_another_users_ids_are_404_and_change_nothing(
+    route, method, foreign, alice, bob, fake_openai
+):
     url = url_for(route, foreign, alice, bob)
     before = database_snapshot()
-    response = call(client_for(bob.user), method, url)
+    response = call(client_for(bob.user), method, url, route)
     if method == "head":
         assert response.status_code == 404
     else:
         envelope(response, 404, "not_found")
         assert SECRET not in response.content.decode()
     assert database_snapshot() == before
+    assert fake_openai.requests == []  # nothing of A's was sent to the LLM either
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(("route", "method", "foreign"), matrix())
-def test_the_owner_reaches_the_same_url(route, method, foreign, alice, bob):
+def test_the_owner_reaches_the_same_url(route, method, foreign, alice, bob, fake_openai):
     """The control: the URLs above are real, so their 404 came from ownership alone."""
     owner_url = url_for(route, frozenset(route.kwargs), alice, alice)
-    response = call(client_for(alice.user), method, owner_url)
+    response = call(client_for(alice.user), method, owner_url, route)
     assert response.status_code not in (404, 405), response.content[:300]
     assert response.status_code < 500, response.content[:300]
+    if route.view_class.__name__ in VIEW_BODIES:
+        assert response.status_code < 400, response.content[:300]  # the body really works
+    if route.view_class.__name__ == "ReplyView":
+        assert len(fake_openai.requests) == 1  # so B's 404 above did stop before the LLM
 
 
 @pytest.mark.django_db
