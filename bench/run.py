@@ -26,8 +26,8 @@ from bench.lib import median_of, running_server, wrk
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
-WARMUP_SECONDS = float(os.environ.get("BENCH_WARMUP_SECONDS", "2"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "2"))
+WARMUP_SECONDS = float(os.environ.get("BENCH_WARMUP_SECONDS", "1"))
 SPREAD_SESSIONS = 64
 STREAM_SERVER = os.environ.get("BENCH_STREAM_SERVER", "uvicorn-pool")
 
@@ -636,9 +636,13 @@ def main() -> None:
         }
     }
     servers = [s for s in args.servers.split(",") if s]
+    timings = results["meta"]["section_seconds"] = {}
     for name in args.only or list(SECTIONS):
         log(f"== {name}")
+        started = time.monotonic()
         SECTIONS[name](results, servers)
+        timings[name] = round(time.monotonic() - started, 1)
+        log(f"   ({timings[name]:.0f} s)")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
     markdown = render_markdown(results)
