@@ -1,10 +1,10 @@
 """The history cache: each session's newest messages in Redis, the database as the authority.
 
-Per session, under `chatengine:v1:session:<id>:`:
-  `tail`  a sorted set, score = seq, member = one message in the compact encoding below;
+Per session, under `chatengine:v2:session:<id>:`:
+  `tail`  a sorted set, score = seq, member = one message as its API JSON (see below);
   `meta`  a hash: `row` (the stamp of the session row the tail reflects), `last` (its last_seq),
           `floor` (the tail holds every message with floor < seq <= last; 0 = the whole history).
-`chatengine:v1:stats` counts hits, misses, rebuilds and errors across processes.
+`chatengine:v2:stats` counts hits, misses, rebuilds and errors across processes.
 
 Why it stays correct: a reader trusts the tail only when its `row` stamp equals the stamp of
 the session row the request has just read from the database for the ownership check (last_seq,
@@ -40,25 +40,26 @@ from django_redis.cache import RedisCache
 
 from chatengine.events import log_event
 from chatengine.metrics import CACHE_EVENTS
+from chatengine.renderers import dumps
 from conversations.models import ChatSession, Message
+from conversations.serializers import message_representation
 
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "chatengine:v1"
+KEY_PREFIX = "chatengine:v2"
 STATS_KEY = f"{KEY_PREFIX}:stats"
 _WARN_EVERY_S = 60.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-# The compact encoding: one JSON array per message, fields by position in the model's concrete
-# field order (minus session_id, which the key already says). Positional arrays do not repeat
-# field names, so an entry is ~40% smaller than a dict; stdlib json is C-accelerated and adds no
-# dependency; created_at travels as integer microseconds, so it round-trips exactly. A model
-# change that alters the field list must bump KEY_PREFIX; a length check catches a mismatch.
+# Each message is stored as its API JSON (serializers.message_representation, written as the
+# renderer writes it), so a history page served from the cache goes out without being parsed
+# or serialized again (chatengine/renderers.py). Readers that need model instances (the context
+# builder) parse it back; created_at round-trips exactly (ISO 8601 with microseconds). A change
+# to the representation must bump KEY_PREFIX; the key check in decode_message catches a miss.
 _FIELDS = [f.attname for f in Message._meta.concrete_fields]
-_SESSION_INDEX = _FIELDS.index("session_id")
-_CREATED_INDEX = _FIELDS.index("created_at")
-_ENCODED_FIELDS = [name for name in _FIELDS if name != "session_id"]
-_ENCODED_CREATED_INDEX = _ENCODED_FIELDS.index("created_at")
+_API_NAMES = {"session_id": "session"}
+_API_KEYS = [_API_NAMES.get(name, name) for name in _FIELDS]
+_RENDERED_START = b'{"id":'
 
 
 # --- configuration ----------------------------------------------------------------------
@@ -89,19 +90,26 @@ def session_stamp(session: ChatSession) -> str:
 
 
 def encode_message(message: Message) -> bytes:
-    values = [getattr(message, name) for name in _ENCODED_FIELDS]
-    values[_ENCODED_CREATED_INDEX] = _micros(message.created_at)
-    return json.dumps(values, ensure_ascii=False, separators=(",", ":")).encode()
+    """The message's API JSON, as stored in the tail and sent in history pages."""
+    return dumps(message_representation(message))
 
 
 def decode_message(raw: bytes, *, session_id: uuid.UUID) -> Message:
-    values = json.loads(raw)
-    if len(values) != len(_ENCODED_FIELDS):
+    data = json.loads(raw)
+    if not isinstance(data, dict) or list(data) != _API_KEYS:
         raise ValueError("cached message has a different field layout")
-    values.insert(_SESSION_INDEX, session_id)
-    values[_CREATED_INDEX] = _EPOCH + timedelta(microseconds=values[_CREATED_INDEX])
+    values = [data[key] for key in _API_KEYS]
+    values[_FIELDS.index("session_id")] = session_id
+    values[_FIELDS.index("created_at")] = datetime.fromisoformat(data["created_at"])
     # from_db builds the instance exactly as a queryset would (saved state, no defaults run).
     return Message.from_db(DEFAULT_DB_ALIAS, _FIELDS, values)
+
+
+def _looks_rendered(raw: bytes) -> bool:
+    # What a page served as stored relies on: every entry is one of our JSON objects. A full
+    # parse would cost what serving them as stored saves; the shape check catches the real
+    # risk, entries written in another layout.
+    return raw.startswith(_RENDERED_START) and raw.endswith(b"}")
 
 
 # --- counters and the failure policy ----------------------------------------------------
@@ -196,8 +204,11 @@ def _flush_error_count() -> None:
 # --- what the readers and writers call --------------------------------------------------
 @dataclass(frozen=True)
 class CachedPage:
-    items: list[Message]
+    """A page cut from the tail: model instances, or the stored API JSON when `rendered`."""
+
+    items: list[Message] | list[bytes]
     has_more: bool
+    last_seq: int | None  # the seq of the page's last item (the next page's cursor)
 
 
 def read_history(
@@ -208,8 +219,12 @@ def read_history(
     before: int | None,
     order: str,
     load_tail: Callable[[int], list[Message]],
+    rendered: bool = False,
 ) -> CachedPage | None:
     """The page from the cached tail, or None when the database must answer.
+
+    With `rendered`, items are each message's API JSON (bytes), as stored; otherwise
+    Message instances.
 
     `session` is the row the caller read from the database; the tail is used only if it was
     built for exactly that row. On a missing or stale tail, `load_tail(n)` (the newest n
@@ -227,17 +242,17 @@ def read_history(
         ),
     )
     if ok and found is not None:
-        status, has_more, raw_items = found
+        status, has_more, entries = found
         if status == "hit":
             try:
-                items = [decode_message(raw, session_id=session.pk) for raw in raw_items]
+                items = _page_items(entries, session_id=session.pk, rendered=rendered)
             except (ValueError, TypeError, KeyError) as exc:
                 # Bad data, not an unavailable Redis: no back-off, drop it so it is rebuilt.
                 _failed("decode", exc, session.pk, backoff=False)
                 invalidate(session_id=session.pk)
                 return None
             _count("hit")
-            return CachedPage(items=items, has_more=has_more)
+            return CachedPage(items=items, has_more=has_more, last_seq=_last_seq(entries))
         _count("miss")
         logger.debug("history cache miss (%s) for session %s", status, session.pk)
         if status == "outside":
@@ -262,13 +277,35 @@ def read_history(
     )
     if done and written == 1:  # 0: a newer tail is already there, left alone
         _count("rebuild")
+    by_seq = {m.seq: m for m in tail}
     cut = slice_tail(
-        [(m.seq, m) for m in tail], floor, after=after, before=before, order=order, limit=limit
+        [(seq, (seq, raw)) for seq, raw in entries],
+        floor,
+        after=after,
+        before=before,
+        order=order,
+        limit=limit,
     )
     if cut is None:
         return None
-    has_more, items = cut
-    return CachedPage(items=items, has_more=has_more)
+    has_more, page = cut
+    items = [raw for _, raw in page] if rendered else [by_seq[seq] for seq, _ in page]
+    return CachedPage(items=items, has_more=has_more, last_seq=_last_seq(page))
+
+
+def _page_items(
+    entries: list[tuple[int, bytes]], *, session_id: uuid.UUID, rendered: bool
+) -> list[Message] | list[bytes]:
+    if not rendered:
+        return [decode_message(raw, session_id=session_id) for _, raw in entries]
+    items = [raw for _, raw in entries]
+    if not all(_looks_rendered(raw) for raw in items):
+        raise ValueError("cached message is not rendered JSON")
+    return items
+
+
+def _last_seq(entries: Sequence[tuple[int, Any]]) -> int | None:
+    return entries[-1][0] if entries else None
 
 
 def record_append(*, message: Message, previous_stamp: str, stamp: str) -> None:
@@ -363,11 +400,12 @@ if ARGV[3] ~= '' then hi = '(' .. ARGV[3] end
 local limit = tonumber(ARGV[5])
 local rows
 if ARGV[4] == 'asc' then
-  rows = redis.call('ZRANGEBYSCORE', KEYS[2], lo, hi, 'LIMIT', 0, limit + 1)
+  rows = redis.call('ZRANGEBYSCORE', KEYS[2], lo, hi, 'WITHSCORES', 'LIMIT', 0, limit + 1)
 else
-  rows = redis.call('ZREVRANGEBYSCORE', KEYS[2], hi, lo, 'LIMIT', 0, limit + 1)
+  rows = redis.call('ZREVRANGEBYSCORE', KEYS[2], hi, lo, 'WITHSCORES', 'LIMIT', 0, limit + 1)
 end
-local n = #rows
+-- member, score, member, score, ...
+local n = #rows / 2
 local lower = tonumber(ARGV[2]) or 0
 local more
 if ARGV[4] == 'asc' then
@@ -377,7 +415,10 @@ elseif n > limit then more = true
 elseif lower >= floor then more = false
 elseif n == limit then more = true
 else return miss('outside') end
-if n > limit then rows[n] = nil end
+if n > limit then
+  rows[2 * n] = nil
+  rows[2 * n - 1] = nil
+end
 redis.call('HINCRBY', KEYS[3], 'hit', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
@@ -456,7 +497,8 @@ class _RedisStore:
         status = reply[0].decode()
         if status != "hit":
             return status, False, []
-        return status, bool(reply[1]), list(reply[2:])
+        rows = reply[2:]
+        return status, bool(reply[1]), [(int(rows[i + 1]), rows[i]) for i in range(0, len(rows), 2)]
 
     def write_tail(self, session_id, stamp, last, floor, entries):
         args: list[Any] = [stamp, last, floor, _ttl_ms()]
@@ -507,7 +549,7 @@ class _DjangoCacheStore:
         if snapshot["row"] != stamp:
             return "stale", False, []
         cut = slice_tail(
-            snapshot["entries"],
+            [(seq, (seq, raw)) for seq, raw in snapshot["entries"]],
             snapshot["floor"],
             after=after,
             before=before,

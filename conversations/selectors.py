@@ -11,6 +11,7 @@ from typing import Generic, Literal, TypeVar
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
+from chatengine.db import fetch_instance
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
 from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message
@@ -35,10 +36,10 @@ def get_session_for_user(*, user: AbstractBaseUser, session_id: str | uuid.UUID)
         pk = session_id if isinstance(session_id, uuid.UUID) else uuid.UUID(str(session_id))
     except ValueError:
         raise NotFound("Session not found.") from None
-    try:
-        return ChatSession.objects.get(pk=pk, user=user)
-    except ChatSession.DoesNotExist:
-        raise NotFound("Session not found.") from None
+    session = fetch_instance(ChatSession, where=("id", "user_id"), params=[pk, user.pk])
+    if session is None:
+        raise NotFound("Session not found.")
+    return session
 
 
 def _encode_session_cursor(session: ChatSession) -> str:
@@ -101,6 +102,38 @@ def list_messages(
     message exactly once even while new ones are appended. Pages that lie inside the session's
     cached tail come from the history cache (conversations/cache.py), the same rows either way.
     """
+    return _history_page(
+        session=session, limit=limit, after=after, before=before, order=order, rendered=False
+    )
+
+
+def list_messages_rendered(
+    *,
+    session: ChatSession,
+    limit: int,
+    after: int | None = None,
+    before: int | None = None,
+    order: HistoryOrder = "asc",
+) -> Page[bytes]:
+    """The page `list_messages` returns, each message already as its API JSON (bytes).
+
+    What the history endpoint sends: from the cache, the messages go out as stored, with no
+    model instance or serializer in between.
+    """
+    return _history_page(
+        session=session, limit=limit, after=after, before=before, order=order, rendered=True
+    )
+
+
+def _history_page(
+    *,
+    session: ChatSession,
+    limit: int,
+    after: int | None,
+    before: int | None,
+    order: HistoryOrder,
+    rendered: bool,
+) -> Page:
     cached = history_cache.read_history(
         session=session,
         limit=limit,
@@ -108,9 +141,10 @@ def list_messages(
         before=before,
         order=order,
         load_tail=lambda n: _newest_messages(session=session, count=n),
+        rendered=rendered,
     )
     if cached is not None:
-        rows, has_more = cached.items, cached.has_more
+        items, has_more, last_seq = cached.items, cached.has_more, cached.last_seq
     else:
         qs = Message.objects.filter(session=session)
         if after is not None:
@@ -121,11 +155,13 @@ def list_messages(
         rows = list(qs[: limit + 1])
         has_more = len(rows) > limit
         rows = rows[:limit]
+        last_seq = rows[-1].seq if rows else None
+        items = [history_cache.encode_message(m) for m in rows] if rendered else rows
     next_params = None
     if has_more:
         key = "after" if order == "asc" else "before"
-        next_params = {key: str(rows[-1].seq)}
-    return Page(items=rows, has_more=has_more, next_params=next_params)
+        next_params = {key: str(last_seq)}
+    return Page(items=items, has_more=has_more, next_params=next_params)
 
 
 def _newest_messages(*, session: ChatSession, count: int) -> list[Message]:

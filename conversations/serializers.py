@@ -1,6 +1,7 @@
 """Input serializers validate what callers send; output serializers shape what we return."""
 
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -377,6 +378,36 @@ class ToolCallsOutputField(serializers.JSONField):
     pass
 
 
+def message_representation(message: Message) -> dict:
+    """A message as the API shows it: what MessageSerializer's fields produce, built directly.
+
+    Every history page and append returns messages, and the cache stores them in this form
+    (conversations/cache.py); DRF's field-by-field machinery cost ~60 us a message.
+    conversations/tests/test_serializers.py checks it against the fields it stands for.
+    """
+    created_at = timezone.localtime(message.created_at).isoformat()
+    if created_at.endswith("+00:00"):
+        created_at = created_at[:-6] + "Z"
+    return {
+        "id": message.id,
+        "session": str(message.session_id),
+        "seq": message.seq,
+        "role": message.role,
+        "content": message.content,
+        "name": message.name,
+        "metadata": message.metadata,
+        "token_count": message.token_count,
+        "tool_calls": message.tool_calls,
+        "tool_call_id": message.tool_call_id,
+        "model": message.model,
+        "usage": message.usage,
+        "finish_reason": message.finish_reason,
+        "latency_ms": message.latency_ms,
+        "context": message.context,
+        "created_at": created_at,
+    }
+
+
 class MessageSerializer(serializers.ModelSerializer):
     session = serializers.UUIDField(source="session_id", read_only=True)
     metadata = MetadataField(read_only=True)
@@ -407,6 +438,10 @@ class MessageSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+    def to_representation(self, instance: Message) -> dict:
+        # The fields above document the shape (OpenAPI); message_representation produces it.
+        return message_representation(instance)
 
 
 class HistoryQuerySerializer(serializers.Serializer):

@@ -12,6 +12,7 @@ from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from chatengine.openapi import Tags, error_responses, paginated, session_id_parameter
+from chatengine.renderers import JSONFragments
 from chatengine.validation import validated, validated_query
 from conversations import schema, selectors, services
 from conversations.idempotency import idempotent
@@ -28,8 +29,11 @@ from conversations.serializers import (
 )
 
 
-def paginated_response(request: Request, page: Page, serializer_class) -> Response:
-    """The one list envelope: {"results": [...], "next": absolute URL | null, "has_more"}."""
+def paginated_response(request: Request, page: Page, serializer_class=None) -> Response:
+    """The one list envelope: {"results": [...], "next": absolute URL | null, "has_more"}.
+
+    Without `serializer_class`, the page's items are already JSON (bytes) and go out as they are.
+    """
     next_url = None
     if page.next_params:
         # Keep the caller's other parameters (limit, order, filters); move only the cursor.
@@ -38,7 +42,11 @@ def paginated_response(request: Request, page: Page, serializer_class) -> Respon
             next_url = replace_query_param(next_url, key, value)
     return Response(
         {
-            "results": serializer_class(page.items, many=True).data,
+            "results": (
+                serializer_class(page.items, many=True).data
+                if serializer_class is not None
+                else JSONFragments(page.items)
+            ),
             "next": next_url,
             "has_more": page.has_more,
         }
@@ -145,8 +153,8 @@ class MessageListCreateView(APIView):
     def get(self, request: Request, session_id: str) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         query = validated_query(HistoryQuerySerializer, request)
-        page = selectors.list_messages(session=session, **query)
-        return paginated_response(request, page, MessageSerializer)
+        page = selectors.list_messages_rendered(session=session, **query)
+        return paginated_response(request, page)
 
     @extend_schema(
         operation_id="messages_create",

@@ -20,10 +20,12 @@ from django.core.management import call_command
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext, override_settings
 
+from chatengine.renderers import dumps
 from chatengine.settings import redis_cache_options
 from conversations import cache as history_cache
 from conversations import selectors, services
 from conversations.models import ChatSession, Message
+from conversations.serializers import message_representation
 from conversations.tests.factories import ChatSessionFactory, MessageFactory
 
 FIELDS = [f.attname for f in Message._meta.concrete_fields]
@@ -117,6 +119,23 @@ class TestSamePagesFromCacheAndDatabase:
             ]
             assert rows(page.items) == expected, (after, before, order)
             assert page.has_more is False
+
+    @pytest.mark.parametrize("order", ["asc", "desc"])
+    def test_rendered_pages_are_the_api_json_of_the_same_rows(self, history_path, session, order):
+        qs = Message.objects.filter(session=session).order_by("seq" if order == "asc" else "-seq")
+        expected = [dumps(message_representation(m)) for m in qs]
+        for _ in range(2):  # the first read may rebuild the tail, the second is served by it
+            got, cursor = [], None
+            while True:
+                key = "after" if order == "asc" else "before"
+                page = selectors.list_messages_rendered(
+                    session=session, limit=4, order=order, **{key: cursor}
+                )
+                got += page.items
+                if not page.has_more:
+                    break
+                cursor = int(page.next_params[key])
+            assert got == expected
 
     def test_the_newest_first_iterator_matches(self, history_path, session):
         got = list(selectors.iter_messages_newest_first(session=session, batch_size=3))
@@ -282,7 +301,7 @@ def test_keys_are_namespaced_versioned_and_expire(redis_url, settings):
     selectors.list_messages(session=session, limit=5)
     client = history_cache._store().client
     for part in ("meta", "tail"):
-        key = f"chatengine:v1:session:{session.pk}:{part}"
+        key = f"chatengine:v2:session:{session.pk}:{part}"
         assert 0 < client.ttl(key) <= 3600
 
 
@@ -544,3 +563,24 @@ def test_settings_give_redis_a_short_timeout_and_no_retries():
     assert options["SOCKET_TIMEOUT"] == options["SOCKET_CONNECT_TIMEOUT"] == 0.05
     assert options["CONNECTION_POOL_KWARGS"]["retry"].get_retries() == 0
     assert caches  # the alias machinery the cache module resolves through
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("query", ["?limit=3&order=desc", "?limit=50", "?before=9&order=desc"])
+def test_the_history_endpoint_sends_the_same_bytes_from_cache_and_database(
+    auth_client, user, settings, query
+):
+    session = ChatSessionFactory(user=user)
+    for i in range(12):
+        MessageFactory(session=session, content=f"héllo {i}\u2028", metadata={"i": str(i)})
+    url = f"/api/v1/sessions/{session.pk}/messages/{query}"
+    settings.CHATENGINE_CACHE_ENABLED = False
+    from_database = auth_client.get(url)
+    settings.CHATENGINE_CACHE_ENABLED = True
+    auth_client.get(url)  # builds the tail
+    history_cache.reset_local_state()
+    from_cache = auth_client.get(url)
+    assert history_cache.local_stats()["hit"] == 1
+    assert from_cache.status_code == from_database.status_code == 200
+    assert from_cache.content == from_database.content
+    assert from_cache["Content-Type"] == from_database["Content-Type"]
