@@ -1,0 +1,51 @@
+"""fetch_instance returns what the ORM's .get() returns, on SQLite and on PostgreSQL."""
+
+import uuid
+
+import pytest
+
+from chatengine.db import fetch_instance
+from conversations.models import ChatSession, Message
+from conversations.tests.factories import ChatSessionFactory, MessageFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def columns(instance) -> list:
+    return [getattr(instance, f.attname) for f in type(instance)._meta.concrete_fields]
+
+
+def test_the_instance_equals_the_orms_in_every_column():
+    session = ChatSessionFactory(metadata={"k": "é"}, title="t")
+    MessageFactory(session=session)  # moves last_message_at and the counters
+    ChatSession.objects.filter(pk=session.pk).update(archived=True)
+    got = fetch_instance(ChatSession, where=("id", "user_id"), params=[session.pk, session.user_id])
+    expected = ChatSession.objects.get(pk=session.pk)
+    assert columns(got) == columns(expected)
+    assert got._state.adding is False
+    assert got._state.db == expected._state.db
+
+
+def test_json_columns_are_decoded():
+    message = MessageFactory(metadata={"a": "b"}, usage={"prompt_tokens": 1})
+    got = fetch_instance(Message, where=("id",), params=[message.pk])
+    assert columns(got) == columns(Message.objects.get(pk=message.pk))
+    assert got.metadata == {"a": "b"}
+    assert got.usage == {"prompt_tokens": 1}
+
+
+def test_no_match_is_none():
+    session = ChatSessionFactory()
+    assert fetch_instance(ChatSession, where=("id",), params=[uuid.uuid4()]) is None
+    other_user = session.user_id + 1000
+    assert (
+        fetch_instance(ChatSession, where=("id", "user_id"), params=[session.pk, other_user])
+        is None
+    )
+
+
+def test_more_than_one_match_is_an_error_as_with_get():
+    session = ChatSessionFactory()
+    ChatSessionFactory(user=session.user)
+    with pytest.raises(ChatSession.MultipleObjectsReturned):
+        fetch_instance(ChatSession, where=("user_id",), params=[session.user_id])
