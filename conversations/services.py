@@ -1,15 +1,17 @@
 """Writes of chat sessions and messages. Views and commands call these, never the ORM."""
 
+import functools
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import QuerySet, Sum
+from django.db.models import Field, QuerySet, Sum
 from django.utils import timezone
 
 from chatengine.events import log_event
@@ -132,7 +134,6 @@ def append_message(
     )
 
 
-@transaction.atomic
 def _append_message_locked(
     *,
     session: ChatSession,
@@ -143,44 +144,150 @@ def _append_message_locked(
     token_count: int,
     **reply_fields: Any,
 ) -> Message:
-    locked = ChatSession.objects.select_for_update().get(pk=session.pk)
-    if locked.archived:
-        raise Conflict("The session is archived; unarchive it to add messages.")
-    previous_stamp = history_cache.session_stamp(locked)
-
-    seq = locked.last_seq + 1
-    message = Message.objects.create(
-        session=locked,
-        seq=seq,
-        role=role,
-        content=content,
-        name=name,
-        metadata=metadata or {},
-        token_count=token_count,
+    fields = {
+        "role": role,
+        "content": content,
+        "name": name,
+        "metadata": metadata or {},
+        "token_count": token_count,
         **reply_fields,
-    )
-    locked.last_seq = seq
-    locked.message_count += 1
-    locked.total_tokens += token_count
-    locked.last_message_at = message.created_at
-    locked.save(
-        update_fields=["last_seq", "message_count", "total_tokens", "last_message_at", "updated_at"]
-    )
+    }
+    if connection.vendor == "postgresql" and _SINGLE_STATEMENT_APPEND:
+        message, previous, current = _append_row_single_statement(session=session, fields=fields)
+    else:
+        message, previous, current = _append_row_portable(session=session, fields=fields)
     # Write-through only once committed: a rolled-back append must never reach the cache.
     transaction.on_commit(
         partial(
             history_cache.record_append,
             message=message,
-            previous_stamp=previous_stamp,
-            stamp=history_cache.session_stamp(locked),
+            previous_stamp=history_cache.session_stamp(previous),
+            stamp=history_cache.session_stamp(current),
         )
     )
     # Keep the caller's instance in step with what was committed.
-    for field in ("last_seq", "message_count", "total_tokens", "last_message_at", "updated_at"):
-        setattr(session, field, getattr(locked, field))
+    for field in _SESSION_COUNTERS:
+        setattr(session, field, getattr(current, field))
     # Counted and logged once committed: a rolled-back append did not happen.
     transaction.on_commit(lambda: _message_appended(message))
     return message
+
+
+_SESSION_COUNTERS = ("last_seq", "message_count", "total_tokens", "last_message_at", "updated_at")
+# The PostgreSQL path below; tests switch it off to run the portable one on PostgreSQL too.
+_SINGLE_STATEMENT_APPEND = True
+
+
+@transaction.atomic
+def _append_row_portable(
+    *, session: ChatSession, fields: dict[str, Any]
+) -> tuple[Message, ChatSession, ChatSession]:
+    """The append through the ORM: lock the row, insert, bump the counters (any database)."""
+    locked = ChatSession.objects.select_for_update().get(pk=session.pk)
+    if locked.archived:
+        raise _archived()
+    previous = ChatSession(**{f: getattr(locked, f) for f in _SESSION_COUNTERS}, pk=locked.pk)
+    seq = locked.last_seq + 1
+    message = Message.objects.create(session=locked, seq=seq, **fields)
+    locked.last_seq = seq
+    locked.message_count += 1
+    locked.total_tokens += fields["token_count"]
+    locked.last_message_at = message.created_at
+    locked.save(update_fields=list(_SESSION_COUNTERS))
+    return message, previous, locked
+
+
+def _append_row_single_statement(
+    *, session: ChatSession, fields: dict[str, Any]
+) -> tuple[Message, ChatSession, ChatSession]:
+    """The same append as one PostgreSQL statement: one round trip, no BEGIN/COMMIT of its own.
+
+    `locked` takes the row lock (concurrent appends to the session queue here) and reads the
+    row as it is once locked; `bumped` moves the counters from those values; `inserted` takes
+    the seq `bumped` returned. One statement is one transaction (or part of the caller's), so
+    seq stays gapless and unique exactly as with the ORM path; what it saves is five round
+    trips and the ORM's query building (bench/: about half of an append's time).
+    """
+    now = timezone.now()
+    sql, params = _single_statement_sql(session_id=session.pk, fields=fields, now=now)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise ChatSession.DoesNotExist("ChatSession matching query does not exist.")
+    archived, old_seq, old_count, old_updated_at, new_tokens, message_id = row
+    if archived:
+        raise _archived()
+    previous = ChatSession(
+        pk=session.pk, last_seq=old_seq, message_count=old_count, updated_at=old_updated_at
+    )
+    current = ChatSession(
+        pk=session.pk,
+        last_seq=old_seq + 1,
+        message_count=old_count + 1,
+        total_tokens=new_tokens,
+        last_message_at=now,
+        updated_at=now,
+    )
+    message = Message(id=message_id, session=session, seq=old_seq + 1, created_at=now, **fields)
+    message._state.adding = False
+    message._state.db = connection.alias
+    return message, previous, current
+
+
+def _single_statement_sql(
+    *, session_id: uuid.UUID, fields: dict[str, Any], now: datetime
+) -> tuple[str, list[Any]]:
+    sql, inserted = _single_statement_template()
+    values = [
+        field.get_db_prep_save(
+            fields[field.attname] if field.attname in fields else field.get_default(), connection
+        )
+        for field in inserted
+    ]
+    return sql, [session_id, fields["token_count"], now, now, session_id, now, *values]
+
+
+@functools.cache
+def _single_statement_template() -> tuple[str, list[Field]]:
+    inserted = [
+        f
+        for f in Message._meta.concrete_fields
+        if f.attname not in ("id", "session_id", "seq", "created_at")
+    ]
+    quote = connection.ops.quote_name
+    message_table = quote(Message._meta.db_table)
+    session_table = quote(ChatSession._meta.db_table)
+    columns = ", ".join(quote(f.column) for f in inserted)
+    placeholders = ", ".join(["%s"] * len(inserted))
+    sql = f"""
+        WITH locked AS (
+            SELECT id, archived, last_seq, message_count, total_tokens, updated_at
+            FROM {session_table} WHERE id = %s FOR UPDATE
+        ), bumped AS (
+            UPDATE {session_table} AS s
+            SET last_seq = locked.last_seq + 1,
+                message_count = locked.message_count + 1,
+                total_tokens = locked.total_tokens + %s,
+                last_message_at = %s,
+                updated_at = %s
+            FROM locked
+            WHERE s.id = locked.id AND NOT locked.archived
+            RETURNING s.last_seq, s.total_tokens
+        ), inserted AS (
+            INSERT INTO {message_table} (session_id, seq, created_at, {columns})
+            SELECT %s, bumped.last_seq, %s, {placeholders} FROM bumped
+            RETURNING id
+        )
+        SELECT locked.archived, locked.last_seq, locked.message_count, locked.updated_at,
+               bumped.total_tokens, inserted.id
+        FROM locked LEFT JOIN bumped ON true LEFT JOIN inserted ON true
+    """
+    return sql, inserted
+
+
+def _archived() -> Conflict:
+    return Conflict("The session is archived; unarchive it to add messages.")
 
 
 def _message_appended(message: Message) -> None:

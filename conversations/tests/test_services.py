@@ -34,7 +34,16 @@ class TestCreateSession:
         assert session.metadata == {}
 
 
+@pytest.fixture(params=["single_statement", "portable"])
+def append_path(request, monkeypatch):
+    """Run an append test on both implementations: on PostgreSQL the single-statement one is
+    what runs by default, the portable ORM one is what SQLite (and any other database) gets."""
+    monkeypatch.setattr(services, "_SINGLE_STATEMENT_APPEND", request.param == "single_statement")
+    return request.param
+
+
 @pytest.mark.django_db
+@pytest.mark.usefixtures("append_path")
 class TestAppendMessage:
     def test_it_assigns_seq_from_one_and_updates_counters(self):
         session = ChatSessionFactory()
@@ -70,6 +79,40 @@ class TestAppendMessage:
         session.refresh_from_db()
         assert session.message_count == 0
 
+    def test_the_returned_message_is_the_stored_row(self):
+        session = ChatSessionFactory()
+        message = services.append_message(
+            session=session,
+            role="assistant",
+            content="  é ✓\n",
+            name="bot",
+            metadata={"k": "v"},
+            tool_calls=[
+                {"id": "c", "type": "function", "function": {"name": "f", "arguments": ""}}
+            ],
+            model="gpt-4o-mini",
+            usage={"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            finish_reason="stop",
+            latency_ms=12,
+            context={"first_seq": None},
+        )
+        stored = Message.objects.get(pk=message.pk)
+        columns = [f.attname for f in Message._meta.concrete_fields]
+        assert [getattr(message, c) for c in columns] == [getattr(stored, c) for c in columns]
+        assert message._state.adding is False
+        session.refresh_from_db()
+        assert (session.last_message_at, session.total_tokens) == (
+            message.created_at,
+            message.token_count,
+        )
+
+    def test_a_deleted_session_is_not_found(self):
+        session = ChatSessionFactory()
+        ChatSession.objects.filter(pk=session.pk).delete()
+        with pytest.raises(ChatSession.DoesNotExist):
+            services.append_message(session=session, role="user", content="hi")
+        assert not Message.objects.filter(session_id=session.pk).exists()
+
     def test_seq_is_per_session(self):
         a, b = ChatSessionFactory(), ChatSessionFactory()
         MessageFactory(session=a)
@@ -79,6 +122,7 @@ class TestAppendMessage:
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("append_path")
 def test_append_assigns_gapless_seq_under_concurrency():
     """20 threads, each on its own PostgreSQL connection, append to one session at once."""
     session = ChatSessionFactory()
