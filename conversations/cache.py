@@ -30,7 +30,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.core.cache import caches
@@ -84,7 +84,15 @@ def _micros(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(microseconds=1)
 
 
-def session_stamp(session: ChatSession) -> str:
+class SessionVersion(Protocol):
+    """What a stamp is made of: a ChatSession row, or an append's before/after counters."""
+
+    last_seq: int
+    message_count: int
+    updated_at: datetime
+
+
+def session_stamp(session: SessionVersion) -> str:
     """The version of a session row that a cached tail must match to be trusted."""
     return f"{session.last_seq}:{session.message_count}:{_micros(session.updated_at)}"
 

@@ -174,6 +174,24 @@ def _append_message_locked(
 
 
 _SESSION_COUNTERS = ("last_seq", "message_count", "total_tokens", "last_message_at", "updated_at")
+
+
+@dataclass(frozen=True)
+class _Counters:
+    """A session row's counters around an append: before (the cache stamp it replaces) and
+    after (the stamp it writes, and what the caller's instance is set to)."""
+
+    last_seq: int
+    message_count: int
+    updated_at: datetime
+    total_tokens: int | None = None
+    last_message_at: datetime | None = None
+
+    @classmethod
+    def of(cls, session: ChatSession) -> "_Counters":
+        return cls(**{field: getattr(session, field) for field in _SESSION_COUNTERS})
+
+
 # The PostgreSQL path below; tests switch it off to run the portable one on PostgreSQL too.
 _SINGLE_STATEMENT_APPEND = True
 
@@ -181,12 +199,12 @@ _SINGLE_STATEMENT_APPEND = True
 @transaction.atomic
 def _append_row_portable(
     *, session: ChatSession, fields: dict[str, Any]
-) -> tuple[Message, ChatSession, ChatSession]:
+) -> tuple[Message, _Counters, _Counters]:
     """The append through the ORM: lock the row, insert, bump the counters (any database)."""
     locked = ChatSession.objects.select_for_update().get(pk=session.pk)
     if locked.archived:
         raise _archived()
-    previous = ChatSession(**{f: getattr(locked, f) for f in _SESSION_COUNTERS}, pk=locked.pk)
+    previous = _Counters.of(locked)
     seq = locked.last_seq + 1
     message = Message.objects.create(session=locked, seq=seq, **fields)
     locked.last_seq = seq
@@ -194,12 +212,12 @@ def _append_row_portable(
     locked.total_tokens += fields["token_count"]
     locked.last_message_at = message.created_at
     locked.save(update_fields=list(_SESSION_COUNTERS))
-    return message, previous, locked
+    return message, previous, _Counters.of(locked)
 
 
 def _append_row_single_statement(
     *, session: ChatSession, fields: dict[str, Any]
-) -> tuple[Message, ChatSession, ChatSession]:
+) -> tuple[Message, _Counters, _Counters]:
     """The same append as one PostgreSQL statement: one round trip, no BEGIN/COMMIT of its own.
 
     `locked` takes the row lock (concurrent appends to the session queue here) and reads the
@@ -218,11 +236,8 @@ def _append_row_single_statement(
     archived, old_seq, old_count, old_updated_at, new_tokens, message_id = row
     if archived:
         raise _archived()
-    previous = ChatSession(
-        pk=session.pk, last_seq=old_seq, message_count=old_count, updated_at=old_updated_at
-    )
-    current = ChatSession(
-        pk=session.pk,
+    previous = _Counters(last_seq=old_seq, message_count=old_count, updated_at=old_updated_at)
+    current = _Counters(
         last_seq=old_seq + 1,
         message_count=old_count + 1,
         total_tokens=new_tokens,
