@@ -1,6 +1,7 @@
 """Providers: the real `openai` SDK against the fake server over loopback, and echo."""
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -135,6 +136,51 @@ class TestOpenAIStream:
 
         chunks = asyncio.run(collect())
         assert "".join(c.delta for c in chunks) == fake_openai.reply_text
+
+    def test_the_standalone_fake_streams_its_first_chunk_without_a_delayed_ack_wait(self, settings):
+        # The fake server must stream like a real one (TCP_NODELAY). With Nagle on, the first
+        # chunk after the headers waited for the client's delayed ACK (~40 ms) on a kept-alive
+        # connection, which the reply benchmark took for engine overhead. Run as the benchmark
+        # runs it: its own process, 50 ms of thinking, a 20-turn conversation.
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        argv = [sys.executable, "-m", "llm.tests.fake_openai", "--latency-ms", "50"]
+        server = subprocess.Popen(
+            argv,
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            # It prints "fake OpenAI server on http://127.0.0.1:PORT/v1 (mode ok)" once listening.
+            base_url = re.search(r"http://\S+", server.stdout.readline()).group()
+            settings.LLM_PROVIDER = "openai"
+            settings.OPENAI_BASE_URL = base_url
+            settings.LLM_MAX_RETRIES = 0
+            provider = get_provider()
+            conversation = [MESSAGES[0]] + [
+                ChatMessage(role="user" if i % 2 else "assistant", content="word " * 60)
+                for i in range(1, 21)
+            ]
+
+            async def first_chunk_ms() -> float:
+                started, first = time.perf_counter(), None
+                # Read to the end, as a reply does: only then is the connection kept alive.
+                async for _chunk in provider.astream(conversation, model="m", max_output_tokens=5):
+                    first = first or (time.perf_counter() - started) * 1000
+                return first
+
+            async def several() -> list[float]:
+                return [await first_chunk_ms() for _ in range(7)]
+
+            timings = asyncio.run(several())
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        assert sorted(timings)[3] < 50 + 25, timings  # the median; the ACK wait alone is 40
 
     @pytest.mark.parametrize("mode", ["malformed", "close_mid_stream"])
     def test_a_broken_stream_raises_after_the_first_deltas(self, provider, fake_openai, mode):
