@@ -193,3 +193,28 @@ class TestReadShape:
         assert f"LIMIT {window_messages + 3}" in batches[0]
         assert all("OFFSET" not in q for q in big_queries)
         assert big_ctx.first_seq == 3_000 - window_messages + 1
+
+    def _with_system_message_at(self, seq: int, count: int) -> ChatSession:
+        session = ChatSessionFactory(system_prompt="")
+        seed(session, count)
+        Message.objects.filter(session=session, seq=seq).update(role="system", content="rules")
+        return session
+
+    def test_a_history_read_in_one_batch_pins_its_system_messages_without_another_query(
+        self, settings
+    ):
+        settings.CHATENGINE_CACHE_ENABLED = False
+        session = self._with_system_message_at(1, count=6)
+        # Room for the system message and 3 more: the walk stops before seq 1, but the
+        # batch (sized for the window) holds all 6 rows.
+        context, queries = self._history_queries(session, budget=3 + 10 * 4)
+        assert len(queries) == 1
+        assert context.seqs == (1, 4, 5, 6)
+        assert context.messages[0].role == "system"
+
+    def test_a_system_message_older_than_the_first_batch_is_still_sent(self, settings):
+        settings.CHATENGINE_CACHE_ENABLED = False
+        session = self._with_system_message_at(1, count=200)
+        context, queries = self._history_queries(session, budget=3 + 10 * 4)
+        assert len(queries) == 2  # the batch, then the system messages' own query
+        assert context.seqs == (1, 198, 199, 200)
