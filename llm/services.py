@@ -199,15 +199,25 @@ def prepare_reply(
     )
     user_message = None
     if pending is not None:
-        with transaction.atomic():  # short: the message and its checkpoint, never the LLM call
-            user_message = services.append_message(
+
+        def store_user_message() -> Message:
+            return services.append_message(
                 session=session,
                 role=Message.Role.USER,
                 content=content,
                 metadata=metadata,
                 token_count=pending.token_count,
             )
-            idempotency.save_progress(user_message_id=user_message.pk)
+
+        if idempotency.has_claim():
+            # Short: the message and its key's checkpoint commit together, never the LLM call.
+            with transaction.atomic():
+                user_message = store_user_message()
+                idempotency.save_progress(user_message_id=user_message.pk)
+        else:
+            # The append is its own transaction; wrapping it would only add a savepoint (or a
+            # BEGIN/COMMIT) round trip pair before the LLM call.
+            user_message = store_user_message()
         context = context.with_pending_seq(user_message.seq)
     return PreparedReply(
         session=session,

@@ -218,3 +218,30 @@ class TestReadShape:
         context, queries = self._history_queries(session, budget=3 + 10 * 4)
         assert len(queries) == 2  # the batch, then the system messages' own query
         assert context.seqs == (1, 198, 199, 200)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("key", "nested"), [(None, False), ("k-1", True)])
+def test_the_user_message_is_appended_in_a_transaction_of_its_own_unless_a_key_checkpoints_it(
+    api_client, user, fake_openai, monkeypatch, key, nested
+):
+    # With an Idempotency-Key the message and the key's checkpoint commit together; without
+    # one there is nothing to commit with it, and an enclosing transaction only costs round
+    # trips (a savepoint, or BEGIN/COMMIT) before the LLM call.
+    seen = []
+    append = conversation_services.append_message
+
+    def spy(**kwargs):
+        if kwargs["role"] == "user":
+            seen.append(connection.in_atomic_block)
+        return append(**kwargs)
+
+    monkeypatch.setattr(conversation_services, "append_message", spy)
+    session = ChatSessionFactory(user=user)
+    api_client.force_authenticate(user)
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    response = api_client.post(
+        f"/api/v1/sessions/{session.pk}/reply/", {"content": "hi"}, format="json", **headers
+    )
+    assert response.status_code == 201
+    assert seen == [nested]
