@@ -33,6 +33,42 @@ class TestSelection:
         assert isinstance(provider, LLMProvider)
 
 
+class TestClientReuse:
+    """One SDK client (and connection pool) per process and settings, not one per reply."""
+
+    def test_replies_share_one_provider_and_one_sync_client(self, fake_openai):
+        first, second = get_provider(), get_provider()
+        assert first is second
+        first.complete(MESSAGES, model="m", max_output_tokens=5)
+        client = first._client
+        second.complete(MESSAGES, model="m", max_output_tokens=5)
+        assert second._client is client
+
+    def test_an_event_loop_keeps_its_async_client_and_another_loop_gets_its_own(
+        self, provider, fake_openai
+    ):
+        async def two_streams():
+            for _ in range(2):
+                [c async for c in provider.astream(MESSAGES, model="m", max_output_tokens=5)]
+            return provider._async_client()
+
+        async def client_of_this_loop():
+            return provider._async_client(), provider._async_client()
+
+        once, twice = asyncio.run(client_of_this_loop())
+        assert once is twice
+        assert asyncio.run(two_streams()) is not once  # a new loop: its own pool
+        assert len(fake_openai.requests) == 2
+
+    def test_changing_a_setting_builds_a_new_client_with_it(self, fake_openai, settings):
+        before = get_provider()
+        settings.OPENAI_API_KEY = "sk-rotated"
+        after = get_provider()
+        assert after is not before
+        after.complete(MESSAGES, model="m", max_output_tokens=5)
+        assert fake_openai.requests[-1]["_authorization"] == "Bearer sk-rotated"
+
+
 class TestEcho:
     def test_it_echoes_the_last_user_message_labelled_echo(self):
         completion = EchoProvider().complete(MESSAGES, model="gpt-4o", max_output_tokens=10)
