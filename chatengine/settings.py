@@ -59,6 +59,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: under ASGI the stack above runs in one thread, not hopping per middleware.
+    "chatengine.middleware.SyncStackMiddleware",
 ]
 
 ROOT_URLCONF = "chatengine.urls"

@@ -215,6 +215,11 @@ def release_key(*, record: IdempotencyKey) -> None:
     unfinished.update(locked_at=None)
 
 
+def has_claim() -> bool:
+    """Whether the running request holds a key (`atomic=False`), so checkpoints are saved."""
+    return _current_claim.get() is not None
+
+
 def current_progress() -> dict[str, Any]:
     """The checkpoint of the key claimed by the running request ({} without one)."""
     record = _current_claim.get()

@@ -83,6 +83,8 @@ def build_context(
     """What would be sent for `session` now (plus `pending`, a message not stored yet).
 
     History is read newest-first in keyset batches and reading stops once the budget is full.
+    The session's `system` messages are always sent: taken from the first batch when it holds
+    the whole history, else read with their own (indexed) query.
     """
     model = resolve_model(session=session, model=model)
     counter = counter_for_model(model)
@@ -93,15 +95,29 @@ def build_context(
             safety_margin=settings.LLM_CONTEXT_SAFETY_MARGIN,
         )
 
+    batch_size = _history_batch_size(session=session, budget=budget)
+    first = selectors.list_messages(session=session, limit=batch_size, order="desc")
+    if first.has_more:
+        system_rows = selectors.list_system_messages(session=session)
+    else:
+        # The whole history is in this page, so are its system messages: a query less (the
+        # usual case: a history that fits the window is read in one batch).
+        system_rows = [m for m in reversed(first.items) if m.role == Message.Role.SYSTEM]
+
     def history() -> Iterator[HistoryMessage]:
         if pending is not None:
             yield pending
-        for row in selectors.iter_messages_newest_first(
-            session=session, batch_size=_history_batch_size(session=session, budget=budget)
-        ):
-            yield history_message(row)
+        page = first
+        while True:
+            for row in page.items:
+                yield history_message(row)
+            if not page.has_more:
+                return
+            page = selectors.list_messages(
+                session=session, limit=batch_size, before=page.items[-1].seq, order="desc"
+            )
 
-    pinned = [history_message(m) for m in selectors.list_system_messages(session=session)]
+    pinned = [history_message(m) for m in system_rows]
     return select_messages(
         system_prompt=session.system_prompt,
         system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
@@ -183,15 +199,25 @@ def prepare_reply(
     )
     user_message = None
     if pending is not None:
-        with transaction.atomic():  # short: the message and its checkpoint, never the LLM call
-            user_message = services.append_message(
+
+        def store_user_message() -> Message:
+            return services.append_message(
                 session=session,
                 role=Message.Role.USER,
                 content=content,
                 metadata=metadata,
                 token_count=pending.token_count,
             )
-            idempotency.save_progress(user_message_id=user_message.pk)
+
+        if idempotency.has_claim():
+            # Short: the message and its key's checkpoint commit together, never the LLM call.
+            with transaction.atomic():
+                user_message = store_user_message()
+                idempotency.save_progress(user_message_id=user_message.pk)
+        else:
+            # The append is its own transaction; wrapping it would only add a savepoint (or a
+            # BEGIN/COMMIT) round trip pair before the LLM call.
+            user_message = store_user_message()
         context = context.with_pending_seq(user_message.seq)
     return PreparedReply(
         session=session,

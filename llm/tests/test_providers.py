@@ -1,6 +1,7 @@
 """Providers: the real `openai` SDK against the fake server over loopback, and echo."""
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -30,6 +31,42 @@ class TestSelection:
         provider = get_provider()
         assert isinstance(provider, OpenAIProvider)
         assert isinstance(provider, LLMProvider)
+
+
+class TestClientReuse:
+    """One SDK client (and connection pool) per process and settings, not one per reply."""
+
+    def test_replies_share_one_provider_and_one_sync_client(self, fake_openai):
+        first, second = get_provider(), get_provider()
+        assert first is second
+        first.complete(MESSAGES, model="m", max_output_tokens=5)
+        client = first._client
+        second.complete(MESSAGES, model="m", max_output_tokens=5)
+        assert second._client is client
+
+    def test_an_event_loop_keeps_its_async_client_and_another_loop_gets_its_own(
+        self, provider, fake_openai
+    ):
+        async def two_streams():
+            for _ in range(2):
+                [c async for c in provider.astream(MESSAGES, model="m", max_output_tokens=5)]
+            return provider._async_client()
+
+        async def client_of_this_loop():
+            return provider._async_client(), provider._async_client()
+
+        once, twice = asyncio.run(client_of_this_loop())
+        assert once is twice
+        assert asyncio.run(two_streams()) is not once  # a new loop: its own pool
+        assert len(fake_openai.requests) == 2
+
+    def test_changing_a_setting_builds_a_new_client_with_it(self, fake_openai, settings):
+        before = get_provider()
+        settings.OPENAI_API_KEY = "sk-rotated"
+        after = get_provider()
+        assert after is not before
+        after.complete(MESSAGES, model="m", max_output_tokens=5)
+        assert fake_openai.requests[-1]["_authorization"] == "Bearer sk-rotated"
 
 
 class TestEcho:
@@ -135,6 +172,51 @@ class TestOpenAIStream:
 
         chunks = asyncio.run(collect())
         assert "".join(c.delta for c in chunks) == fake_openai.reply_text
+
+    def test_the_standalone_fake_streams_its_first_chunk_without_a_delayed_ack_wait(self, settings):
+        # The fake server must stream like a real one (TCP_NODELAY). With Nagle on, the first
+        # chunk after the headers waited for the client's delayed ACK (~40 ms) on a kept-alive
+        # connection, which the reply benchmark took for engine overhead. Run as the benchmark
+        # runs it: its own process, 50 ms of thinking, a 20-turn conversation.
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        argv = [sys.executable, "-m", "llm.tests.fake_openai", "--latency-ms", "50"]
+        server = subprocess.Popen(
+            argv,
+            cwd=Path(__file__).resolve().parents[2],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            # It prints "fake OpenAI server on http://127.0.0.1:PORT/v1 (mode ok)" once listening.
+            base_url = re.search(r"http://\S+", server.stdout.readline()).group()
+            settings.LLM_PROVIDER = "openai"
+            settings.OPENAI_BASE_URL = base_url
+            settings.LLM_MAX_RETRIES = 0
+            provider = get_provider()
+            conversation = [MESSAGES[0]] + [
+                ChatMessage(role="user" if i % 2 else "assistant", content="word " * 60)
+                for i in range(1, 21)
+            ]
+
+            async def first_chunk_ms() -> float:
+                started, first = time.perf_counter(), None
+                # Read to the end, as a reply does: only then is the connection kept alive.
+                async for _chunk in provider.astream(conversation, model="m", max_output_tokens=5):
+                    first = first or (time.perf_counter() - started) * 1000
+                return first
+
+            async def several() -> list[float]:
+                return [await first_chunk_ms() for _ in range(7)]
+
+            timings = asyncio.run(several())
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        assert sorted(timings)[3] < 50 + 25, timings  # the median; the ACK wait alone is 40
 
     @pytest.mark.parametrize("mode", ["malformed", "close_mid_stream"])
     def test_a_broken_stream_raises_after_the_first_deltas(self, provider, fake_openai, mode):

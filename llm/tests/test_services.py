@@ -193,3 +193,55 @@ class TestReadShape:
         assert f"LIMIT {window_messages + 3}" in batches[0]
         assert all("OFFSET" not in q for q in big_queries)
         assert big_ctx.first_seq == 3_000 - window_messages + 1
+
+    def _with_system_message_at(self, seq: int, count: int) -> ChatSession:
+        session = ChatSessionFactory(system_prompt="")
+        seed(session, count)
+        Message.objects.filter(session=session, seq=seq).update(role="system", content="rules")
+        return session
+
+    def test_a_history_read_in_one_batch_pins_its_system_messages_without_another_query(
+        self, settings
+    ):
+        settings.CHATENGINE_CACHE_ENABLED = False
+        session = self._with_system_message_at(1, count=6)
+        # Room for the system message and 3 more: the walk stops before seq 1, but the
+        # batch (sized for the window) holds all 6 rows.
+        context, queries = self._history_queries(session, budget=3 + 10 * 4)
+        assert len(queries) == 1
+        assert context.seqs == (1, 4, 5, 6)
+        assert context.messages[0].role == "system"
+
+    def test_a_system_message_older_than_the_first_batch_is_still_sent(self, settings):
+        settings.CHATENGINE_CACHE_ENABLED = False
+        session = self._with_system_message_at(1, count=200)
+        context, queries = self._history_queries(session, budget=3 + 10 * 4)
+        assert len(queries) == 2  # the batch, then the system messages' own query
+        assert context.seqs == (1, 198, 199, 200)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(("key", "nested"), [(None, False), ("k-1", True)])
+def test_the_user_message_is_appended_in_a_transaction_of_its_own_unless_a_key_checkpoints_it(
+    api_client, user, fake_openai, monkeypatch, key, nested
+):
+    # With an Idempotency-Key the message and the key's checkpoint commit together; without
+    # one there is nothing to commit with it, and an enclosing transaction only costs round
+    # trips (a savepoint, or BEGIN/COMMIT) before the LLM call.
+    seen = []
+    append = conversation_services.append_message
+
+    def spy(**kwargs):
+        if kwargs["role"] == "user":
+            seen.append(connection.in_atomic_block)
+        return append(**kwargs)
+
+    monkeypatch.setattr(conversation_services, "append_message", spy)
+    session = ChatSessionFactory(user=user)
+    api_client.force_authenticate(user)
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    response = api_client.post(
+        f"/api/v1/sessions/{session.pk}/reply/", {"content": "hi"}, format="json", **headers
+    )
+    assert response.status_code == 201
+    assert seen == [nested]
