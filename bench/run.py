@@ -297,7 +297,7 @@ QUESTION = "Question {i}: what is the best viewpoint?"
 
 def _sse_timings(urls: list[str], token: str) -> list[tuple[float, float]]:
     """(time to first delta, total) for one streamed reply per URL, in seconds."""
-    import httpx
+    import httpx2 as httpx  # the HTTP client the openai SDK itself depends on
 
     out = []
     with httpx.Client(timeout=30) as client:

@@ -524,29 +524,58 @@ def bind_request_id(events: AsyncIterator[Any], *, request_id: str | None) -> As
     """Keep the request id in logs of a stream that outlives the request middleware.
 
     Take `request_id` from `get_request_id()` while the request is being handled: by the
-    time the body is iterated, the middleware has already reset it.
+    time the body is iterated, the middleware has already reset it. The id is set and reset
+    around each step (and around closing the stream, whose clean-up logs too), never across
+    a `yield`: a token reset after the consumer moved on would restore a stale id into the
+    consumer's context (and under ASGI each step may run in another context altogether).
     """
 
     async def wrapped() -> AsyncIterator[Any]:
-        token = set_request_id(request_id)
+        iterator = aiter(events)
         try:
-            async for event in events:
+            while True:
+                token = set_request_id(request_id)
+                try:
+                    event = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    reset_request_id(token)
                 yield event
         finally:
-            # Closed from another context (aclose by the server): nothing to restore there.
-            with contextlib.suppress(ValueError):
-                reset_request_id(token)
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                token = set_request_id(request_id)
+                try:
+                    await aclose()
+                finally:
+                    reset_request_id(token)
 
     return wrapped()
 
 
 def bind_request_id_sync(events: Iterator[Any], *, request_id: str | None) -> Iterator[Any]:
+    """`bind_request_id` for a sync stream (WSGI)."""
+
     def wrapped() -> Iterator[Any]:
-        token = set_request_id(request_id)
+        iterator = iter(events)
         try:
-            yield from events
+            while True:
+                token = set_request_id(request_id)
+                try:
+                    event = next(iterator)
+                except StopIteration:
+                    return
+                finally:
+                    reset_request_id(token)
+                yield event
         finally:
-            with contextlib.suppress(ValueError):
-                reset_request_id(token)
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                token = set_request_id(request_id)
+                try:
+                    close()
+                finally:
+                    reset_request_id(token)
 
     return wrapped()

@@ -5,6 +5,7 @@ import logging
 import pytest
 from rest_framework.authtoken.models import Token
 
+from chatengine.request_id import get_request_id
 from conversations.models import Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
 from conversations.tests.test_api import assert_error
@@ -264,6 +265,19 @@ class TestStreamingUnderWSGI:
         assert fake_openai.reply_text.startswith(stored.content)
         assert stored.content
         assert stored.content != fake_openai.reply_text
+
+    def test_a_stream_closed_mid_way_leaves_no_request_id_behind(
+        self, auth_client, user, fake_openai
+    ):
+        session = ChatSessionFactory(user=user)
+        response = auth_client.post(
+            reply_url(session.pk), {"content": "hi", "stream": True}, format="json"
+        )
+        content = iter(response.streaming_content)
+        next(content)
+        response._iterator.close()
+        # A later log line of this thread outside any request must not carry that request's id.
+        assert get_request_id() is None
 
     def test_validation_errors_are_json_even_when_streaming_was_asked(
         self, auth_client, user, echo
