@@ -25,7 +25,8 @@ run: $(STAMP)
 # The same app under ASGI (uvicorn): what streaming replies are served with in production.
 serve-asgi: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/uvicorn chatengine.asgi:application --host $(HOST) --port $(PORT) --no-access-log
+	$(BIN)/uvicorn chatengine.asgi:application --host $(HOST) --port $(PORT) --no-access-log \
+		--http chatengine.uvicorn_http:NoDelayH11Protocol
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)

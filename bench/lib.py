@@ -100,6 +100,8 @@ SERVERS = {
             "--host", "127.0.0.1",
             "--port", str(port),
             "--workers", "2",
+            # TCP_NODELAY on each connection (chatengine/uvicorn_http.py, uvicorn#3149).
+            "--http", "chatengine.uvicorn_http:NoDelayH11Protocol",
             "--no-access-log",
             "--log-level", "warning",
         ],
