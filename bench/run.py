@@ -420,17 +420,28 @@ def bench_reply(results: dict, servers: list[str]) -> None:
 
 
 # --- 5. memory ----------------------------------------------------------------------------
+# Runs the command and prints its peak RSS. Not os.wait4 on a child of this process: Linux
+# keeps a process's peak RSS across fork and exec, so a command started from this (large)
+# process reports at least this process's own peak. This small launcher's children don't.
+_PEAK_RSS_LAUNCHER = (
+    "import resource, subprocess, sys\n"
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
 def _peak_rss_kb(argv: list[str], env: dict[str, str]) -> int:
+    """Peak RSS (kB) of `argv` run to completion, measured by a fresh launcher process."""
     import subprocess
 
-    proc = subprocess.Popen(
-        argv, cwd=Path(__file__).resolve().parent.parent, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_RSS_LAUNCHER, *argv],
+        cwd=Path(__file__).resolve().parent.parent, env=env,
+        capture_output=True, text=True,
     )  # fmt: skip
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{argv} failed: {proc.stderr.read().decode()[-2000:]}")
-    return usage.ru_maxrss
+    if out.returncode != 0:
+        raise RuntimeError(f"{argv} failed: {out.stderr[-2000:]}")
+    return int(out.stdout.split()[-1])
 
 
 EXPORT_PER_SESSION = 10_000
