@@ -1,10 +1,11 @@
-"""Single-row reads for the hottest paths, without the ORM's per-query building.
+"""Row reads for the hottest paths, without the ORM's per-query building.
 
-Building a `.get()` costs about 0.5 ms of CPU here, several times the query itself; reading
-the session row for the ownership check is part of every API request (bench/, "History
-page"). The SQL is built once per model and filter, and each value goes through the same
-converters the ORM applies (JSON decoding, SQLite's booleans and datetimes), so the instance
-is the one `.get()` would return.
+Building a `.get()` or a filtered list costs 0.5-1 ms of CPU here, several times the query
+itself; the session row is read for the ownership check on every API request, and a long
+session's system messages before every reply (bench/, "History page", "Context build"). The
+SQL is built once per model and filter, and each value goes through the converters the ORM
+applies (JSON decoding, SQLite's booleans and datetimes), so the instances are the ones the
+ORM would return.
 """
 
 import functools
@@ -22,28 +23,44 @@ def fetch_instance(model: type[M], *, where: tuple[str, ...], params: list[Any])
     `where` names model fields by attname (e.g. ("id", "user_id")); more than one match is
     a programming error, as with `.get()`, so filter on a unique key.
     """
+    rows = _fetch(model, where=where, params=params, order_by=(), limit=2)
+    if len(rows) > 1:
+        raise model.MultipleObjectsReturned(f"fetch_instance({model.__name__}, {where})")
+    return rows[0] if rows else None
+
+
+def fetch_instances(
+    model: type[M], *, where: tuple[str, ...], params: list[Any], order_by: tuple[str, ...]
+) -> list[M]:
+    """Every `model` row whose fields in `where` equal `params`, ordered by `order_by`
+    (attnames, ascending)."""
+    return _fetch(model, where=where, params=params, order_by=order_by, limit=None)
+
+
+def _fetch(model, *, where, params, order_by, limit) -> list:
     alias = router.db_for_read(model)
     connection = connections[alias]
-    sql, attnames, converters, where_fields = _template(model, where, connection.vendor, alias)
+    sql, attnames, converters, where_fields = _template(
+        model, where, order_by, limit, connection.vendor, alias
+    )
     prepared = [
         f.get_db_prep_value(v, connection) for f, v in zip(where_fields, params, strict=True)
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, prepared)
-        rows = cursor.fetchmany(2)
-    if not rows:
-        return None
-    if len(rows) > 1:
-        raise model.MultipleObjectsReturned(f"fetch_instance({model.__name__}, {where})")
-    values = list(rows[0])
-    for index, convert, expression in converters:
-        for fn in convert:
-            values[index] = fn(values[index], expression, connection)
-    return model.from_db(alias, attnames, values)
+        rows = cursor.fetchall()
+    instances = []
+    for row in rows:
+        values = list(row)
+        for index, convert, expression in converters:
+            for fn in convert:
+                values[index] = fn(values[index], expression, connection)
+        instances.append(model.from_db(alias, attnames, values))
+    return instances
 
 
 @functools.cache
-def _template(model: type[Model], where: tuple[str, ...], vendor: str, alias: str):
+def _template(model, where, order_by, limit, vendor: str, alias: str):
     connection = connections[alias]
     quote = connection.ops.quote_name
     fields = model._meta.concrete_fields
@@ -54,6 +71,10 @@ def _template(model: type[Model], where: tuple[str, ...], vendor: str, alias: st
         quote(table),
         " AND ".join(f"{quote(by_attname[name].column)} = %s" for name in where),
     )
+    if order_by:
+        sql += " ORDER BY " + ", ".join(quote(by_attname[name].column) for name in order_by)
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
     converters = []
     for index, field in enumerate(fields):
         column = field.get_col(table)

@@ -11,7 +11,7 @@ from typing import Generic, Literal, TypeVar
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from chatengine.db import fetch_instance
+from chatengine.db import fetch_instance, fetch_instances
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
 from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message
@@ -267,4 +267,9 @@ def list_system_messages(*, session: ChatSession) -> list[Message]:
     Served by the partial index message_session_system_idx, which holds only system rows, so
     the cost does not grow with the session's history.
     """
-    return list(Message.objects.filter(session=session, role=Message.Role.SYSTEM).order_by("seq"))
+    return fetch_instances(
+        Message,
+        where=("session_id", "role"),
+        params=[session.pk, Message.Role.SYSTEM.value],
+        order_by=("seq",),
+    )

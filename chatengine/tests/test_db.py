@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from chatengine.db import fetch_instance
+from chatengine.db import fetch_instance, fetch_instances
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory
 
@@ -49,3 +49,27 @@ def test_more_than_one_match_is_an_error_as_with_get():
     ChatSessionFactory(user=session.user)
     with pytest.raises(ChatSession.MultipleObjectsReturned):
         fetch_instance(ChatSession, where=("user_id",), params=[session.user_id])
+
+
+def test_a_list_comes_back_in_order_as_the_orm_returns_it():
+    session = ChatSessionFactory()
+    for role in ("system", "user", "system", "assistant", "system"):
+        MessageFactory(session=session, role=role, content=f"{role} text")
+    MessageFactory(role="system")  # another session's
+
+    got = fetch_instances(
+        Message, where=("session_id", "role"), params=[session.pk, "system"], order_by=("seq",)
+    )
+    expected = Message.objects.filter(session=session, role="system").order_by("seq")
+    assert [columns(m) for m in got] == [columns(m) for m in expected]
+    assert [m.seq for m in got] == [1, 3, 5]
+
+
+def test_an_empty_list_when_nothing_matches():
+    session = ChatSessionFactory()
+    assert (
+        fetch_instances(
+            Message, where=("session_id", "role"), params=[session.pk, "system"], order_by=("seq",)
+        )
+        == []
+    )
