@@ -193,6 +193,15 @@ class TestUpstreamFailures:
                 assert secret not in text
 
 
+def leave_a_stream_after_its_first_event(client, session) -> None:
+    response = client.post(reply_url(session.pk), {"content": "hi", "stream": True}, format="json")
+    next(iter(response.streaming_content))
+    # What a WSGI server does when the client is gone: close the body iterator. (The test
+    # client's own wrapper then closes the response, keeping the test's database connection
+    # open across request_finished.)
+    response._iterator.close()
+
+
 @pytest.mark.django_db
 class TestStreamingUnderWSGI:
     def test_it_streams_deltas_then_the_stored_message(self, auth_client, user, fake_openai):
@@ -251,15 +260,7 @@ class TestStreamingUnderWSGI:
         self, auth_client, user, fake_openai
     ):
         session = ChatSessionFactory(user=user)
-        response = auth_client.post(
-            reply_url(session.pk), {"content": "hi", "stream": True}, format="json"
-        )
-        content = iter(response.streaming_content)
-        next(content)
-        # What a WSGI server does when the client is gone: close the body iterator. (The
-        # test client's own wrapper then closes the response, keeping the test's database
-        # connection open across request_finished.)
-        response._iterator.close()
+        leave_a_stream_after_its_first_event(auth_client, session)
         stored = Message.objects.get(session=session, role="assistant")
         assert stored.finish_reason == "interrupted"
         assert fake_openai.reply_text.startswith(stored.content)
@@ -269,13 +270,7 @@ class TestStreamingUnderWSGI:
     def test_a_stream_closed_mid_way_leaves_no_request_id_behind(
         self, auth_client, user, fake_openai
     ):
-        session = ChatSessionFactory(user=user)
-        response = auth_client.post(
-            reply_url(session.pk), {"content": "hi", "stream": True}, format="json"
-        )
-        content = iter(response.streaming_content)
-        next(content)
-        response._iterator.close()
+        leave_a_stream_after_its_first_event(auth_client, ChatSessionFactory(user=user))
         # A later log line of this thread outside any request must not carry that request's id.
         assert get_request_id() is None
 
