@@ -584,3 +584,20 @@ def test_the_history_endpoint_sends_the_same_bytes_from_cache_and_database(
     assert from_cache.status_code == from_database.status_code == 200
     assert from_cache.content == from_database.content
     assert from_cache["Content-Type"] == from_database["Content-Type"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("accept", ["text/html", "application/json; indent=2"])
+def test_a_cached_page_renders_in_the_browsable_api_and_indented(auth_client, user, accept):
+    session = ChatSessionFactory(user=user)
+    for i in range(3):
+        MessageFactory(session=session, content=f"hello-{i}")
+    url = f"/api/v1/sessions/{session.pk}/messages/?limit=2&order=desc"
+    auth_client.get(url)  # builds the tail
+    history_cache.reset_local_state()
+    response = auth_client.get(url, HTTP_ACCEPT=accept)
+    assert history_cache.local_stats()["hit"] == 1
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith(accept.split(";")[0])
+    assert b"hello-2" in response.content
+    assert b"hello-0" not in response.content
