@@ -30,22 +30,33 @@ def fetch_instance(model: type[M], *, where: tuple[str, ...], params: list[Any])
 
 
 def fetch_instances(
-    model: type[M], *, where: tuple[str, ...], params: list[Any], order_by: tuple[str, ...]
+    model: type[M],
+    *,
+    where: tuple[str, ...],
+    params: list[Any],
+    order_by: tuple[str, ...],
+    limit: int | None = None,
 ) -> list[M]:
-    """Every `model` row whose fields in `where` equal `params`, ordered by `order_by`
-    (attnames, ascending)."""
-    return _fetch(model, where=where, params=params, order_by=order_by, limit=None)
+    """The `model` rows matching `where`, ordered by `order_by`, at most `limit` of them.
+
+    `where` entries are attnames compared for equality, or with a lookup as in the ORM:
+    "seq__lt", "seq__lte", "seq__gt", "seq__gte". `order_by` entries are attnames, "-" first
+    for descending.
+    """
+    return _fetch(model, where=where, params=params, order_by=order_by, limit=limit)
 
 
 def _fetch(model, *, where, params, order_by, limit) -> list:
     alias = router.db_for_read(model)
     connection = connections[alias]
     sql, attnames, converters, where_fields = _template(
-        model, where, order_by, limit, connection.vendor, alias
+        model, where, order_by, limit is not None, connection.vendor, alias
     )
     prepared = [
         f.get_db_prep_value(v, connection) for f, v in zip(where_fields, params, strict=True)
     ]
+    if limit is not None:
+        prepared.append(limit)
     with connection.cursor() as cursor:
         cursor.execute(sql, prepared)
         rows = cursor.fetchall()
@@ -59,27 +70,38 @@ def _fetch(model, *, where, params, order_by, limit) -> list:
     return instances
 
 
+_OPERATORS = {"": "=", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+
+
 @functools.cache
-def _template(model, where, order_by, limit, vendor: str, alias: str):
+def _template(model, where, order_by, limited: bool, vendor: str, alias: str):
     connection = connections[alias]
     quote = connection.ops.quote_name
     fields = model._meta.concrete_fields
     by_attname = {f.attname: f for f in fields}
     table = model._meta.db_table
+    conditions, where_fields = [], []
+    for entry in where:
+        name, _, lookup = entry.partition("__")
+        field = by_attname[name]
+        conditions.append(f"{quote(field.column)} {_OPERATORS[lookup]} %s")
+        where_fields.append(field)
     sql = "SELECT {} FROM {} WHERE {}".format(
         ", ".join(f"{quote(table)}.{quote(f.column)}" for f in fields),
         quote(table),
-        " AND ".join(f"{quote(by_attname[name].column)} = %s" for name in where),
+        " AND ".join(conditions),
     )
     if order_by:
-        sql += " ORDER BY " + ", ".join(quote(by_attname[name].column) for name in order_by)
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
+        sql += " ORDER BY " + ", ".join(
+            quote(by_attname[name.lstrip("-")].column) + (" DESC" if name[0] == "-" else "")
+            for name in order_by
+        )
+    if limited:
+        sql += " LIMIT %s"
     converters = []
     for index, field in enumerate(fields):
         column = field.get_col(table)
         convert = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
         if convert:
             converters.append((index, convert, column))
-    where_fields = [by_attname[name] for name in where]
     return sql, [f.attname for f in fields], converters, where_fields

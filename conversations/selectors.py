@@ -146,13 +146,15 @@ def _history_page(
     if cached is not None:
         items, has_more, last_seq = cached.items, cached.has_more, cached.last_seq
     else:
-        qs = Message.objects.filter(session=session)
-        if after is not None:
-            qs = qs.filter(seq__gt=after)
-        if before is not None:
-            qs = qs.filter(seq__lt=before)
-        qs = qs.order_by("seq" if order == "asc" else "-seq")
-        rows = list(qs[: limit + 1])
+        bounds = {"seq__gt": after, "seq__lt": before}
+        where = tuple(lookup for lookup, value in bounds.items() if value is not None)
+        rows = fetch_instances(
+            Message,
+            where=("session_id", *where),
+            params=[session.pk, *(bounds[lookup] for lookup in where)],
+            order_by=("seq" if order == "asc" else "-seq",),
+            limit=limit + 1,
+        )
         has_more = len(rows) > limit
         rows = rows[:limit]
         last_seq = rows[-1].seq if rows else None
@@ -169,8 +171,12 @@ def _newest_messages(*, session: ChatSession, count: int) -> list[Message]:
 
     Bounded by the row the caller holds, so the rebuilt tail is exactly what that row says.
     """
-    return list(
-        Message.objects.filter(session=session, seq__lte=session.last_seq).order_by("-seq")[:count]
+    return fetch_instances(
+        Message,
+        where=("session_id", "seq__lte"),
+        params=[session.pk, session.last_seq],
+        order_by=("-seq",),
+        limit=count,
     )
 
 

@@ -73,3 +73,25 @@ def test_an_empty_list_when_nothing_matches():
         )
         == []
     )
+
+
+def test_lookups_descending_order_and_limit_match_the_orm():
+    session = ChatSessionFactory()
+    for i in range(8):
+        MessageFactory(session=session, content=f"m{i}")
+
+    got = fetch_instances(
+        Message,
+        where=("session_id", "seq__gt", "seq__lte"),
+        params=[session.pk, 2, 7],
+        order_by=("-seq",),
+        limit=3,
+    )
+    expected = Message.objects.filter(session=session, seq__gt=2, seq__lte=7).order_by("-seq")[:3]
+    assert [columns(m) for m in got] == [columns(m) for m in expected]
+    assert [m.seq for m in got] == [7, 6, 5]
+    for lookup, bound, seqs in [("seq__lt", 3, [1, 2]), ("seq__gte", 7, [7, 8])]:
+        rows = fetch_instances(
+            Message, where=("session_id", lookup), params=[session.pk, bound], order_by=("seq",)
+        )
+        assert [m.seq for m in rows] == seqs
