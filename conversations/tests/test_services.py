@@ -158,3 +158,71 @@ def test_append_assigns_gapless_seq_under_concurrency():
     assert session.message_count == workers
     assert session.total_tokens == workers
     assert session.last_seq == workers
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("append_path")
+def test_an_append_that_waited_for_the_lock_is_not_dated_before_the_write_it_waited_for():
+    """The message's time is taken once the session row is locked, not before waiting."""
+    import psycopg
+
+    session = ChatSessionFactory()
+    MessageFactory(session=session)
+    db = connection.settings_dict
+
+    def connect(**options) -> psycopg.Connection:
+        return psycopg.connect(
+            host=db["HOST"], port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"], **options
+        )
+
+    # The watcher in autocommit: inside one transaction pg_stat_activity is a frozen snapshot.
+    other, watcher = connect(), connect(autocommit=True)
+    table = ChatSession._meta.db_table
+    other.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE", [session.pk])
+    appended: list = []
+
+    def append() -> None:
+        try:
+            appended.append(
+                services.append_message(
+                    session=ChatSession.objects.get(pk=session.pk),
+                    role="user",
+                    content="waited",
+                    token_count=1,
+                )
+            )
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=append)
+    thread.start()
+    try:
+        for _ in range(500):  # until the append waits for the row lock
+            waiting = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = %s AND wait_event_type = 'Lock'",
+                [db["NAME"]],
+            ).fetchone()[0]
+            if waiting:
+                break
+            threading.Event().wait(0.01)
+        assert waiting, "the append never waited for the lock"
+        # What the write holding the lock does to the row: activity, later than the waiter
+        # began.
+        stamp = other.execute(
+            f"UPDATE {table} SET last_message_at = clock_timestamp(), "
+            "updated_at = clock_timestamp() WHERE id = %s RETURNING last_message_at",
+            [session.pk],
+        ).fetchone()[0]
+        other.commit()
+    finally:
+        other.close()
+        watcher.close()
+        thread.join(timeout=30)
+
+    (message,) = appended
+    session.refresh_from_db()
+    assert message.created_at >= stamp
+    assert session.last_message_at == message.created_at
+    assert session.updated_at >= stamp
