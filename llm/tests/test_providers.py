@@ -244,24 +244,19 @@ def test_the_server_entry_point_warns_once_that_replies_are_echoes():
 
     env = {k: v for k, v in __import__("os").environ.items() if k != "OPENAI_API_KEY"}
     env.update(LLM_PROVIDER="echo", LOG_STREAM="stderr", LOG_FORMAT="console")
-    code = "import chatengine.wsgi"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, *argv],
+            cwd=Path(__file__).resolve().parents[2],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+
+    result = run("-c", "import chatengine.wsgi")
     assert result.stderr.count("replies are echoes") == 1
-    quiet = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=Path(__file__).resolve().parents[2],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    quiet = run("manage.py", "check")
     assert "replies are echoes" not in quiet.stdout + quiet.stderr

@@ -1,9 +1,11 @@
 """Shared helpers of the reliability suite: real PostgreSQL when DATABASE_URL is set."""
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -58,6 +60,21 @@ def raw_pg():
     import psycopg
 
     return psycopg.connect(pg_dsn(), autocommit=True)
+
+
+def http(method: str, url: str, token: str, body=None, *, raw: bool = False):
+    """(status, body) of one request to a live server; the body parsed as JSON unless `raw`."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            payload = response.read()
+            return response.status, payload if raw else json.loads(payload or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
 
 
 def wait_until(predicate, *, timeout: float = 30.0, what: str = "condition") -> None:

@@ -5,8 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import urllib.error
-import urllib.request
 
 import pytest
 from rest_framework.authtoken.models import Token
@@ -18,24 +16,12 @@ from tests.reliability.conftest import (
     PYTHON,
     child_env,
     client_for,
+    http,
     raw_pg,
     wait_until,
 )
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
-
-
-def http(method: str, url: str, token: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
 
 
 def backends(pg, app_name: str) -> set[int]:

@@ -5,8 +5,6 @@ OpenAI server over loopback; the live-server tests run gunicorn on the test data
 import json
 import shutil
 import threading
-import urllib.error
-import urllib.request
 
 import pytest
 from rest_framework.authtoken.models import Token
@@ -15,7 +13,7 @@ from conversations.models import IdempotencyKey, Message
 from conversations.tests.factories import ChatSessionFactory
 from conversations.tests.test_cache import OwnRedis
 from llm.tests.fake_openai import DEFAULT_REPLY, FakeOpenAI
-from tests.reliability.conftest import client_for, envelope
+from tests.reliability.conftest import client_for, envelope, http
 
 
 def reply_url(session) -> str:
@@ -185,18 +183,6 @@ def test_two_concurrent_replies_with_one_key_make_one_user_message_and_one_llm_c
 
 
 # --- Against a live gunicorn ------------------------------------------------------------------
-def http(method, url, token, body=None, *, raw=False):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            payload = response.read()
-            return response.status, payload if raw else json.loads(payload or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
 
 
 @pytest.fixture
