@@ -59,6 +59,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIELDS = [f.attname for f in Message._meta.concrete_fields]
 _API_NAMES = {"session_id": "session"}
 _API_KEYS = [_API_NAMES.get(name, name) for name in _FIELDS]
+_SESSION_INDEX = _FIELDS.index("session_id")
+_CREATED_INDEX = _FIELDS.index("created_at")
 _RENDERED_START = b'{"id":'
 
 
@@ -106,9 +108,9 @@ def decode_message(raw: bytes, *, session_id: uuid.UUID) -> Message:
     data = json.loads(raw)
     if not isinstance(data, dict) or list(data) != _API_KEYS:
         raise ValueError("cached message has a different field layout")
-    values = [data[key] for key in _API_KEYS]
-    values[_FIELDS.index("session_id")] = session_id
-    values[_FIELDS.index("created_at")] = datetime.fromisoformat(data["created_at"])
+    values = list(data.values())  # in _API_KEYS order, as just checked
+    values[_SESSION_INDEX] = session_id
+    values[_CREATED_INDEX] = datetime.fromisoformat(values[_CREATED_INDEX])
     # from_db builds the instance exactly as a queryset would (saved state, no defaults run).
     return Message.from_db(DEFAULT_DB_ALIAS, _FIELDS, values)
 
