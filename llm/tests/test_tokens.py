@@ -1,3 +1,4 @@
+import hashlib
 import logging
 import shutil
 import socket
@@ -59,9 +60,9 @@ class TestEncodingChoice:
 
 class TestOfflineLoading:
     def test_an_unavailable_encoding_falls_back_to_bundled_cl100k_without_network(
-        self, settings, tmp_path, no_network, caplog
+        self, monkeypatch, tmp_path, no_network, caplog
     ):
-        settings.TIKTOKEN_CACHE_DIR = str(tmp_path)  # empty: o200k_base is not there
+        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # empty: no o200k_base
         with caplog.at_level(logging.INFO, logger="chatengine.llm.tokens"):
             counter = tokens.counter_for_model("gpt-4o")
             tokens.counter_for_model("gpt-4o-mini")  # same encoding: logged once
@@ -75,14 +76,15 @@ class TestOfflineLoading:
         assert counter.encoding_name == "cl100k_base"
         assert counter.count_text("hello world") == 2
 
-    def test_a_cached_encoding_file_is_used_from_tiktoken_cache_dir(
-        self, settings, tmp_path, no_network
+    def test_a_cached_encoding_file_is_loaded_by_tiktoken_from_tiktoken_cache_dir(
+        self, monkeypatch, tmp_path, no_network
     ):
         # cl100k_base's real file, placed where tiktoken caches it (sha1 of its URL).
         shutil.copy(_bundled_cl100k_file(), tokens.cache_path_for("cl100k_base", str(tmp_path)))
-        settings.TIKTOKEN_CACHE_DIR = str(tmp_path)
+        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+        monkeypatch.setattr(tiktoken.registry, "ENCODINGS", {})  # tiktoken reads the file now
         counter = tokens.counter_for_model("gpt-4")
-        assert counter.encoding.name == "cl100k_base"  # built from the cache, not the bundle
+        assert counter.encoding is tiktoken.get_encoding("cl100k_base")  # tiktoken's own
         bundled = tiktoken.get_encoding(tokens.BUNDLED_ENCODING)
         text = "Héllo, wörld! 12345 <|endoftext|> \n\n  tabs\tand 🚀"
         assert counter.encoding.encode(text, disallowed_special=()) == bundled.encode(
@@ -90,20 +92,34 @@ class TestOfflineLoading:
         )
 
     def test_a_corrupt_cached_file_is_ignored_not_redownloaded(
-        self, settings, tmp_path, no_network
+        self, monkeypatch, tmp_path, no_network
     ):
-        tokens.cache_path_for("o200k_base", str(tmp_path)).write_bytes(b"garbage 1\n")
-        settings.TIKTOKEN_CACHE_DIR = str(tmp_path)
+        corrupt = tokens.cache_path_for("o200k_base", str(tmp_path))
+        corrupt.write_bytes(b"garbage 1\n")
+        monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
         assert tokens.counter_for_model("gpt-4o").encoding_name == "cl100k_base"
+        assert corrupt.read_bytes() == b"garbage 1\n"  # tiktoken would delete it, then download
 
-    @pytest.mark.parametrize("name", ["cl100k_base", "o200k_base"])
-    def test_our_encoding_specs_match_tiktokens_own(self, monkeypatch, name):
-        # Build tiktoken's constructor output without its file (the loader is stubbed out).
-        monkeypatch.setattr(tiktoken_ext.openai_public, "load_tiktoken_bpe", lambda *a, **k: {})
-        theirs = getattr(tiktoken_ext.openai_public, name)()
-        spec = tokens.ENCODING_SPECS[name]
-        assert spec.pat_str == theirs["pat_str"]
-        assert spec.special_tokens == theirs["special_tokens"]
+    @pytest.mark.parametrize("name", sorted(tokens.CACHEABLE_ENCODINGS))
+    def test_our_cache_names_and_hashes_are_the_ones_tiktoken_uses(self, monkeypatch, name):
+        # Record what tiktoken's own constructor asks its loader for (the loader is stubbed).
+        asked = {}
+
+        def record(url, expected_hash=None):
+            asked.update(url=url, expected_hash=expected_hash)
+            return {}
+
+        monkeypatch.setattr(tiktoken_ext.openai_public, "load_tiktoken_bpe", record)
+        getattr(tiktoken_ext.openai_public, name)()
+        assert tokens.cache_path_for(name, "d") == Path("d") / hashlib.sha1(
+            asked["url"].encode()
+        ).hexdigest()
+        assert tokens.CACHEABLE_ENCODINGS[name] == asked["expected_hash"]
+
+    def test_tokens_copies_no_regex_and_parses_no_bpe_file(self):
+        source = Path(tokens.__file__).read_text()
+        assert "pat_str" not in source
+        assert "b64decode" not in source
 
 
 class TestCounting:
