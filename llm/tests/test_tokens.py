@@ -111,9 +111,10 @@ class TestOfflineLoading:
 
         monkeypatch.setattr(tiktoken_ext.openai_public, "load_tiktoken_bpe", record)
         getattr(tiktoken_ext.openai_public, name)()
-        assert tokens.cache_path_for(name, "d") == Path("d") / hashlib.sha1(
-            asked["url"].encode()
-        ).hexdigest()
+        assert (
+            tokens.cache_path_for(name, "d")
+            == Path("d") / hashlib.sha1(asked["url"].encode()).hexdigest()
+        )
         assert tokens.CACHEABLE_ENCODINGS[name] == asked["expected_hash"]
 
     def test_tokens_copies_no_regex_and_parses_no_bpe_file(self):
