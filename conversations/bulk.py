@@ -11,13 +11,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.db.models import QuerySet, Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from chatengine.events import log_event
 from conversations import services
 from conversations.models import ChatSession, Message
-from conversations.transfer import explicit_timestamps
+from conversations.transfer import keep_updated_at
 
 # --- Prune -------------------------------------------------------------------------------
 
@@ -313,8 +314,14 @@ def seed_load_data(
                         created_at=created + gap * seq,
                     )
                 )
-        with transaction.atomic(), explicit_timestamps():
+        with transaction.atomic():
             ChatSession.objects.bulk_create(session_rows)
+            ids = [row.id for row in session_rows]
+            for first in range(0, len(ids), 500):  # bounded IN lists (SQLite's limit)
+                keep_updated_at(  # as built above: the last message's time, else the creation's
+                    ChatSession.objects.filter(pk__in=ids[first : first + 500]),
+                    Coalesce("last_message_at", "created_at"),
+                )
             if connection.vendor == "postgresql":
                 _copy_messages(message_rows)
             else:

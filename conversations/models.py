@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 # Assistant replies that did not complete: the admin's "has errors" filter looks for these.
 FAILED_FINISH_REASONS = ("error", "interrupted")
@@ -31,7 +32,11 @@ class ChatSession(models.Model):
     # The highest seq handed out; seq stays gapless and unique even if a message is deleted.
     last_seq = models.PositiveIntegerField(default=0, editable=False)
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    # default=, not auto_now_add: an import keeps the time it is given (auto_now_add would
+    # overwrite it); editable=False and blank=True keep auto_now_add's form behaviour.
+    created_at = models.DateTimeField(default=timezone.now, editable=False, blank=True)
+    # auto_now: every save() is activity. An import sets its own value with update() after
+    # the insert (transfer.keep_updated_at), which auto_now does not touch.
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -72,7 +77,8 @@ class Message(models.Model):
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     context = models.JSONField(null=True, blank=True)
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    # default=, not auto_now_add: an import keeps the time it is given (see ChatSession).
+    created_at = models.DateTimeField(default=timezone.now, editable=False, blank=True)
 
     class Meta:
         constraints = [

@@ -12,7 +12,6 @@ read — a line is never assembled in memory.
 import json
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
@@ -380,27 +379,14 @@ def parse_record(line: str) -> SessionRecord:
 # --- Import: writes ----------------------------------------------------------------------
 
 
-@contextmanager
-def explicit_timestamps():
-    """Let bulk inserts keep the created_at/updated_at values they are given.
+def keep_updated_at(sessions: QuerySet[ChatSession], value: Any) -> None:
+    """Give freshly inserted sessions the `updated_at` they were given, not the insert time.
 
-    `auto_now`/`auto_now_add` overwrite those fields on every insert, which would stamp
-    imported history with today's date. This switches them off for the block; it changes
-    process-wide field state, so use it only in commands, never in request handling.
+    `auto_now` stamps every insert with now (created_at is a plain default and keeps its
+    value); an UPDATE through the queryset does not run it, so this one statement restores
+    the given value. `value` may be an expression (`Coalesce(...)`) for many rows at once.
     """
-    fields = [
-        ChatSession._meta.get_field("created_at"),
-        ChatSession._meta.get_field("updated_at"),
-        Message._meta.get_field("created_at"),
-    ]
-    saved = [(f, f.auto_now, f.auto_now_add) for f in fields]
-    for f in fields:
-        f.auto_now = f.auto_now_add = False
-    try:
-        yield
-    finally:
-        for f, auto_now, auto_now_add in saved:
-            f.auto_now, f.auto_now_add = auto_now, auto_now_add
+    sessions.update(updated_at=value)
 
 
 def reset_message_id_sequence() -> None:
@@ -467,15 +453,15 @@ def import_session(
         outcome.messages = len(record.messages)
         if dry_run:
             return outcome
-        with explicit_timestamps():
-            session = ChatSession.objects.create(id=record.id, user=user, **record.columns)
-            Message.objects.bulk_create(
-                [
-                    Message(session=session, **(m if keep_ids else {**m, "id": None}))
-                    for m in record.messages
-                ],
-                batch_size=1000,
-            )
+        session = ChatSession.objects.create(id=record.id, user=user, **record.columns)
+        keep_updated_at(ChatSession.objects.filter(pk=session.pk), record.columns["updated_at"])
+        Message.objects.bulk_create(
+            [
+                Message(session=session, **(m if keep_ids else {**m, "id": None}))
+                for m in record.messages
+            ],
+            batch_size=1000,
+        )
     return outcome
 
 

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command, load_command_class
 from django.db import connection
+from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
@@ -110,6 +111,34 @@ class TestExportImportRoundTrip:
         assert "Imported 3 session(s), 5 message(s)" in out
         assert "created user(s) without a usable password: alice, bob" in out
         assert not User.objects.get(username="alice").has_usable_password()
+
+    def test_an_import_keeps_timestamps_without_switching_auto_now_off_for_other_code(
+        self, tmp_path
+    ):
+        # A request served meanwhile (another thread) must still get its own timestamps:
+        # the import keeps the file's values with a default and an UPDATE, not by turning
+        # the fields' auto_now off process-wide while it writes.
+        make_rich_history()
+        before = snapshot()
+        path = tmp_path / "all.jsonl"
+        run("export_sessions", "--output", str(path))
+        wipe()
+        seen = []
+
+        def while_importing(sender, instance, **kwargs):
+            seen.append(ChatSession._meta.get_field("updated_at").auto_now)
+
+        post_save.connect(while_importing, sender=ChatSession, dispatch_uid="test-import")
+        try:
+            run("import_sessions", str(path))
+        finally:
+            post_save.disconnect(sender=ChatSession, dispatch_uid="test-import")
+
+        assert seen == [True, True, True]
+        assert snapshot() == before
+        fresh = ChatSession.objects.create(user=User.objects.get(username="alice"))
+        assert timezone.now() - fresh.created_at < timedelta(minutes=1)
+        assert fresh.updated_at >= fresh.created_at
 
     def test_a_reimported_export_is_byte_identical(self, tmp_path):
         make_rich_history()
