@@ -55,7 +55,7 @@ TAG_DESCRIPTIONS: dict[str, str] = {
 
 
 # --- The error envelope -------------------------------------------------------------------
-# status -> (type, when, example message). The README's "Errors" table says the same.
+# status -> (type, when, example message). docs/errors.md says the same in its table.
 ERRORS: dict[int, tuple[str, str, str]] = {
     400: (
         "validation_error",

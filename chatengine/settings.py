@@ -1,7 +1,8 @@
 """chatengine settings: everything comes from the environment, with local defaults.
 
 Unset, the project runs on SQLite, the local-memory cache and the offline `echo` LLM,
-so `make run` works on a bare machine. README.md lists every variable.
+so `make run` works on a bare machine. docs/operating.md lists every variable (the history
+cache's are in docs/history-cache.md).
 """
 
 from pathlib import Path
@@ -163,7 +164,7 @@ REST_FRAMEWORK = {
         "replies": env_rate("CHATENGINE_THROTTLE_REPLIES", "30/min"),
     },
 }
-# OpenAPI (drf-spectacular): README "API documentation". The docs pages and the schema are
+# OpenAPI (drf-spectacular): docs/api.md, "API documentation". The docs pages and the schema are
 # public; the UI assets come from drf-spectacular-sidecar's static files, never a CDN.
 SPECTACULAR_SETTINGS = {
     "TITLE": "chatengine API",

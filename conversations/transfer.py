@@ -1,7 +1,7 @@
 """The JSON Lines session format: export (a streaming read) and import (validated writes).
 
 One line is one session with all its columns and its messages inside, in seq order. Field
-names are the model's column names (README, "Command line"); `user` is the owner's username.
+names are the model's column names (docs/commands.md); `user` is the owner's username.
 Timestamps are ISO 8601 with offset and microseconds, so export -> import is lossless.
 
 Memory stays flat whatever the volume: sessions are read with a chunked iterator, each

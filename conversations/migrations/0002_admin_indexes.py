@@ -3,7 +3,7 @@
 Two are PostgreSQL-only, created by a RunPython step that does nothing on other databases, so
 the SQLite test/dev database keeps working (it searches content with a plain, slower LIKE scan,
 and SQLite cannot build NULLS LAST indexes):
-- a trigram GIN index for message content search (README.md, "Admin", says why trigrams rather
+- a trigram GIN index for message content search (docs/admin.md says why trigrams rather
   than full-text search);
 - the session list order, last activity first with never-used sessions last.
 """

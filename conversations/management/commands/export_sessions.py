@@ -9,7 +9,7 @@ from conversations.management.cli import ConversationsCommand, Progress, parse_m
 class Command(ConversationsCommand):
     help = (
         "Export chat sessions as JSON Lines: one session per line, its messages inside in seq "
-        "order, every column kept (README, 'Command line', lists the fields). Writes to stdout "
+        "order, every column kept (docs/commands.md lists the fields). Writes to stdout "
         "unless --output is given. Streams with constant memory: sessions are read in chunks "
         "and messages in keyset batches, so a million messages are never held at once. "
         "--since/--until filter on last activity (updated_at: the last message or edit)."
