@@ -300,14 +300,14 @@ def length_required(request):
     )
 
 
-def envelope_for_status(request, status: int) -> JsonResponse:
+def envelope_for_status(request, status: int, exc: BaseException | None = None) -> JsonResponse:
     """The envelope in place of an error page Django rendered itself (in DEBUG, its HTML
-    debug pages) for a response with this status."""
+    debug pages) for a response with this status; `exc`, if known, is logged with a 5xx."""
     handler = {400: bad_request, 403: permission_denied, 404: page_not_found}.get(status)
     if handler is not None:
         return handler(request)
     if status >= 500:
-        return _json_error(status, "internal_error", ApplicationError.default_message)
+        return _json_error(status, "internal_error", ApplicationError.default_message, exc)
     return _json_error(status, "validation_error", "Bad request.")
 
 

@@ -7,9 +7,11 @@ the stream ends, with the full duration.
 
 import logging
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 
+from django.core.signals import got_request_exception
 from django.utils.functional import SimpleLazyObject, empty
 from rest_framework.response import Response as DRFResponse
 
@@ -221,8 +223,24 @@ class ApiErrorEnvelopeMiddleware:
             and not isinstance(response, DRFResponse)
             and not response.get("Content-Type", "").startswith("application/json")
         ):
-            return exceptions.envelope_for_status(request, response.status_code)
+            return exceptions.envelope_for_status(
+                request, response.status_code, exc=request.__dict__.get(_UNCAUGHT)
+            )
         return response
+
+
+_UNCAUGHT = "chatengine_uncaught_exception"
+
+
+def _remember_uncaught_exception(sender, request=None, **kwargs):
+    # Django sends this from its `except` block before it renders the DEBUG 500 page, and the
+    # exception is gone once that page comes back: keep it, so the envelope that replaces the
+    # page is logged with its traceback.
+    if request is not None:
+        request.__dict__[_UNCAUGHT] = sys.exception()
+
+
+got_request_exception.connect(_remember_uncaught_exception, dispatch_uid=_UNCAUGHT)
 
 
 class SyncStackMiddleware:

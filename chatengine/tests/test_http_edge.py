@@ -6,6 +6,7 @@ import re
 
 import pytest
 from django.http import HttpResponse
+from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, include, path, resolve
 from django.urls.exceptions import Resolver404
 
@@ -18,6 +19,14 @@ from tests.reliability.conftest import envelope
 
 def _view(request, **kwargs):
     return HttpResponse("ok")
+
+
+class _RaisesOnApiPaths:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        raise RuntimeError("middleware internals")
 
 
 # A URLconf as another engineer might extend the root one: a route without trailing slash
@@ -185,6 +194,15 @@ class TestEnvelopeInDebugMode:
         # DisallowedHost, raised in CommonMiddleware: Django's DEBUG page would be HTML.
         response = auth_client.get("/api/v1/sessions/", HTTP_HOST="evil.example")
         envelope(response, 400, "validation_error")
+
+    def test_an_exception_outside_a_view_is_the_500_envelope_logged_with_its_traceback(
+        self, settings, json_logs
+    ):
+        settings.MIDDLEWARE = [*settings.MIDDLEWARE, f"{__name__}._RaisesOnApiPaths"]
+        response = Client(raise_request_exception=False).get("/api/v1/sessions/")
+        envelope(response, 500, "internal_error")
+        line = json_logs.one(logger="chatengine.errors")
+        assert "RuntimeError: middleware internals" in line["exc_info"]
 
     def test_the_browsable_api_still_renders_its_html_errors(self, api_client):
         response = api_client.get("/api/v1/sessions/", HTTP_ACCEPT="text/html")
