@@ -5,6 +5,7 @@ sees them (too long a request line, too large headers, bad framing).
 """
 
 import asyncio
+import contextlib
 import http.client
 import json
 import socket
@@ -13,12 +14,14 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from django.db import connections
 from rest_framework.authtoken.models import Token
 from uvicorn import Config, Server
 
 from chatengine.uvicorn_http import NoDelayH11Protocol
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory
+from tests.reliability.conftest import wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -42,8 +45,19 @@ def raw_exchange(base: str, data: bytes) -> tuple[int, dict[str, str], bytes]:
             received += chunk
     head, _, body = received.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(": ", 1) for line in header_lines)
-    return int(status_line.split()[1]), {k.lower(): v for k, v in headers.items()}, body
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in header_lines)}
+    if headers.get("transfer-encoding") == "chunked":
+        body = _dechunked(body)
+    return int(status_line.split()[1]), headers, body
+
+
+def _dechunked(data: bytes) -> bytes:
+    body = b""
+    while True:
+        size, _, data = data.partition(b"\r\n")
+        if not int(size, 16):
+            return body
+        body, data = body + data[: int(size, 16)], data[int(size, 16) + 2 :]
 
 
 def assert_envelope(status: int, headers: dict, body: bytes, expected: int, error_type: str):
@@ -123,26 +137,56 @@ class TestLiveGunicorn:
         assert_envelope(*raw_exchange(base, header_without_colon), 400, "validation_error")
 
 
-async def _app(scope, receive, send):
+async def _ok_app(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-def test_uvicorn_answers_a_malformed_request_with_the_envelope():
+@contextlib.contextmanager
+def uvicorn_serving(app):
+    """`app` served by uvicorn with our protocol class (as `make serve-asgi`); yields its URL."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     base = f"http://127.0.0.1:{listener.getsockname()[1]}"
-    server = Server(Config(_app, http=NoDelayH11Protocol, lifespan="off", log_level="critical"))
+    server = Server(Config(app, http=NoDelayH11Protocol, lifespan="off", log_level="critical"))
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[listener])))
     thread.start()
     try:
-        for _ in range(200):
-            if server.started:
-                break
-            threading.Event().wait(0.05)
-        answer = raw_exchange(base, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
-        assert_envelope(*answer, 400, "validation_error")
+        wait_until(lambda: server.started, timeout=10, what="uvicorn to start")
+        yield base
     finally:
         server.should_exit = True
         thread.join(timeout=10)
         listener.close()
+
+
+class TestLiveUvicorn:
+    def test_a_malformed_request_is_the_400_envelope(self):
+        with uvicorn_serving(_ok_app) as base:
+            answer = raw_exchange(base, b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        assert_envelope(*answer, 400, "validation_error")
+
+    def test_a_chunked_body_is_411_and_a_post_without_the_slash_is_stored(self, user, monkeypatch):
+        from chatengine.asgi import application
+
+        # Each request runs in a thread of its own under ASGI: close its database connection
+        # when the request ends, or it outlives the test and the test database cannot be
+        # dropped. (The settings dict is shared by every thread's connection.)
+        monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
+
+        token = Token.objects.create(user=user).key
+        session = ChatSessionFactory(user=user)
+        url = f"/api/v1/sessions/{session.pk}/messages"
+        body = json.dumps({"role": "user", "content": "hi"}).encode()
+        head = (
+            f"POST {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        )
+        chunked = f"{head}Transfer-Encoding: chunked\r\n\r\n{len(body):x}\r\n".encode()
+        with uvicorn_serving(application) as base:
+            refused = raw_exchange(base, chunked + body + b"\r\n0\r\n\r\n")
+            assert_envelope(*refused, 411, "length_required")
+            assert not Message.objects.exists()
+            status, _, _ = urllib_json("POST", base + url, token, {"role": "user", "content": "a"})
+        assert status == 201
+        assert list(Message.objects.values_list("content", flat=True)) == ["a"]
