@@ -22,6 +22,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from chatengine.request_id import get_request_id
+from chatengine.text import shorten
 
 logger = logging.getLogger("chatengine.errors")
 
@@ -108,10 +109,12 @@ def error_body(
 
 
 def _printable(value: Any) -> Any:
-    """`value` with lone surrogates backslash-escaped. An error may echo what the client sent
-    (an unknown key, an invalid choice); JSON allows a lone surrogate escape, which UTF-8
-    cannot encode, so rendering it as is would turn the 400 into a 500."""
+    """`value` with every string shortened (`chatengine.text.shorten`) and lone surrogates
+    backslash-escaped. An error may echo what the client sent (an unknown key, an invalid
+    choice), of any length; and JSON allows a lone surrogate escape, which UTF-8 cannot
+    encode, so rendering it as is would turn the 400 into a 500."""
     if isinstance(value, str):
+        value = shorten(value)
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
@@ -286,6 +289,26 @@ def permission_denied(request, exception=None):
 
 def page_not_found(request, exception=None):
     return _json_error(404, "not_found", "Not found.")
+
+
+def length_required(request):
+    return _json_error(
+        411,
+        "length_required",
+        "A request body must be sent with Content-Length; chunked transfer encoding is not "
+        "accepted.",
+    )
+
+
+def envelope_for_status(request, status: int, exc: BaseException | None = None) -> JsonResponse:
+    """The envelope in place of an error page Django rendered itself (in DEBUG, its HTML
+    debug pages) for a response with this status; `exc`, if known, is logged with a 5xx."""
+    handler = {400: bad_request, 403: permission_denied, 404: page_not_found}.get(status)
+    if handler is not None:
+        return handler(request)
+    if status >= 500:
+        return _json_error(status, "internal_error", ApplicationError.default_message, exc)
+    return _json_error(status, "validation_error", "Bad request.")
 
 
 def server_error(request):

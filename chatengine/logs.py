@@ -10,6 +10,7 @@ from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 from chatengine.request_id import get_request_id
+from chatengine.text import shorten
 
 # uvicorn adds an ANSI-coloured copy of some messages; noise outside a terminal.
 _DROPPED = ["color_message"]
@@ -28,6 +29,26 @@ class RequestIdFilter(logging.Filter):
         if getattr(record, "request_id", None) is None:
             record.request_id = get_request_id()
         return True
+
+
+class ShortenValuesFilter(logging.Filter):
+    """Shorten (`chatengine.text.shorten`) every string a record carries as data: its `%`
+    arguments and its `extra` fields. The format string is ours; the data may be what a client
+    sent (a path, a value quoted in an error message), of any length."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_shortened(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: _shortened(value) for key, value in record.args.items()}
+        for key, value in list(record.__dict__.items()):
+            if key not in RESERVED_ATTRS and isinstance(value, str):
+                record.__dict__[key] = shorten(value)
+        return True
+
+
+def _shortened(value):
+    return shorten(value) if isinstance(value, str) else value
 
 
 def json_formatter() -> JsonFormatter:

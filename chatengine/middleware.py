@@ -7,13 +7,18 @@ the stream ends, with the full duration.
 
 import logging
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 
+from django.core.signals import got_request_exception
 from django.utils.functional import SimpleLazyObject, empty
+from rest_framework.response import Response as DRFResponse
 
+from chatengine import exceptions
 from chatengine.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 from chatengine.request_id import new_request_id, reset_request_id, set_request_id
+from chatengine.routing import is_api_path
 
 REQUEST_ID_HEADER = "X-Request-ID"
 UNMATCHED_ROUTE = "<unmatched>"
@@ -171,6 +176,71 @@ def _user_id(request):
     if user is None or (isinstance(user, SimpleLazyObject) and user._wrapped is empty):
         return None
     return user.pk if getattr(user, "is_authenticated", False) else None
+
+
+class LengthRequiredMiddleware:
+    """411 for a request body sent with `Transfer-Encoding` (chunked) instead of Content-Length.
+
+    Django reads a body by CONTENT_LENGTH, which WSGI leaves unset for a chunked body: under
+    gunicorn the body read as empty and a valid message got "role: This field is required.".
+    Under uvicorn Django does read it, but DRF again goes by Content-Length. Refusing, before
+    anything reads, is the same answer under both servers, and reads nothing unbounded.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if "HTTP_TRANSFER_ENCODING" in request.META:
+            return exceptions.length_required(request)
+        return self.get_response(request)
+
+
+class ApiErrorEnvelopeMiddleware:
+    """On an API path, an error page Django rendered itself becomes the envelope.
+
+    Django's handler400/403/404/500 already answer the envelope, but with DEBUG on (the
+    `make run` default) Django renders its HTML debug pages instead: for an unknown URL, and
+    for an exception raised outside a view (DisallowedHost in CommonMiddleware). An error
+    response on an API path that is neither JSON nor a DRF view's (which may be the browsable
+    API's HTML, on purpose) is one of those pages.
+    """
+
+    sync_capable = True
+    async_capable = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if (
+            response.status_code >= 400
+            and is_api_path(request.path_info)
+            and not isinstance(response, DRFResponse)
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            return exceptions.envelope_for_status(
+                request, response.status_code, exc=request.__dict__.get(_UNCAUGHT)
+            )
+        return response
+
+
+_UNCAUGHT = "chatengine_uncaught_exception"
+
+
+def _remember_uncaught_exception(sender, request=None, **kwargs):
+    # Django sends this from its `except` block before it renders the DEBUG 500 page, and the
+    # exception is gone once that page comes back: keep it, so the envelope that replaces the
+    # page is logged with its traceback.
+    if request is not None:
+        request.__dict__[_UNCAUGHT] = sys.exception()
+
+
+got_request_exception.connect(_remember_uncaught_exception, dispatch_uid=_UNCAUGHT)
 
 
 class SyncStackMiddleware:

@@ -91,10 +91,21 @@ ERRORS: dict[int, tuple[str, str, str]] = {
         "The request conflicts with the resource's state.",
         "The session is archived; unarchive it to add messages.",
     ),
+    411: (
+        "length_required",
+        "The body came with `Transfer-Encoding: chunked`; send it with `Content-Length`.",
+        "A request body must be sent with Content-Length; chunked transfer encoding is not "
+        "accepted.",
+    ),
     413: (
         "request_too_large",
         "The body is larger than the server accepts (`DATA_UPLOAD_MAX_MEMORY_SIZE`).",
         "The request body is larger than the server accepts.",
+    ),
+    414: (
+        "uri_too_long",
+        "The request line is longer than the server accepts (gunicorn: 4094 bytes).",
+        "URI Too Long: Request Line is too large (5021 > 4094)",
     ),
     422: (
         "context_overflow",
@@ -105,6 +116,13 @@ ERRORS: dict[int, tuple[str, str, str]] = {
         "rate_limited",
         "Throttled; the `Retry-After` header says how many seconds to wait.",
         "Request was throttled. Expected available in 7 seconds.",
+    ),
+    431: (
+        "header_too_large",
+        "A header, or the number of headers, is over the server's limit (gunicorn: 8190 "
+        "bytes, 100 fields).",
+        "Request Header Fields Too Large: Error parsing headers: 'limit request headers "
+        "fields size'",
     ),
     500: (
         "internal_error",

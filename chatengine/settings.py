@@ -51,6 +51,10 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "chatengine.middleware.RequestIdMiddleware",
     "chatengine.middleware.AccessLogMiddleware",
+    # Inside the two above (the envelope carries the request id, the access line the final
+    # status), outside everything that can raise or read the body.
+    "chatengine.middleware.ApiErrorEnvelopeMiddleware",
+    "chatengine.middleware.LengthRequiredMiddleware",
     # Before anything that can answer (CommonMiddleware); a no-op unless CORS_ALLOWED_ORIGINS.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -219,7 +223,10 @@ LOG_STREAM = env_choice("LOG_STREAM", "stdout", ["stdout", "stderr"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "chatengine.logs.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "chatengine.logs.RequestIdFilter"},
+        "shorten_values": {"()": "chatengine.logs.ShortenValuesFilter"},
+    },
     "formatters": {
         "json": {"()": "chatengine.logs.json_formatter"},
         "console": {"()": "chatengine.logs.ConsoleFormatter"},
@@ -229,7 +236,7 @@ LOGGING = {
             "class": "logging.StreamHandler",
             "stream": f"ext://sys.{LOG_STREAM}",
             "formatter": LOG_FORMAT,
-            "filters": ["request_id"],
+            "filters": ["request_id", "shorten_values"],
         }
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},

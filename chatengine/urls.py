@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from chatengine import views
+from chatengine.routing import either_slash
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -16,6 +17,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="openapi-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="openapi-schema"), name="api-redoc"),
 ]
+# Last: every route above (and in the modules it includes) under an API prefix answers with
+# and without its trailing slash, never with a redirect (chatengine/routing.py).
+urlpatterns = either_slash(urlpatterns)
 
 handler400 = "chatengine.exceptions.bad_request"
 handler403 = "chatengine.exceptions.permission_denied"

@@ -36,8 +36,13 @@ def json_logs():
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(json_formatter())
-    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
+    # The filters settings.LOGGING put on the one production handler, whatever they are.
+    (production,) = [
+        h for h in root.handlers if any(isinstance(f, RequestIdFilter) for f in h.filters)
+    ]
+    for log_filter in production.filters:
+        handler.addFilter(log_filter)
     root.addHandler(handler)
     try:
         yield JsonLogs(stream)
