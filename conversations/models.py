@@ -217,6 +217,11 @@ class IdempotencyKey(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys"
     )
     key = models.CharField(max_length=255)
+    # The session whose URL the key was claimed on: its response holds that session's content,
+    # so deleting the session deletes the key (a retry then finds no session: 404).
+    session = models.ForeignKey(
+        ChatSession, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     # sha256 of method, path and the canonical JSON body: a reuse for another request is a 409.
     fingerprint = models.CharField(max_length=64)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)

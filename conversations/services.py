@@ -67,7 +67,7 @@ def update_session(*, session: ChatSession, **changes: Any) -> ChatSession:
 
 
 def delete_session(*, session: ChatSession) -> None:
-    """Delete a session and, by cascade, its messages."""
+    """Delete a session and, by cascade, its messages and the idempotency keys claimed on it."""
     delete_sessions(sessions=ChatSession.objects.filter(pk=session.pk))
 
 
@@ -366,14 +366,15 @@ def delete_sessions(*, sessions: QuerySet[ChatSession]) -> tuple[int, int]:
 
     The one place session deletion goes through (the API's delete and prune_sessions too), so
     cache invalidation for deleted sessions has a single hook. The rows are locked first: an
-    append racing the delete waits for it and then finds no session.
+    append racing the delete waits for it and then finds no session. The idempotency keys
+    claimed on these sessions go with them (their stored responses hold the content).
     """
     with transaction.atomic():
         ids = list(sessions.select_for_update().values_list("pk", flat=True))
         if not ids:
             return 0, 0
-        # Messages have no delete receivers and nothing pointing at them, so the cascade is
-        # one DELETE: no message is loaded.
+        # Messages and idempotency keys have no delete receivers and nothing pointing at them,
+        # so the cascade is one DELETE per table: no message is loaded.
         _, deleted = ChatSession.objects.filter(pk__in=ids).delete()
         for pk in ids:
             transaction.on_commit(partial(history_cache.invalidate, session_id=pk))

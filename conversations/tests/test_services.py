@@ -7,7 +7,7 @@ from django.test.utils import CaptureQueriesContext
 from chatengine.exceptions import Conflict
 from conversations import cache as history_cache
 from conversations import services
-from conversations.models import ChatSession, Message
+from conversations.models import ChatSession, IdempotencyKey, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
 
 
@@ -196,6 +196,14 @@ class TestDeleteSession:
         assert reads == []
         assert not Message.objects.filter(session_id=session.pk).exists()
         assert not ChatSession.objects.filter(pk=session.pk).exists()
+
+    def test_delete_sessions_counts_sessions_and_messages_not_the_keys_that_go_too(self):
+        a = _session_with_messages(1, 2)
+        b = _session_with_messages(3)
+        IdempotencyKey.objects.create(user=a.user, key="k", fingerprint="f", session=a)
+        deleted = services.delete_sessions(sessions=ChatSession.objects.filter(pk__in=[a.pk, b.pk]))
+        assert deleted == (2, 3)
+        assert not IdempotencyKey.objects.exists()
 
 
 @pytest.mark.postgres
