@@ -15,7 +15,8 @@ FAILED_FINISH_REASONS = ("error", "interrupted")
 
 
 class ChatSession(models.Model):
-    """One conversation of one user, with counters kept in step by `append_message`."""
+    """One conversation of one user, with counters kept in step by `append_message` (and by
+    message deletes, see MessageQuerySet)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
@@ -29,7 +30,8 @@ class ChatSession(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     archived = models.BooleanField(default=False)
 
-    # Denormalised, written only under the session row lock in append_message.
+    # Denormalised, written only under the session row lock: append_message adds, a message
+    # delete (MessageQuerySet.delete) takes back.
     message_count = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
     last_message_at = models.DateTimeField(null=True, blank=True)
@@ -60,11 +62,12 @@ history_changed = Signal()  # kwargs: session_ids, using
 def _history_changed(
     *, session_ids: Collection[Any], using: str, counters: dict[Any, tuple[int, int]] | None = None
 ) -> None:
-    """Move the sessions' history stamp (and take back deleted messages' counts) in one UPDATE each.
+    """Move the sessions' history stamp and, after a delete, take back what it removed.
 
     `counters`: per session, (messages, tokens) deleted. last_seq stays: a seq is never reused.
-    The UPDATE also takes the session row lock, before any message row is touched: the order
-    append_message and recount_tokens lock in, so no path can deadlock another.
+    Every caller holds the session rows before it touches a message row (an edit by this
+    UPDATE, run first; a delete by locking them first): the order append_message and
+    recount_tokens lock in, so no path can deadlock another.
     """
     now = timezone.now()
     sessions = ChatSession.objects.using(using)
@@ -99,9 +102,12 @@ class MessageQuerySet(models.QuerySet):
     def update(self, **kwargs: Any) -> int:
         with transaction.atomic(using=self.db, savepoint=False):
             session_ids = self._session_ids()
-            if session_ids:
-                _history_changed(session_ids=session_ids, using=self.db)
-            return super().update(**kwargs)
+            if not session_ids:
+                return 0
+            _history_changed(session_ids=session_ids, using=self.db)
+            # Only the sessions just stamped: a session whose first matching row appeared
+            # meanwhile is left as it is, never changed without its stamp.
+            return super(MessageQuerySet, self.filter(session_id__in=session_ids)).update(**kwargs)
 
     update.alters_data = True
 
@@ -111,7 +117,8 @@ class MessageQuerySet(models.QuerySet):
             if not session_ids:
                 return 0, {}
             # Locked first, so the sums below are exactly what the DELETE removes: an append
-            # or another delete of the same session waits until this commits.
+            # or another delete of these sessions waits until this commits (and the DELETE is
+            # kept to them).
             list(
                 ChatSession.objects.using(self.db)
                 .select_for_update()
@@ -119,13 +126,14 @@ class MessageQuerySet(models.QuerySet):
                 .order_by("pk")
                 .values_list("pk", flat=True)
             )
+            scoped = self.filter(session_id__in=session_ids)
             gone = (
-                self.order_by()
+                scoped.order_by()
                 .values("session_id")
                 .annotate(messages=Count("pk"), tokens=Sum("token_count"))
             )
             counters = {row["session_id"]: (row["messages"], row["tokens"] or 0) for row in gone}
-            deleted = super().delete()
+            deleted = super(MessageQuerySet, scoped).delete()
             _history_changed(session_ids=session_ids, using=self.db, counters=counters)
             return deleted
 
