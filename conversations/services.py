@@ -188,7 +188,7 @@ def _append_message_locked(
         )
     )
     # Keep the caller's instance in step with what was committed.
-    for field in (*_SESSION_COUNTERS, "history_changed_at"):
+    for field in _STAMP_FIELDS:
         setattr(session, field, getattr(current, field))
     # Counted and logged once committed: a rolled-back append did not happen.
     transaction.on_commit(lambda: _message_appended(message))
@@ -196,6 +196,8 @@ def _append_message_locked(
 
 
 _SESSION_COUNTERS = ("last_seq", "message_count", "total_tokens", "last_message_at", "updated_at")
+# What an append reads to build the cache stamps; it writes only the counters.
+_STAMP_FIELDS = (*_SESSION_COUNTERS, "history_changed_at")
 
 
 @dataclass(frozen=True)
@@ -212,8 +214,7 @@ class _Counters:
 
     @classmethod
     def of(cls, session: ChatSession) -> "_Counters":
-        fields = (*_SESSION_COUNTERS, "history_changed_at")
-        return cls(**{field: getattr(session, field) for field in fields})
+        return cls(**{field: getattr(session, field) for field in _STAMP_FIELDS})
 
 
 # The PostgreSQL path below; tests switch it off to run the portable one on PostgreSQL too.
