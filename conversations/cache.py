@@ -8,8 +8,9 @@ Per session, under `chatengine:v2:session:<id>:`:
 
 Why it stays correct: a reader trusts the tail only when its `row` stamp equals the stamp of
 the session row the request has just read from the database for the ownership check (last_seq,
-message_count, updated_at). Every change to a session's messages also writes its row in the
-same transaction (append bumps the counters; the Message signals below touch updated_at), so a
+message_count, updated_at, history_changed_at). Every change to a session's messages also
+writes its row in the same transaction (append bumps the counters; any other write of stored
+messages, whatever its path, moves history_changed_at: see MessageQuerySet in models.py), so a
 tail that missed a write (Redis down, a lost on_commit, a write-through skipped) simply no
 longer matches and is rebuilt from the database. Cache writes are therefore only ever an
 optimisation: skipping one can cost a miss, never a wrong answer. Write-through appends are
@@ -92,11 +93,13 @@ class SessionVersion(Protocol):
     last_seq: int
     message_count: int
     updated_at: datetime
+    history_changed_at: datetime | None
 
 
 def session_stamp(session: SessionVersion) -> str:
     """The version of a session row that a cached tail must match to be trusted."""
-    return f"{session.last_seq}:{session.message_count}:{_micros(session.updated_at)}"
+    changed = _micros(session.history_changed_at) if session.history_changed_at else 0
+    return f"{session.last_seq}:{session.message_count}:{_micros(session.updated_at)}:{changed}"
 
 
 def encode_message(message: Message) -> bytes:
@@ -273,7 +276,7 @@ def read_history(
         return None
 
     # Missing or stale: rebuild from the database, then serve from what was loaded. Inside a
-    # transaction the rows may be uncommitted; if it rolls back, the tail's stamp (updated_at
+    # transaction the rows may be uncommitted; if it rolls back, the tail's stamp (its times
     # to the microsecond) matches no committed row, so nobody is ever served from it.
     size = tail_size()
     newest = load_tail(size + 1)

@@ -35,6 +35,11 @@ never stores the user message twice.
 
 Never use `atomic=True` around an LLM call: it would hold the transaction open across it.
 
+A key claimed on a session's URL (a view with a `session_id` URL argument) is tied to that
+session, which must be the caller's: deleting the session (API, prune_sessions, any cascade)
+deletes the key in the same transaction, so its stored response (the session's content) is
+never replayed; a retry then runs again and finds no session (404).
+
 Only a DRF `Response` can be stored and replayed; for any other (a streamed reply) the key is
 released (keeping its checkpoint, if any) and the response passes through (logged as
 `idempotency.not_stored`).
@@ -48,6 +53,7 @@ import hashlib
 import json
 import logging
 import re
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -62,7 +68,7 @@ from rest_framework.response import Response
 
 from chatengine.events import log_event
 from chatengine.exceptions import Conflict, ValidationFailed
-from conversations.models import IdempotencyKey
+from conversations.models import ChatSession, IdempotencyKey
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -99,16 +105,23 @@ def idempotent(*, atomic: bool):
             fingerprint = request_fingerprint(
                 method=request.method, path=request.path, body=request.data
             )
+            claim = functools.partial(
+                claim_key,
+                user=request.user,
+                key=key,
+                fingerprint=fingerprint,
+                session_id=kwargs.get("session_id"),
+            )
             if atomic:
                 with transaction.atomic():
-                    record, replay = claim_key(user=request.user, key=key, fingerprint=fingerprint)
+                    record, replay = claim()
                     if replay is not None:
                         return replay
                     response = view_method(view, request, *args, **kwargs)
                     _store(record=record, response=response)
                     return response
 
-            record, replay = claim_key(user=request.user, key=key, fingerprint=fingerprint)
+            record, replay = claim()
             if replay is not None:
                 return replay
             token = _current_claim.set(record)
@@ -149,59 +162,96 @@ def request_fingerprint(*, method: str, path: str, body: Any) -> str:
 
 
 def claim_key(
-    *, user: AbstractBaseUser, key: str, fingerprint: str
+    *, user: AbstractBaseUser, key: str, fingerprint: str, session_id: Any = None
 ) -> tuple[IdempotencyKey | None, Response | None]:
     """Claim `key` for this request: (record, None) to go ahead, (None, response) to replay.
 
     Raises `Conflict` when the key belongs to another request or is still in progress.
     Concurrency rests on the (user, key) unique index and the row lock, never on timing: a
     second INSERT of the same key waits until the first transaction ends.
+
+    A claim is tied to the session `session_id` (the URL's) when it is the user's.
     """
     now = timezone.now()
     for _ in range(_CLAIM_ATTEMPTS):
         with transaction.atomic():
-            try:
-                with transaction.atomic():
-                    record = IdempotencyKey.objects.create(
-                        user=user, key=key, fingerprint=fingerprint, locked_at=now
-                    )
-                return record, None
-            except IntegrityError:
-                pass
-            record = IdempotencyKey.objects.select_for_update().filter(user=user, key=key).first()
-            if record is None:  # released or pruned since our INSERT failed: try again
-                continue
-            if record.created_at < now - _ttl():
-                # Expired but not yet pruned: the key is free again.
-                _reset(record=record, fingerprint=fingerprint, now=now)
-                return record, None
-            if record.fingerprint != fingerprint:
-                raise Conflict(
-                    f"This {HEADER} was already used for a different request; "
-                    "use a new key for a new request.",
-                    details={HEADER: ["Already used with another method, path or body."]},
-                )
-            if record.response_status is not None:
-                log_event("idempotency.replayed", user_id=user.pk)
-                return None, Response(
-                    record.response_body,
-                    status=record.response_status,
-                    headers={REPLAYED_HEADER: "true"},
-                )
-            if record.locked_at is None or record.locked_at < now - _lease():
-                # Its owner died without finishing or releasing it: take it over.
-                record.locked_at = now
-                record.save(update_fields=["locked_at"])
-                return record, None
-            raise Conflict(
-                f"A request with this {HEADER} is still in progress; retry later.",
-                details={HEADER: ["In progress."]},
-                headers={"Retry-After": "1"},
-            )
+            record, replay = _claim_once(user=user, key=key, fingerprint=fingerprint, now=now)
+            if record is not None:
+                _tie_to_session(record=record, user=user, session_id=session_id)
+            if record is not None or replay is not None:
+                return record, replay
     raise Conflict(
         f"This {HEADER} is being used concurrently; retry later.",
         headers={"Retry-After": "1"},
     )
+
+
+def _claim_once(
+    *, user: AbstractBaseUser, key: str, fingerprint: str, now
+) -> tuple[IdempotencyKey | None, Response | None]:
+    """One attempt of claim_key; (None, None) when the key vanished meanwhile (try again)."""
+    try:
+        with transaction.atomic():
+            record = IdempotencyKey.objects.create(
+                user=user, key=key, fingerprint=fingerprint, locked_at=now
+            )
+        return record, None
+    except IntegrityError:
+        pass
+    record = IdempotencyKey.objects.select_for_update().filter(user=user, key=key).first()
+    if record is None:  # released or pruned since our INSERT failed: try again
+        return None, None
+    if record.created_at < now - _ttl():
+        # Expired but not yet pruned: the key is free again.
+        _reset(record=record, fingerprint=fingerprint, now=now)
+        return record, None
+    if record.fingerprint != fingerprint:
+        raise Conflict(
+            f"This {HEADER} was already used for a different request; "
+            "use a new key for a new request.",
+            details={HEADER: ["Already used with another method, path or body."]},
+        )
+    if record.response_status is not None:
+        log_event("idempotency.replayed", user_id=user.pk)
+        return None, Response(
+            record.response_body,
+            status=record.response_status,
+            headers={REPLAYED_HEADER: "true"},
+        )
+    if record.locked_at is None or record.locked_at < now - _lease():
+        # Its owner died without finishing or releasing it: take it over.
+        record.locked_at = now
+        record.save(update_fields=["locked_at"])
+        return record, None
+    raise Conflict(
+        f"A request with this {HEADER} is still in progress; retry later.",
+        details={HEADER: ["In progress."]},
+        headers={"Retry-After": "1"},
+    )
+
+
+def _tie_to_session(*, record: IdempotencyKey, user: AbstractBaseUser, session_id: Any) -> None:
+    """Tie a claimed key to the user's session `session_id`, in the claim's transaction.
+
+    The session row stays locked until the claim commits, which orders it against a delete of
+    the session: the delete either came first (the key stays untied, and the view answers
+    404) or waits and deletes the key with the session. A missing, malformed or another
+    user's id ties nothing (the view answers 404 and the key is released). The session is
+    locked after the key is claimed, so a duplicate request queues on the key's unique index.
+    """
+    try:
+        pk = uuid.UUID(str(session_id)) if session_id is not None else None
+    except ValueError:
+        pk = None
+    if pk is not None and record.session_id == pk:
+        return  # a claim taken over: tied when first claimed (the tie goes with the session)
+    tied = None
+    if pk is not None:
+        mine = ChatSession.objects.select_for_update().filter(pk=pk, user=user)
+        tied = mine.values_list("pk", flat=True).first()
+    if record.session_id != tied:
+        record.session_id = tied
+        IdempotencyKey.objects.filter(pk=record.pk).update(session_id=tied)
 
 
 def release_key(*, record: IdempotencyKey) -> None:
@@ -252,10 +302,11 @@ def _store(*, record: IdempotencyKey, response) -> None:
         release_key(record=record)
         log_event("idempotency.not_stored", level=logging.WARNING, reason="not a JSON response")
         return
-    record.response_status = response.status_code
-    record.response_body = response.data
-    record.locked_at = None
-    record.save(update_fields=["response_status", "response_body", "locked_at"])
+    # An UPDATE, not save(): if the session was deleted meanwhile the key went with it, and
+    # there is nothing to store (save() would raise).
+    IdempotencyKey.objects.filter(pk=record.pk).update(
+        response_status=response.status_code, response_body=response.data, locked_at=None
+    )
 
 
 def _reset(*, record: IdempotencyKey, fingerprint: str, now) -> None:

@@ -1,9 +1,13 @@
 import uuid
+from collections.abc import Collection
+from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import models
-from django.db.models import Q
+from django.db import models, transaction
+from django.db.models import Count, F, Q, Sum
+from django.db.models.functions import Greatest
+from django.dispatch import Signal
 from django.utils import timezone
 
 # Assistant replies that did not complete: the admin's "has errors" filter looks for these.
@@ -11,7 +15,8 @@ FAILED_FINISH_REASONS = ("error", "interrupted")
 
 
 class ChatSession(models.Model):
-    """One conversation of one user, with counters kept in step by `append_message`."""
+    """One conversation of one user, with counters kept in step by `append_message` (and by
+    message deletes, see MessageQuerySet)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(
@@ -25,12 +30,17 @@ class ChatSession(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     archived = models.BooleanField(default=False)
 
-    # Denormalised, written only under the session row lock in append_message.
+    # Denormalised, written only under the session row lock: append_message adds, a message
+    # delete (MessageQuerySet.delete) takes back.
     message_count = models.PositiveIntegerField(default=0)
     total_tokens = models.PositiveBigIntegerField(default=0)
     last_message_at = models.DateTimeField(null=True, blank=True)
     # The highest seq handed out; seq stays gapless and unique even if a message is deleted.
     last_seq = models.PositiveIntegerField(default=0, editable=False)
+    # When a stored message last changed other than by an append (an edit, a recount, a
+    # delete): part of the history cache's stamp. Not activity, so not updated_at (prune and
+    # the session list order by that).
+    history_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     # default=, not auto_now_add: an import keeps the time it is given (auto_now_add would
     # overwrite it); editable=False and blank=True keep auto_now_add's form behaviour.
@@ -46,6 +56,93 @@ class ChatSession(models.Model):
 
     def __str__(self) -> str:
         return self.title or str(self.id)
+
+
+# Sent inside the transaction that changed stored messages of these sessions (not by an
+# append), once their stamps have moved; conversations/signals.py drops their cached tails.
+history_changed = Signal()  # kwargs: session_ids, using
+
+
+def _history_changed(
+    *, session_ids: Collection[Any], using: str, counters: dict[Any, tuple[int, int]] | None = None
+) -> None:
+    """Move the sessions' history stamp and, after a delete, take back what it removed.
+
+    `counters`: per session, (messages, tokens) deleted. last_seq stays: a seq is never reused.
+    Every caller holds the session rows before it touches a message row (an edit by this
+    UPDATE, run first; a delete by locking them first): the order append_message and
+    recount_tokens lock in, so no path can deadlock another.
+    """
+    now = timezone.now()
+    sessions = ChatSession.objects.using(using)
+    if not counters:
+        sessions.filter(pk__in=list(session_ids)).update(history_changed_at=now)
+    else:
+        for session_id in session_ids:
+            messages, tokens = counters.get(session_id, (0, 0))
+            sessions.filter(pk=session_id).update(
+                history_changed_at=now,
+                message_count=Greatest(F("message_count") - messages, 0),
+                total_tokens=Greatest(F("total_tokens") - tokens, 0),
+            )
+    history_changed.send(sender=Message, session_ids=list(session_ids), using=using)
+
+
+class MessageQuerySet(models.QuerySet):
+    """Every write of stored messages other than an insert changes its sessions' stamp.
+
+    The history cache trusts a tail only while the session row's stamp is the one it was built
+    for; so `update()` (and `bulk_update()`, which calls it), `delete()` and, on Message,
+    `save()` of an existing row and `delete()` all move the stamp in the same transaction.
+    A cached tail that missed the change (Redis down when it was dropped) then no longer
+    matches and is rebuilt from the database. Deletes also take the rows back out of the
+    session's message_count and total_tokens. (A session's own delete cascades to its
+    messages without coming here: nothing is left to stamp.)
+    """
+
+    def _session_ids(self) -> list[Any]:
+        return list(self.order_by().values_list("session_id", flat=True).distinct())
+
+    def update(self, **kwargs: Any) -> int:
+        with transaction.atomic(using=self.db, savepoint=False):
+            session_ids = self._session_ids()
+            if not session_ids:
+                return 0
+            _history_changed(session_ids=session_ids, using=self.db)
+            # Only the sessions just stamped: a session whose first matching row appeared
+            # meanwhile is left as it is, never changed without its stamp.
+            return super(MessageQuerySet, self.filter(session_id__in=session_ids)).update(**kwargs)
+
+    update.alters_data = True
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        with transaction.atomic(using=self.db, savepoint=False):
+            session_ids = self._session_ids()
+            if not session_ids:
+                return 0, {}
+            # Locked first, so the sums below are exactly what the DELETE removes: an append
+            # or another delete of these sessions waits until this commits (and the DELETE is
+            # kept to them).
+            list(
+                ChatSession.objects.using(self.db)
+                .select_for_update()
+                .filter(pk__in=session_ids)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+            )
+            scoped = self.filter(session_id__in=session_ids)
+            gone = (
+                scoped.order_by()
+                .values("session_id")
+                .annotate(messages=Count("pk"), tokens=Sum("token_count"))
+            )
+            counters = {row["session_id"]: (row["messages"], row["tokens"] or 0) for row in gone}
+            deleted = super(MessageQuerySet, scoped).delete()
+            _history_changed(session_ids=session_ids, using=self.db, counters=counters)
+            return deleted
+
+    delete.alters_data = True
+    delete.queryset_only = True
 
 
 class Message(models.Model):
@@ -80,6 +177,8 @@ class Message(models.Model):
     # default=, not auto_now_add: an import keeps the time it is given (see ChatSession).
     created_at = models.DateTimeField(default=timezone.now, editable=False, blank=True)
 
+    objects = MessageQuerySet.as_manager()
+
     class Meta:
         constraints = [
             # Also the index every ordered history read uses.
@@ -105,6 +204,20 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.session_id}#{self.seq} {self.role}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding:
+            # An insert: append_message keeps the counters and the tail current itself.
+            super().save(*args, **kwargs)
+            return
+        using = kwargs.get("using") or self._state.db or "default"
+        with transaction.atomic(using=using, savepoint=False):
+            _history_changed(session_ids=[self.session_id], using=using)
+            super().save(*args, **kwargs)
+
+    def delete(self, using: str | None = None, keep_parents: bool = False):
+        # Through the queryset, which takes the message back out of the session's counters.
+        return type(self).objects.using(using or self._state.db).filter(pk=self.pk).delete()
+
 
 class IdempotencyKey(models.Model):
     """A caller's `Idempotency-Key` and the response it produced; see conversations/idempotency.py.
@@ -117,6 +230,11 @@ class IdempotencyKey(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="idempotency_keys"
     )
     key = models.CharField(max_length=255)
+    # The session whose URL the key was claimed on: its response holds that session's content,
+    # so deleting the session deletes the key (a retry then finds no session: 404).
+    session = models.ForeignKey(
+        ChatSession, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
     # sha256 of method, path and the canonical JSON body: a reuse for another request is a 409.
     fingerprint = models.CharField(max_length=64)
     response_status = models.PositiveSmallIntegerField(null=True, blank=True)

@@ -67,10 +67,32 @@ def update_session(*, session: ChatSession, **changes: Any) -> ChatSession:
 
 
 def delete_session(*, session: ChatSession) -> None:
-    """Delete a session and, by cascade, its messages."""
-    session_id = session.pk
-    session.delete()
-    transaction.on_commit(partial(history_cache.invalidate, session_id=session_id))
+    """Delete a session and, by cascade, its messages and the idempotency keys claimed on it."""
+    delete_sessions(sessions=ChatSession.objects.filter(pk=session.pk))
+
+
+def delete_message(*, message: Message) -> None:
+    """Delete one message, in one transaction with its session's counters and stamp.
+
+    message_count and total_tokens drop by it; last_seq stays, so a seq is never handed out
+    twice (the history keeps a gap where it was). The session's history stamp moves, so a
+    cached tail still holding the message is never served again, even if dropping it from
+    Redis fails; it is dropped once committed. updated_at stays: a deletion is not activity
+    (the session list order and prune go by it). A message already gone is not an error.
+    """
+    # Message.objects.delete() does the counters, the stamp and the cache (models.py), the same
+    # for every path that deletes messages.
+    _, deleted = Message.objects.filter(pk=message.pk).delete()
+    if deleted.get(Message._meta.label):
+        transaction.on_commit(
+            partial(
+                log_event,
+                "message.deleted",
+                session_id=str(message.session_id),
+                seq=message.seq,
+                role=message.role,
+            )
+        )
 
 
 def count_message_tokens(
@@ -166,7 +188,7 @@ def _append_message_locked(
         )
     )
     # Keep the caller's instance in step with what was committed.
-    for field in _SESSION_COUNTERS:
+    for field in _STAMP_FIELDS:
         setattr(session, field, getattr(current, field))
     # Counted and logged once committed: a rolled-back append did not happen.
     transaction.on_commit(lambda: _message_appended(message))
@@ -174,6 +196,8 @@ def _append_message_locked(
 
 
 _SESSION_COUNTERS = ("last_seq", "message_count", "total_tokens", "last_message_at", "updated_at")
+# What an append reads to build the cache stamps; it writes only the counters.
+_STAMP_FIELDS = (*_SESSION_COUNTERS, "history_changed_at")
 
 
 @dataclass(frozen=True)
@@ -184,12 +208,13 @@ class _Counters:
     last_seq: int
     message_count: int
     updated_at: datetime
+    history_changed_at: datetime | None  # part of the stamp; an append leaves it as it was
     total_tokens: int | None = None
     last_message_at: datetime | None = None
 
     @classmethod
     def of(cls, session: ChatSession) -> "_Counters":
-        return cls(**{field: getattr(session, field) for field in _SESSION_COUNTERS})
+        return cls(**{field: getattr(session, field) for field in _STAMP_FIELDS})
 
 
 # The PostgreSQL path below; tests switch it off to run the portable one on PostgreSQL too.
@@ -236,16 +261,22 @@ def _append_row_single_statement(
         row = cursor.fetchone()
     if row is None:
         raise ChatSession.DoesNotExist("ChatSession matching query does not exist.")
-    archived, old_seq, old_count, old_updated_at, new_tokens, message_id, now = row
+    archived, old_seq, old_count, old_updated_at, changed_at, new_tokens, message_id, now = row
     if archived:
         raise _archived()
-    previous = _Counters(last_seq=old_seq, message_count=old_count, updated_at=old_updated_at)
+    previous = _Counters(
+        last_seq=old_seq,
+        message_count=old_count,
+        updated_at=old_updated_at,
+        history_changed_at=changed_at,
+    )
     current = _Counters(
         last_seq=old_seq + 1,
         message_count=old_count + 1,
         total_tokens=new_tokens,
         last_message_at=now,
         updated_at=now,
+        history_changed_at=changed_at,
     )
     message = Message(id=message_id, session=session, seq=old_seq + 1, created_at=now, **fields)
     message._state.adding = False
@@ -281,7 +312,7 @@ def _single_statement_template() -> tuple[str, list[Field]]:
     sql = f"""
         WITH locked AS (
             SELECT id, archived, last_seq, message_count, total_tokens, updated_at,
-                   last_message_at
+                   last_message_at, history_changed_at
             FROM {session_table} WHERE id = %s FOR UPDATE
         ), bumped AS (
             UPDATE {session_table} AS s
@@ -301,7 +332,7 @@ def _single_statement_template() -> tuple[str, list[Field]]:
             RETURNING id
         )
         SELECT locked.archived, locked.last_seq, locked.message_count, locked.updated_at,
-               bumped.total_tokens, inserted.id, bumped.at
+               locked.history_changed_at, bumped.total_tokens, inserted.id, bumped.at
         FROM locked LEFT JOIN bumped ON true LEFT JOIN inserted ON true
     """
     return sql, inserted
@@ -334,29 +365,21 @@ def set_sessions_archived(*, sessions: QuerySet[ChatSession], archived: bool) ->
 def delete_sessions(*, sessions: QuerySet[ChatSession]) -> tuple[int, int]:
     """Delete these sessions and their messages in one transaction; (sessions, messages) gone.
 
-    The one place bulk deletion goes through (prune_sessions calls it per batch), so cache
-    invalidation for deleted sessions has a single hook. The rows are locked first: an append
-    racing the delete waits for it and then finds no session.
+    The one place session deletion goes through (the API's delete and prune_sessions too), so
+    cache invalidation for deleted sessions has a single hook. The rows are locked first: an
+    append racing the delete waits for it and then finds no session. The idempotency keys
+    claimed on these sessions go with them (their stored responses hold the content).
     """
     with transaction.atomic():
         ids = list(sessions.select_for_update().values_list("pk", flat=True))
         if not ids:
             return 0, 0
-        # One DELETE for all their messages: the Message delete signal (cache invalidation for
-        # single deletes) would otherwise make Django load every message of every session.
-        pk_field = ChatSession._meta.pk
-        params = [pk_field.get_db_prep_value(pk, connection) for pk in ids]
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"DELETE FROM {Message._meta.db_table} "
-                f"WHERE session_id IN ({', '.join(['%s'] * len(ids))})",
-                params,
-            )
-            messages_deleted = cursor.rowcount
-        sessions_deleted, _ = ChatSession.objects.filter(pk__in=ids).delete()
+        # Messages and idempotency keys have no delete receivers and nothing pointing at them,
+        # so the cascade is one DELETE per table: no message is loaded.
+        _, deleted = ChatSession.objects.filter(pk__in=ids).delete()
         for pk in ids:
             transaction.on_commit(partial(history_cache.invalidate, session_id=pk))
-    return sessions_deleted, messages_deleted
+    return deleted.get(ChatSession._meta.label, 0), deleted.get(Message._meta.label, 0)
 
 
 # --- Recounting stored token counts (count_tokens) ----------------------------------------
@@ -384,7 +407,8 @@ def recount_tokens(
     the rows whose count changed and moves total_tokens by the same difference. The last batch
     of a session also sets total_tokens to the exact sum, repairing any earlier drift.
     updated_at is left alone (a recount is not activity: prune and the session list order by
-    it), so the cached tail is dropped explicitly once each batch commits.
+    it); the bulk update of the counts moves the session's history stamp instead (models.py),
+    so a cached tail with the old counts is never served, even if dropping it fails.
     """
     sessions = ChatSession.objects.order_by("pk")
     if session_ids is not None:
@@ -465,7 +489,6 @@ def _recount_session(
                 if not dry_run:
                     # update(): a plain UPDATE, so auto_now leaves updated_at alone.
                     ChatSession.objects.filter(pk=session_id).update(total_tokens=total)
-                    transaction.on_commit(partial(history_cache.invalidate, session_id=session_id))
         if rows:
             after_seq = rows[-1].seq
         if on_batch is not None:

@@ -4,6 +4,8 @@ every endpoint working from the database when Redis is down, slow or flushed.
 Fault tests start their own redis-server (never the shared one) or point at a closed port.
 """
 
+import io
+import json
 import logging
 import os
 import shutil
@@ -219,6 +221,23 @@ class TestFreshAfterWrites:
         page = selectors.list_messages(session=fresh(session), limit=3, order="desc")
         assert [m.content for m in page.items][1] == "edited"
 
+    def test_a_queryset_update_is_served_updated(self, session):
+        # As in every test here without transaction=True, on_commit never runs: the tail is
+        # never dropped, so only the session row's stamp can tell readers it is stale.
+        Message.objects.filter(session=session, seq__gte=6).update(content="rewritten")
+        page = selectors.list_messages(session=fresh(session), limit=3, order="desc")
+        assert [m.content for m in page.items][:2] == ["rewritten", "rewritten"]
+        assert rows(page.items) == db_rows(session, order="desc")[:3]
+
+    def test_a_bulk_update_is_served_updated(self, session):
+        changed = list(Message.objects.filter(session=session, seq__gte=6))
+        for message in changed:
+            message.token_count = 1234
+        Message.objects.bulk_update(changed, ["token_count"])
+        page = selectors.list_messages(session=fresh(session), limit=3, order="desc")
+        assert [m.token_count for m in page.items][:2] == [1234, 1234]
+        assert rows(page.items) == db_rows(session, order="desc")[:3]
+
     def test_a_deleted_message_disappears(self, session):
         Message.objects.get(session=session, seq=6).delete()
         page = selectors.list_messages(session=fresh(session), limit=3, order="desc")
@@ -243,10 +262,10 @@ class TestFreshAfterWrites:
         assert updates == []
         assert not Message.objects.filter(session_id=session.pk).exists()
 
-    def test_deleting_one_message_touches_its_session_row(self, session):
-        before = fresh(session).updated_at
+    def test_deleting_one_message_moves_its_session_stamp(self, session):
+        before = history_cache.session_stamp(fresh(session))
         Message.objects.filter(session=session, seq=3).delete()
-        assert fresh(session).updated_at > before
+        assert history_cache.session_stamp(fresh(session)) != before
 
     def test_a_tail_with_another_field_layout_is_dropped_not_served(self, session):
         store = history_cache._store()
@@ -526,6 +545,63 @@ def test_a_paused_redis_costs_one_short_timeout_and_nothing_is_lost(auth_client,
     assert _seen(_history(auth_client, sid)) == _db_history(sid)
     assert _seen(_history(auth_client, sid)) == _db_history(sid)
     assert history_cache.local_stats()["hit"] >= 1
+
+
+def _recount(session) -> None:
+    call_command("count_tokens", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def _delete_one(session) -> None:
+    services.delete_message(message=Message.objects.get(session=session, seq=2))
+
+
+def _edit_one(session) -> None:
+    message = Message.objects.get(session=session, seq=4)
+    message.content = "edited"
+    message.save()
+
+
+def _update_many(session) -> None:
+    Message.objects.filter(session=session).update(metadata={"redacted": True})
+
+
+def _api_history(session_id) -> list[dict]:
+    qs = Message.objects.filter(session_id=session_id).order_by("seq")
+    return [json.loads(dumps(message_representation(m))) for m in qs]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("write", [_recount, _delete_one, _edit_one, _update_many])
+def test_a_write_whose_cache_invalidation_cannot_reach_redis_never_serves_stale_history(
+    auth_client, user, own_redis, write
+):
+    session = ChatSessionFactory(user=user)
+    for i in range(4):
+        MessageFactory(session=session, content=f"message {i} " * (i + 1))
+    # Counts as another encoding left them: what count_tokens exists to repair.
+    Message.objects.filter(session=session).update(token_count=0)
+    ChatSession.objects.filter(pk=session.pk).update(total_tokens=0)
+    sid = session.pk
+    context_url = f"/api/v1/sessions/{sid}/context/"
+    _history(auth_client, sid)
+    stale = _history(auth_client, sid)
+    assert history_cache.local_stats()["hit"] == 1  # readers are served from the tail
+
+    # The write commits while Redis cannot be reached: dropping the tail fails.
+    with override_settings(CACHES=_redis_caches(f"redis://127.0.0.1:{_free_port()}/0")):
+        write(session)
+    assert history_cache.local_stats()["error"] >= 1
+    assert _tail_exists(sid)  # the old tail is still in the Redis readers use
+    history_cache.reset_local_state()  # skip the back-off: readers go to Redis at once
+
+    with override_settings(CHATENGINE_CACHE_ENABLED=False):
+        expected_context = auth_client.get(context_url).json()
+    context = auth_client.get(context_url).json()  # the first read after the write
+    assert context == expected_context
+    body = _history(auth_client, sid)
+    assert body["results"] == _api_history(sid)
+    assert body["results"] != stale["results"]
+    assert history_cache.local_stats()["rebuild"] == 1  # stale, so rebuilt from the database
 
 
 @pytest.mark.django_db

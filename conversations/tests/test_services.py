@@ -2,10 +2,12 @@ import threading
 
 import pytest
 from django.db import close_old_connections, connection
+from django.test.utils import CaptureQueriesContext
 
 from chatengine.exceptions import Conflict
+from conversations import cache as history_cache
 from conversations import services
-from conversations.models import ChatSession, Message
+from conversations.models import ChatSession, IdempotencyKey, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
 
 
@@ -118,6 +120,90 @@ class TestAppendMessage:
         MessageFactory(session=a)
         MessageFactory(session=a)
         assert MessageFactory(session=b).seq == 1
+
+
+def _session_with_messages(*token_counts: int) -> ChatSession:
+    session = ChatSessionFactory()
+    for i, count in enumerate(token_counts):
+        services.append_message(session=session, role="user", content=f"m{i}", token_count=count)
+    session.refresh_from_db()
+    return session
+
+
+@pytest.mark.django_db
+class TestDeleteMessage:
+    def test_it_takes_the_message_out_of_the_counters_and_keeps_last_seq(self):
+        session = _session_with_messages(5, 7, 11)
+        updated_at = session.updated_at
+
+        services.delete_message(message=Message.objects.get(session=session, seq=2))
+
+        session.refresh_from_db()
+        assert list(Message.objects.filter(session=session).values_list("seq", flat=True)) == [
+            1,
+            3,
+        ]
+        assert (session.message_count, session.total_tokens, session.last_seq) == (2, 16, 3)
+        assert session.updated_at == updated_at  # not activity: list order and prune stay
+
+    def test_the_next_append_never_reuses_the_deleted_seq(self):
+        session = _session_with_messages(1, 1, 1)
+        services.delete_message(message=Message.objects.get(session=session, seq=3))
+        again = services.append_message(session=session, role="user", content="x")
+        assert again.seq == 4
+        session.refresh_from_db()
+        assert (session.message_count, session.last_seq) == (3, 4)
+
+    def test_it_moves_the_stamp_a_cached_tail_is_checked_against(self):
+        session = _session_with_messages(1, 1)
+        before = history_cache.session_stamp(session)
+        services.delete_message(message=Message.objects.get(session=session, seq=2))
+        session.refresh_from_db()
+        assert history_cache.session_stamp(session) != before
+
+    def test_deleting_a_message_already_gone_changes_nothing(self):
+        session = _session_with_messages(3, 4)
+        message = Message.objects.get(session=session, seq=1)
+        services.delete_message(message=message)
+        services.delete_message(message=message)
+        session.refresh_from_db()
+        assert (session.message_count, session.total_tokens) == (1, 4)
+
+    def test_any_message_delete_keeps_the_counters_of_every_session_it_touches(self):
+        # The admin, a shell or a queryset: every path goes through the same delete.
+        a = _session_with_messages(1, 2, 3)
+        b = _session_with_messages(10, 20)
+        Message.objects.filter(session__in=[a, b], seq__gte=2).delete()
+        Message.objects.get(session=a, seq=1).delete()
+        a.refresh_from_db()
+        b.refresh_from_db()
+        assert (a.message_count, a.total_tokens, a.last_seq) == (0, 0, 3)
+        assert (b.message_count, b.total_tokens, b.last_seq) == (1, 10, 2)
+
+
+@pytest.mark.django_db
+class TestDeleteSession:
+    def test_it_deletes_the_messages_without_loading_them(self):
+        session = _session_with_messages(1, 2, 3)
+        with CaptureQueriesContext(connection) as queries:
+            services.delete_session(session=session)
+        table = Message._meta.db_table
+        reads = [
+            q["sql"]
+            for q in queries.captured_queries
+            if q["sql"].startswith("SELECT") and table in q["sql"]
+        ]
+        assert reads == []
+        assert not Message.objects.filter(session_id=session.pk).exists()
+        assert not ChatSession.objects.filter(pk=session.pk).exists()
+
+    def test_delete_sessions_counts_sessions_and_messages_not_the_keys_that_go_too(self):
+        a = _session_with_messages(1, 2)
+        b = _session_with_messages(3)
+        IdempotencyKey.objects.create(user=a.user, key="k", fingerprint="f", session=a)
+        deleted = services.delete_sessions(sessions=ChatSession.objects.filter(pk__in=[a.pk, b.pk]))
+        assert deleted == (2, 3)
+        assert not IdempotencyKey.objects.exists()
 
 
 @pytest.mark.postgres

@@ -183,6 +183,70 @@ class TestRetention:
         assert Message.objects.filter(session=session).count() == 2
 
 
+def session_url(session) -> str:
+    return f"/api/v1/sessions/{session.pk}/"
+
+
+@pytest.mark.django_db
+class TestDeletedSessions:
+    """A deleted session's content never comes back through a stored response."""
+
+    def test_a_retry_after_the_session_was_deleted_is_a_404_not_a_replay(self, user):
+        session = ChatSessionFactory(user=user)
+        client = client_for(user)
+        assert post(client, session, BODY, key="k").status_code == 201
+        assert client.delete(session_url(session)).status_code == 204
+
+        retry = post(client, session, BODY, key="k")
+
+        envelope(retry, 404, "not_found")
+        assert "Idempotent-Replayed" not in retry
+        assert not IdempotencyKey.objects.exists()
+
+    def test_a_reply_retried_after_the_session_was_deleted_is_a_404(self, user):
+        session = ChatSessionFactory(user=user)
+        client = client_for(user)
+        url = f"/api/v1/sessions/{session.pk}/reply/"
+        body = {"content": "Summarise my medical history"}
+        assert post(client, session, body, key="r", url=url).status_code == 201
+        assert client.delete(session_url(session)).status_code == 204
+
+        envelope(post(client, session, body, key="r", url=url), 404, "not_found")
+        assert not IdempotencyKey.objects.exists()
+
+    def test_deleting_one_session_keeps_the_keys_of_the_others(self, user):
+        gone, kept = ChatSessionFactory(user=user), ChatSessionFactory(user=user)
+        client = client_for(user)
+        post(client, gone, BODY, key="k-gone")
+        first = post(client, kept, BODY, key="k-kept")
+        client.delete(session_url(gone))
+        again = post(client, kept, BODY, key="k-kept")
+        assert again["Idempotent-Replayed"] == "true"
+        assert again.json() == first.json()
+        assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["k-kept"]
+
+    def test_prune_sessions_deletes_the_keys_of_the_sessions_it_prunes(self, user):
+        old, recent = ChatSessionFactory(user=user), ChatSessionFactory(user=user)
+        client = client_for(user)
+        post(client, old, BODY, key="k-old")
+        post(client, recent, BODY, key="k-recent")
+        ChatSession.objects.filter(pk=old.pk).update(
+            updated_at=timezone.now() - timedelta(days=100)
+        )
+        call_command("prune_sessions", "--older-than", "90d", verbosity=0)
+
+        envelope(post(client, old, BODY, key="k-old"), 404, "not_found")
+        assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["k-recent"]
+
+    def test_a_key_on_another_users_session_is_tied_to_nothing(self, user, other_user):
+        theirs = ChatSessionFactory(user=other_user)
+        mine = ChatSessionFactory(user=user)
+        client = client_for(user)
+        envelope(post(client, theirs, BODY, key="k"), 404, "not_found")
+        post(client, mine, BODY, key="k2")
+        assert list(IdempotencyKey.objects.values_list("session_id", flat=True)) == [mine.pk]
+
+
 def _in_threads(count, target):
     errors: list[BaseException] = []
 
@@ -367,6 +431,37 @@ def test_a_duplicate_of_a_running_operation_is_told_it_is_in_progress(user):
     retry = post(client, session, {"content": "hi"}, key="r", url=slow_url(session))
     assert retry["Idempotent-Replayed"] == "true"
     assert Message.objects.filter(session=session).count() == 1
+
+
+@pytest.mark.urls(SLOW_URLS)
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_session_deleted_while_its_keyed_operation_runs_takes_the_key_with_it(user):
+    """The delete does not wait for the operation; its response is never stored for a retry."""
+    session = ChatSessionFactory(user=user)
+    client = client_for(user)
+    urls_slow_operation.GATE.clear()
+    urls_slow_operation.ENTERED.clear()
+    responses = {}
+
+    def first(_):
+        responses["first"] = post(
+            client, session, {"content": "secret"}, key="r", url=slow_url(session)
+        )
+
+    threads, errors = _in_threads(1, first)
+    threads[0].start()
+    try:
+        assert urls_slow_operation.ENTERED.wait(timeout=30)
+        assert client.delete(session_url(session)).status_code == 204
+    finally:
+        urls_slow_operation.GATE.set()
+        threads[0].join(timeout=30)
+    assert errors == []
+    assert responses["first"].status_code == 201  # it had finished its work
+    assert not IdempotencyKey.objects.exists()
+    retry = post(client, session, {"content": "secret"}, key="r", url=slow_url(session))
+    envelope(retry, 404, "not_found")
 
 
 def test_the_openapi_schema_documents_the_header_with_the_rule_the_server_applies():
