@@ -43,10 +43,10 @@ import schemathesis
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi import checks as openapi_checks
 
+from accounts.tests.factories import api_key_for
 from conversations import selectors, services
 from conversations.tests.factories import UserFactory
 
@@ -111,7 +111,7 @@ def _seed_session(user, *, archived: bool = False, messages: int = 0, title: str
 @pytest.fixture
 def fuzz_world(live_server):
     user, stranger = UserFactory(), UserFactory()
-    token = Token.objects.create(user=user).key
+    token = api_key_for(user)
     own = _seed_session(user, messages=60, title="own")
     for n in range(25):  # enough sessions for the list to paginate
         _seed_session(user, archived=n % 5 == 0, title=f"listed {n}")
