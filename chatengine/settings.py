@@ -164,6 +164,9 @@ AXES_VERBOSE = False
 # stored. Keys look like `ce_<64 hex>`, which secret scanners can match; they last until
 # revoked unless made with an expiry.
 KNOX_TOKEN_MODEL = "accounts.ApiToken"
+# knox's own migrations would create its (swapped-out, never used) knox_authtoken table anyway;
+# our model has its own migration in accounts/.
+MIGRATION_MODULES = {"knox": None}
 REST_KNOX = {
     "SECURE_HASH_ALGORITHM": "hashlib.sha512",
     "AUTH_TOKEN_CHARACTER_LENGTH": 64,
