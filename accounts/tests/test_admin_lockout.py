@@ -78,9 +78,7 @@ def test_the_lockout_is_per_username_and_address(staff):
 
 def test_the_lockout_ends_after_the_cool_off(staff):
     fail("support", 3)
-    AccessAttempt.objects.update(
-        attempt_time=AccessAttempt.objects.get().attempt_time - timedelta(minutes=16)
-    )
+    _age_attempts(16)
     client, response = login("support", PASSWORD)
     assert response.status_code == 302
     assert logged_in(client)
@@ -118,3 +116,24 @@ def test_limit_and_cool_off_come_from_the_environment():
     assert out.split(" ", 2)[:2] == ["7", str(45 * 60)]
     assert "[['username', 'ip_address']]" in out
     assert out.strip().endswith("axes.handlers.database.AxesDatabaseHandler")
+
+
+def _age_attempts(minutes: int) -> None:
+    for attempt in AccessAttempt.objects.all():
+        attempt.attempt_time -= timedelta(minutes=minutes)
+        attempt.save(update_fields=["attempt_time"])
+
+
+def test_an_attempt_during_the_lockout_starts_the_wait_again(staff):
+    fail("support", 3)
+    _age_attempts(10)
+    assert login("support", PASSWORD)[1].status_code == 429
+    _age_attempts(10)  # 20 minutes after the lockout, 10 after the last attempt
+    assert login("support", PASSWORD)[1].status_code == 429
+
+
+def test_a_successful_login_resets_the_count(staff):
+    fail("support", 2)
+    assert logged_in(login("support", PASSWORD)[0])
+    assert fail("support", 2) == [200, 200]
+    assert logged_in(login("support", PASSWORD)[0])
