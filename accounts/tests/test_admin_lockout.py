@@ -137,3 +137,10 @@ def test_a_successful_login_resets_the_count(staff):
     assert logged_in(login("support", PASSWORD)[0])
     assert fail("support", 2) == [200, 200]
     assert logged_in(login("support", PASSWORD)[0])
+
+
+def test_recorded_attempts_never_keep_the_password_tried(staff):
+    login("support", "Tr1ed-Pa55word-9f2c")
+    (attempt,) = AccessAttempt.objects.values()
+    assert "Tr1ed-Pa55word-9f2c" not in " ".join(str(value) for value in attempt.values())
+    assert "support" in attempt["username"]
