@@ -1,9 +1,13 @@
 """Admin login brute-force protection (django-axes): a username is locked out from one address
 after AXES_FAILURE_LIMIT failed logins, for AXES_COOLOFF_MINUTES, and nothing else is."""
 
+import http.cookiejar
 import os
+import re
 import subprocess
 import sys
+import urllib.parse
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -144,3 +148,29 @@ def test_recorded_attempts_never_keep_the_password_tried(staff):
     (attempt,) = AccessAttempt.objects.values()
     assert "Tr1ed-Pa55word-9f2c" not in " ".join(str(value) for value in attempt.values())
     assert "support" in attempt["username"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_login_over_http_with_csrf_gets_past_axes(live_server):
+    """What the admin browser test does (it needs Chromium): the login form over HTTP, with
+    its CSRF cookie and field, then the admin index."""
+    UserFactory(username="support", is_staff=True)
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    form = opener.open(f"{live_server.url}{LOGIN}?next=/admin/").read().decode()
+    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form)[1]
+    body = urllib.parse.urlencode(
+        {
+            "csrfmiddlewaretoken": csrf,
+            "username": "support",
+            "password": PASSWORD,
+            "next": "/admin/",
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{live_server.url}{LOGIN}", data=body, headers={"Referer": f"{live_server.url}{LOGIN}"}
+    )
+    with opener.open(request) as response:  # follows the redirect to the index
+        assert response.status == 200
+        assert response.url == f"{live_server.url}/admin/"
+        assert "Site administration" in response.read().decode()
