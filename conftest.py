@@ -82,13 +82,19 @@ def other_user(db):
 
 
 @pytest.fixture
-def auth_client(user) -> APIClient:
-    """An API client authenticated as `user` with a Bearer token."""
-    from rest_framework.authtoken.models import Token
+def user_token(user) -> str:
+    """A raw API key of `user`, for `Authorization: Bearer <key>`. For another user, call
+    `accounts.tests.factories.api_key_for(other)`."""
+    from accounts.tests.factories import api_key_for
 
+    return api_key_for(user)
+
+
+@pytest.fixture
+def auth_client(user_token) -> APIClient:
+    """An API client authenticated as `user` with a Bearer token."""
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {user_token}")
     return client
 
 

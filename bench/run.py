@@ -68,11 +68,14 @@ def setup_django() -> None:
 
 def bench_user():
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
+
+    from accounts import services
 
     user, _ = get_user_model().objects.get_or_create(username="bench")
-    token, _ = Token.objects.get_or_create(user=user)
-    return user, token.key
+    # A key is shown only when made: each run replaces the previous run's token.
+    services.revoke_tokens_named(user=user, name="bench")
+    _, key = services.create_token(user=user, name="bench")
+    return user, key
 
 
 def fresh_sessions(user, count: int, prefix: str) -> list[str]:

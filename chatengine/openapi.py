@@ -42,6 +42,7 @@ class Tags:
     SESSIONS = "sessions"
     MESSAGES = "messages"
     REPLIES = "replies"
+    TOKENS = "tokens"
     HEALTH = "health"
 
 
@@ -50,6 +51,7 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     Tags.SESSIONS: "Chat sessions: create, list, read, change, archive and delete them.",
     Tags.MESSAGES: "A session's history: append messages and read them back by `seq`.",
     Tags.REPLIES: "LLM replies to a session's history, as JSON or as a server-sent event stream.",
+    Tags.TOKENS: "Your API keys: create one (its key is shown once), list them, revoke one.",
     Tags.HEALTH: "Liveness, readiness and metrics for operators (no authentication).",
 }
 
@@ -66,7 +68,8 @@ ERRORS: dict[int, tuple[str, str, str]] = {
     ),
     401: (
         "authentication_error",
-        "No credentials, or a token that does not exist. Send `Authorization: Bearer <token>`.",
+        "No credentials, or a token that is unknown, expired or revoked, or belongs to a "
+        "deactivated user (all answer alike). Send `Authorization: Bearer <token>`.",
         "Authentication credentials were not provided.",
     ),
     403: (
@@ -282,8 +285,9 @@ class BearerSchemeExtension(OpenApiAuthenticationExtension):
             "type": "http",
             "scheme": "bearer",
             "description": "An API token: `Authorization: Bearer <token>` "
-            "(`Token <token>` works too). Create one with "
-            "`python manage.py drf_create_token <username>`.",
+            "(`Token <token>` works too). Create one with `POST /api/v1/tokens/`, or "
+            "`python manage.py create_token <username>`. An unknown, expired or revoked key, "
+            "and the key of a deactivated user, all answer the same 401.",
         }
 
 

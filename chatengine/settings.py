@@ -5,6 +5,7 @@ so `make run` works on a bare machine. docs/operating.md lists every variable (t
 cache's are in docs/history-cache.md).
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -40,10 +41,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "corsheaders",
+    "accounts",
     "conversations",
     "llm",
 ]
@@ -64,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Turns an admin login refused by axes (AxesStandaloneBackend) into the lockout page.
+    "axes.middleware.AxesMiddleware",
     # Last: under ASGI the stack above runs in one thread, not hopping per middleware.
     "chatengine.middleware.SyncStackMiddleware",
 ]
@@ -138,6 +143,42 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Admin login lockout (django-axes): after AXES_FAILURE_LIMIT failed logins for one username
+# from one address, that pair is refused (429 and a lockout page) for AXES_COOLOFF_MINUTES,
+# even with the right password; the same user from elsewhere, or another user from there, is
+# not. Attempts are kept in the database, not the cache: the cache may be a per-process locmem
+# or an optional Redis with 50 ms timeouts, and a lockout must hold across workers and
+# restarts. Staff see and clear them in the admin ("Access attempts") or with `manage.py
+# axes_reset`. The address is REMOTE_ADDR: behind a proxy, have the server set it from the
+# proxy's header (uvicorn --proxy-headers --forwarded-allow-ips=<proxy>).
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env_bool("AXES_ENABLED", True)
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.views.admin_lockout"
+# Not verbose: no startup banner on every manage.py run; failures and lockouts still log.
+AXES_VERBOSE = False
+
+# API tokens (django-rest-knox, accounts/models.py): only a SHA-512 digest of each key is
+# stored. Keys look like `ce_<64 hex>`, which secret scanners can match; they last until
+# revoked unless made with an expiry.
+KNOX_TOKEN_MODEL = "accounts.ApiToken"
+# knox's own migrations would create its (swapped-out, never used) knox_authtoken table anyway;
+# our model has its own migration in accounts/.
+MIGRATION_MODULES = {"knox": None}
+REST_KNOX = {
+    "SECURE_HASH_ALGORITHM": "hashlib.sha512",
+    "AUTH_TOKEN_CHARACTER_LENGTH": 64,
+    "TOKEN_PREFIX": "ce_",
+    "TOKEN_TTL": None,
+}
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

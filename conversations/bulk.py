@@ -13,8 +13,8 @@ from django.db import connection, transaction
 from django.db.models import QuerySet, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from accounts import services as account_services
 from chatengine.events import log_event
 from conversations import services
 from conversations.models import ChatSession, Message
@@ -91,6 +91,7 @@ def prune_sessions(
 # --- Seed --------------------------------------------------------------------------------
 
 DEMO_USERNAME = "demo"
+DEMO_TOKEN_NAME = "demo"
 # Demo sessions have fixed ids (uuid5 of their slug), which is what makes seeding idempotent
 # without marking the user's metadata.
 _DEMO_NAMESPACE = uuid.UUID("6f1d8c52-2b0e-4f55-9a57-3c7e2b9f0d41")
@@ -197,8 +198,9 @@ class DemoResult:
 def seed_demo_user(*, password: str | None = None) -> DemoResult:
     """The `demo` user with an API token and the demo sessions, created once.
 
-    Re-running creates nothing twice: the user and token are reused, a demo session whose
-    (fixed) id exists is left alone. A password is set when the user is new (generated unless
+    Re-running creates nothing twice: the user is reused, a demo session whose (fixed) id
+    exists is left alone, and the `demo` token is replaced (only a new key can be printed:
+    just its digest is stored). A password is set when the user is new (generated unless
     given) or when one is given; otherwise the existing one is kept.
     """
     User = get_user_model()
@@ -208,8 +210,9 @@ def seed_demo_user(*, password: str | None = None) -> DemoResult:
             password = password if password is not None else secrets.token_urlsafe(12)
             user.set_password(password)
             user.save(update_fields=["password"])
-        token, _ = Token.objects.get_or_create(user=user)
-    result = DemoResult(user=user, token=token.key, user_created=created, password=password)
+        account_services.revoke_tokens_named(user=user, name=DEMO_TOKEN_NAME)
+        _, key = account_services.create_token(user=user, name=DEMO_TOKEN_NAME)
+    result = DemoResult(user=user, token=key, user_created=created, password=password)
 
     for slug, title, system_prompt, archived, messages in DEMO_SESSIONS:
         session_id = demo_session_id(slug)

@@ -19,9 +19,11 @@ pytest-django's live server on the test database, and each response must:
 Path parameters named `session_id` point, most of the time, at a real session of the user
 (with history), else at an archived one, another user's, or what schemathesis generated. A
 destructive or changing operation (DELETE, PATCH, POST) gets a fresh session made for that
-one request, so deletes never starve the read operations of data. Aimed at another user's
-session, no operation may answer 2xx (object-level authorization, checked for every operation
-with a `session_id`, present and future).
+one request, so deletes never starve the read operations of data. A `token_id` likewise points
+at a token made for that one request (the user's, or another user's), never at the token the
+run authenticates with. Aimed at another user's session or token, no operation may answer 2xx
+(object-level authorization, checked for every operation with a `session_id` or `token_id`,
+present and future).
 
 Replies use the echo provider (the test default), so they succeed without a network.
 
@@ -43,10 +45,11 @@ import schemathesis
 from drf_spectacular.generators import SchemaGenerator
 from drf_spectacular.renderers import OpenApiJsonRenderer
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi import checks as openapi_checks
 
+from accounts import services as account_services
+from accounts.tests.factories import api_key_for
 from conversations import selectors, services
 from conversations.tests.factories import UserFactory
 
@@ -74,6 +77,7 @@ class FuzzWorld:
     base_url: str
     token: str
     user: object
+    stranger: object
     own: str
     archived: str
     foreign: str
@@ -89,6 +93,14 @@ class FuzzWorld:
             return self.own if target == "own" else self.archived
         # A session of its own for each changing request, so the shared ones stay intact.
         return str(_seed_session(self.user, archived=target == "archived", messages=3).id)
+
+    def token_for(self, target: str) -> str | None:
+        if target == "generated":
+            return None
+        # A token of its own for each request: the one the run authenticates with stays.
+        owner = self.stranger if target == "foreign" else self.user
+        token, _ = account_services.create_token(user=owner, name="fuzz target")
+        return str(token.pk)
 
 
 def _target(case) -> str:
@@ -111,7 +123,7 @@ def _seed_session(user, *, archived: bool = False, messages: int = 0, title: str
 @pytest.fixture
 def fuzz_world(live_server):
     user, stranger = UserFactory(), UserFactory()
-    token = Token.objects.create(user=user).key
+    token = api_key_for(user)
     own = _seed_session(user, messages=60, title="own")
     for n in range(25):  # enough sessions for the list to paginate
         _seed_session(user, archived=n % 5 == 0, title=f"listed {n}")
@@ -119,6 +131,7 @@ def fuzz_world(live_server):
         base_url=live_server.url,
         token=token,
         user=user,
+        stranger=stranger,
         own=str(own.id),
         archived=str(_seed_session(user, archived=True, messages=2, title="archived").id),
         foreign=str(_seed_session(stranger, messages=2).id),
@@ -189,6 +202,15 @@ def test_every_operation_honours_the_schema(case, fuzz_world):
         session_id = fuzz_world.session_for(target, method=case.method)
         if session_id is not None:
             params["session_id"] = session_id
+    if (
+        params
+        and "token_id" in params
+        and not (case.meta and case.meta.is_negative_at(ParameterLocation.PATH))
+    ):
+        target = _target(case)
+        token_id = fuzz_world.token_for(target)
+        if token_id is not None:
+            params["token_id"] = token_id
     # The list cursor is opaque: a valid one can only come from the API. Positive cases get
     # a real one (random strings are rightly a 400); negative ones keep theirs.
     if (
@@ -210,11 +232,11 @@ def test_every_operation_honours_the_schema(case, fuzz_world):
         timeout=30,
     )
     fuzz_world.statuses.append(response.status_code)
-    # Beyond the schema: another user's session is never read, changed or deleted. (Only for
+    # Beyond the schema: another user's session or token is never read, changed or deleted. (Only for
     # the documented method: the coverage phase also sends OPTIONS, which DRF answers with the
     # view's description, whoever owns the id.)
     if target == "foreign" and case.method.upper() == case.operation.method.upper():
         assert not 200 <= response.status_code < 300, (
             f"{case.method} {case.formatted_path} answered {response.status_code} "
-            "on another user's session"
+            "on another user's session or token"
         )

@@ -13,9 +13,9 @@ from contextlib import contextmanager
 
 import pytest
 from prometheus_client import REGISTRY
-from rest_framework.authtoken.models import Token
 
 import chatengine.asgi  # noqa: F401  (see below)
+from accounts.tests.factories import api_key_for
 from conversations import cache as history_cache
 from conversations.tests.factories import ChatSessionFactory
 from llm.tests.fake_openai import DEFAULT_REPLY
@@ -244,7 +244,7 @@ class TestLLMEventsAndMetrics:
     def test_a_client_leaving_mid_stream_counts_as_interrupted(self, user, fake_openai, json_logs):
         fake_openai.chunk_delay_ms = 100  # the model is still talking when the client leaves
         session = ChatSessionFactory(user=user)
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         metrics = Metrics()
         status, _ = asyncio.run(
             asgi_post(
@@ -382,7 +382,7 @@ class TestRequestIdThroughAReply:
 
     def test_a_reply_streamed_under_asgi(self, user, fake_openai, json_logs, caplog, cache_state):
         session = ChatSessionFactory(user=user)
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         with only_this_request(json_logs, caplog):
             status, body = asyncio.run(
                 asgi_post(reply_url(session.pk), {"content": "hi", "stream": True}, token)
@@ -450,7 +450,7 @@ class TestReplyAccessLine:
     ):
         fake_openai.chunk_delay_ms = 40
         session = ChatSessionFactory(user=user)
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         status, _ = asyncio.run(
             asgi_post(reply_url(session.pk), {"content": "hi", "stream": True}, token)
         )

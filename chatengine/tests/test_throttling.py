@@ -41,10 +41,10 @@ def rates(settings):
 
 
 def client_for(user) -> APIClient:
-    from rest_framework.authtoken.models import Token
+    from accounts.tests.factories import api_key_for
 
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_for(user)}")
     return client
 
 

@@ -11,12 +11,12 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([hdw])\s*$", re.IGNORECASE)
 _UNITS = {"h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_duration(value: str) -> timedelta:
+def parse_duration(value: str, *, option: str) -> timedelta:
     """`90d`, `12h`, `2w` -> timedelta; `CommandError` (exit status 1) otherwise."""
     match = _DURATION.match(value)
     if not match or int(match.group(1)) == 0:
         raise CommandError(
-            f"--older-than: {value!r} is not a duration like 90d, 12h or 2w (a positive whole "
+            f"{option}: {value!r} is not a duration like 90d, 12h or 2w (a positive whole "
             "number of hours, days or weeks)."
         )
     return timedelta(**{_UNITS[match.group(2).lower()]: int(match.group(1))})

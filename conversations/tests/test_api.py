@@ -2,7 +2,6 @@ import json
 import uuid
 
 import pytest
-from rest_framework.authtoken.models import Token
 
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory
@@ -44,9 +43,8 @@ class TestAuthentication:
             assert response["WWW-Authenticate"] == "Bearer"
 
     @pytest.mark.parametrize("scheme", ["Bearer", "Token", "bearer"])
-    def test_token_is_accepted_with_bearer_or_token_scheme(self, api_client, user, scheme):
-        token = Token.objects.create(user=user)
-        api_client.credentials(HTTP_AUTHORIZATION=f"{scheme} {token.key}")
+    def test_token_is_accepted_with_bearer_or_token_scheme(self, api_client, user_token, scheme):
+        api_client.credentials(HTTP_AUTHORIZATION=f"{scheme} {user_token}")
         assert api_client.get(SESSIONS).status_code == 200
 
     def test_a_wrong_token_is_an_authentication_error(self, api_client):

@@ -19,8 +19,8 @@ from django.db import connection
 from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
+from accounts.selectors import token_for_key
 from conversations import bulk, services, transfer
 from conversations.management.cli import Progress
 from conversations.models import ChatSession, Message
@@ -502,9 +502,9 @@ class TestSeedDemo:
     def test_it_creates_the_demo_user_token_and_sessions(self):
         out, _ = run("seed_demo", "--password", "s3cret-demo")
         demo = User.objects.get(username="demo")
-        token = Token.objects.get(user=demo)
+        key = next(line for line in out.splitlines() if line.startswith("API token: "))[11:]
         assert demo.check_password("s3cret-demo")
-        assert f"API token: {token.key}" in out
+        assert token_for_key(key=key).user == demo
         sessions = ChatSession.objects.filter(user=demo)
         assert sessions.count() == len(bulk.DEMO_SESSIONS)
         assert sessions.filter(archived=True).count() == 1
@@ -521,6 +521,18 @@ class TestSeedDemo:
         assert "Demo sessions: 0 created, 4 already there." in out
         assert "Password: unchanged" in out
         assert User.objects.get(username="demo").check_password("first-pass")
+
+    def test_rerunning_replaces_the_demo_token_with_the_printed_one(self):
+        first, _ = run("seed_demo")
+        second, _ = run("seed_demo")
+        keys = [
+            next(line for line in out.splitlines() if line.startswith("API token: "))[11:]
+            for out in (first, second)
+        ]
+        demo = User.objects.get(username="demo")
+        assert token_for_key(key=keys[0]) is None
+        assert token_for_key(key=keys[1]).user == demo
+        assert demo.api_tokens.count() == 1
 
     def test_a_new_demo_user_gets_a_printed_password(self):
         out, _ = run("seed_demo")

@@ -3,8 +3,8 @@ import json
 import logging
 
 import pytest
-from rest_framework.authtoken.models import Token
 
+from accounts.tests.factories import api_key_for
 from chatengine.request_id import get_request_id
 from conversations.models import Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
@@ -347,7 +347,7 @@ async def asgi_post(
 class TestStreamingUnderASGI:
     def test_it_streams_and_stores_the_reply(self, user, fake_openai):
         session = ChatSessionFactory(user=user)
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         status, raw = asyncio.run(
             asgi_post(reply_url(session.pk), {"content": "hi", "stream": True}, token)
         )
@@ -365,7 +365,7 @@ class TestStreamingUnderASGI:
     ):
         fake_openai.chunk_delay_ms = 100  # the model is still talking when the client leaves
         session = ChatSessionFactory(user=user)
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         status, raw = asyncio.run(
             asgi_post(
                 reply_url(session.pk),
@@ -423,7 +423,7 @@ def test_under_uvicorn_a_client_hanging_up_mid_stream_leaves_an_interrupted_repl
 
     fake_openai.chunk_delay_ms = 100
     session = ChatSessionFactory(user=user)
-    token = Token.objects.create(user=user).key
+    token = api_key_for(user)
 
     server = uvicorn.Server(
         uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning", lifespan="off")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from accounts.tests.factories import api_key_for
 from chatengine.tests.conftest import (
     closed_port,
     json_logs,  # noqa: F401  (re-exported fixture)
@@ -35,8 +35,7 @@ def envelope(response, status: int, error_type: str) -> dict:
 
 def client_for(user) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_for(user)}")
     return client
 
 

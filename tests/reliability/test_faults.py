@@ -7,8 +7,8 @@ import signal
 import subprocess
 
 import pytest
-from rest_framework.authtoken.models import Token
 
+from accounts.tests.factories import api_key_for
 from conversations.models import ChatSession, IdempotencyKey, Message
 from conversations.tests.factories import ChatSessionFactory
 from tests.reliability.conftest import (
@@ -36,7 +36,7 @@ def test_the_next_request_succeeds_after_the_database_dropped_the_connections(
 ):
     base, app_name = live_server_process
     session = ChatSessionFactory(user=user)
-    token = Token.objects.create(user=user).key
+    token = api_key_for(user)
     url = f"{base}/api/v1/sessions/{session.pk}/messages/"
 
     with raw_pg() as pg:
@@ -111,7 +111,7 @@ def held_backend(pg) -> int | None:
 @pytest.mark.parametrize("key", [None, "kill-me-key"])
 def test_a_worker_killed_mid_append_leaves_no_half_written_message(user, hold_trigger, key):
     session = ChatSessionFactory(user=user)
-    token = Token.objects.create(user=user).key
+    token = api_key_for(user)
     url = f"/api/v1/sessions/{session.pk}/messages/"
     with raw_pg() as pg:
         pg.execute("SELECT pg_advisory_lock(%s)", [HOLD_LOCK])

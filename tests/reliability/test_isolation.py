@@ -17,6 +17,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.permissions import AllowAny
 from rest_framework.views import APIView
 
+from accounts import services as token_services
+from accounts.models import ApiToken
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
 from tests.reliability.conftest import client_for, envelope
@@ -28,6 +30,7 @@ SECRET = "A-SECRET-7c1e93"  # in every text field of A's data; fixed so test ids
 ID_SOURCES = {
     "session_id": lambda owned: owned.session.pk,
     "message_id": lambda owned: owned.message.pk,
+    "token_id": lambda owned: owned.token.pk,
 }
 # A minimal body per method, valid for the message and session endpoints.
 BODIES = {
@@ -121,6 +124,7 @@ class Owned:
     user: object
     session: ChatSession
     message: Message
+    token: ApiToken
 
 
 def owned_data(user, marker: str) -> Owned:
@@ -130,7 +134,8 @@ def owned_data(user, marker: str) -> Owned:
     MessageFactory(session=session, content=f"{marker} first")
     message = MessageFactory(session=session, content=f"{marker} second", role="assistant")
     ChatSessionFactory(user=user, title=f"{marker} archived", archived=True)
-    return Owned(user=user, session=session, message=message)
+    token, _ = token_services.create_token(user=user, name=f"{marker} token")
+    return Owned(user=user, session=session, message=message, token=token)
 
 
 @pytest.fixture
@@ -146,9 +151,12 @@ def bob(db):
 def database_snapshot() -> dict:
     """Every row of every chatengine model: B's failed attempts must change none of them."""
     snapshot = {}
-    for label in ("conversations", "llm"):
+    for label in ("conversations", "llm", "accounts"):
         for model in apps.get_app_config(label).get_models():
             snapshot[model._meta.label] = list(model.objects.order_by("pk").values())
+    # The caller's own key records its use; that is not a change to anyone's data.
+    for row in snapshot[ApiToken._meta.label]:
+        row.pop("last_used_at")
     return snapshot
 
 
@@ -190,8 +198,9 @@ def test_another_users_ids_are_404_and_change_nothing(
     route, method, foreign, alice, bob, fake_openai
 ):
     url = url_for(route, foreign, alice, bob)
+    client = client_for(bob.user)
     before = database_snapshot()
-    response = call(client_for(bob.user), method, url, route)
+    response = call(client, method, url, route)
     if method == "head":
         assert response.status_code == 404
     else:

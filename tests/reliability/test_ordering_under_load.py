@@ -9,8 +9,8 @@ import subprocess
 
 import pytest
 from django.db.models import Count, Max, Sum
-from rest_framework.authtoken.models import Token
 
+from accounts.tests.factories import api_key_for
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory
 from tests.reliability.conftest import BASE_DIR, PYTHON, child_env, wait_until
@@ -99,7 +99,7 @@ def assert_consistent(session_ids, results, expected_per_session: dict[str, int]
 
 def test_eight_workers_appending_to_one_session(user, tmp_path):
     session = ChatSessionFactory(user=user)
-    token = Token.objects.create(user=user).key
+    token = api_key_for(user)
     plans = [[str(session.pk)] * APPENDS for _ in range(WORKERS)]
     results = run_workers(tmp_path, token, plans)
     assert_consistent([str(session.pk)], results, {str(session.pk): WORKERS * APPENDS})
@@ -107,7 +107,7 @@ def test_eight_workers_appending_to_one_session(user, tmp_path):
 
 def test_eight_workers_appending_across_fifty_sessions(user, tmp_path):
     sessions = [str(ChatSessionFactory(user=user).pk) for _ in range(50)]
-    token = Token.objects.create(user=user).key
+    token = api_key_for(user)
     rng = random.Random(10)
     plans = []
     for _ in range(WORKERS):
@@ -123,7 +123,7 @@ def test_eight_clients_through_a_live_server_with_four_workers(user, tmp_path, l
     """The same through real sockets: gunicorn with 4 worker processes, 8 client processes."""
     base_url, _ = live_server_process
     session = ChatSessionFactory(user=user)
-    token = Token.objects.create(user=user).key
+    token = api_key_for(user)
     plans = [[str(session.pk)] * APPENDS for _ in range(WORKERS)]
     results = run_workers(tmp_path, token, plans, base_url=base_url)
     assert_consistent([str(session.pk)], results, {str(session.pk): WORKERS * APPENDS})

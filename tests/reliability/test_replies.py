@@ -7,8 +7,8 @@ import shutil
 import threading
 
 import pytest
-from rest_framework.authtoken.models import Token
 
+from accounts.tests.factories import api_key_for
 from conversations.models import IdempotencyKey, Message
 from conversations.tests.factories import ChatSessionFactory
 from conversations.tests.test_cache import OwnRedis
@@ -227,7 +227,7 @@ class TestLiveServer:
         base, _ = live_server_process
         live_fake_openai.latency_ms = 300  # both are waiting on the model at the same time
         session = ChatSessionFactory(user=user, system_prompt="Be brief.")
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         barrier = threading.Barrier(2)
         results = {}
 
@@ -277,7 +277,7 @@ class TestLiveServer:
         base, _ = live_server_process
         live_fake_openai.fail_next("close_mid_stream")
         session = ChatSessionFactory(user=user)
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         status, raw = http(
             "POST",
             f"{base}{reply_url(session)}",
@@ -331,7 +331,7 @@ class TestRedisStoppedMidRun:
     ):
         base, _ = live_server_process
         session = ChatSessionFactory(user=user)
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         messages = f"{base}/api/v1/sessions/{session.pk}/messages/"
         sent: list[str] = []
 

@@ -32,7 +32,7 @@ class Command(ConversationsCommand):
         )
 
     def handle(self, *args, **options):
-        older_than = parse_duration(options["older_than"])
+        older_than = parse_duration(options["older_than"], option="--older-than")
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
         verbosity, dry_run = options["verbosity"], options["dry_run"]
