@@ -5,8 +5,10 @@ from rest_framework import serializers
 
 from conversations.models import Message
 from conversations.serializers import (
+    MODEL_HELP,
     MessageSerializer,
     MetadataField,
+    ModelNameField,
     StrictBooleanField,
     StrictCharField,
     StrictInputSerializer,
@@ -45,11 +47,10 @@ class ReplyInputSerializer(StrictInputSerializer):
         default=False,
         help_text="`true`: answer with a `text/event-stream` of the reply as it is generated.",
     )
-    model = StrictCharField(
+    model = ModelNameField(
         required=False,
-        max_length=128,
         help_text="The model for this reply; default: the session's `model`, else the "
-        "server's `LLM_MODEL`.",
+        "server's `LLM_MODEL`. " + MODEL_HELP,
     )
     max_output_tokens = StrictIntegerField(
         required=False,
@@ -64,11 +65,9 @@ class ReplyInputSerializer(StrictInputSerializer):
 
 class ContextQuerySerializer(serializers.Serializer):
     # Not trimmed: the schema (minLength 1) calls "  " a model name, not a blank one.
-    model = serializers.CharField(
+    model = ModelNameField(
         required=False,
-        max_length=128,
-        trim_whitespace=False,
-        help_text="Preview for this model; default as for a reply.",
+        help_text="Preview for this model; default as for a reply. " + MODEL_HELP,
     )
     max_output_tokens = serializers.IntegerField(
         required=False,
