@@ -9,7 +9,6 @@ from conversations.serializers import (
     MessageSerializer,
     MetadataField,
     ModelNameField,
-    StrictBooleanField,
     StrictCharField,
     StrictInputSerializer,
     ToolCallSerializer,
@@ -33,19 +32,19 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class ReplyInputSerializer(StrictInputSerializer):
-    """Every field is optional; unknown fields are refused."""
+STREAM_PATH = "/api/v1/sessions/{id}/reply/stream/"
+STREAM_MOVED = f"Streaming has its own endpoint: POST {STREAM_PATH} (same body, no `stream`)."
+
+
+class _ReplyFields(StrictInputSerializer):
+    """What a reply takes, streamed or not. Every field is optional; unknown fields are
+    refused."""
 
     content = StrictCharField(
         required=False,
         max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS,
         help_text="A new user message, appended before replying. Leave it out to reply to the "
         "history as it is (the session must then have messages).",
-    )
-    stream = StrictBooleanField(
-        required=False,
-        default=False,
-        help_text="`true`: answer with a `text/event-stream` of the reply as it is generated.",
     )
     model = ModelNameField(
         required=False,
@@ -61,6 +60,23 @@ class ReplyInputSerializer(StrictInputSerializer):
         "a 422.",
     )
     metadata = MetadataField(required=False)
+
+
+class ReplyInputSerializer(_ReplyFields):
+    """A reply answered as JSON once complete. Every field is optional; unknown fields are
+    refused."""
+
+    def to_internal_value(self, data):
+        # The JSON reply had a `stream` flag before streaming got its own operation: say where
+        # it went rather than just "Unknown field".
+        if isinstance(data, dict) and "stream" in data:
+            raise serializers.ValidationError({"stream": [STREAM_MOVED]})
+        return super().to_internal_value(data)
+
+
+class ReplyStreamInputSerializer(_ReplyFields):
+    """A reply streamed as it is generated: the same fields as a JSON reply. Every field is
+    optional; unknown fields are refused."""
 
 
 class ContextQuerySerializer(serializers.Serializer):

@@ -230,7 +230,7 @@ def test_integral_float_is_an_integer_and_a_fraction_is_not(auth_client, user):
 def test_streamed_reply_is_201_like_the_json_one(auth_client, user):
     session = ChatSessionFactory(user=user)
     response = auth_client.post(
-        f"{SESSIONS}{session.pk}/reply/", {"content": "hi", "stream": True}, format="json"
+        f"{SESSIONS}{session.pk}/reply/stream/", {"content": "hi"}, format="json"
     )
     assert response.status_code == 201
     assert response["Content-Type"] == "text/event-stream"
