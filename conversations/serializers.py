@@ -358,18 +358,21 @@ class UserMessageInputSerializer(_MessageInputVariant):
     role = _role_field(Message.Role.USER)
 
 
-class AssistantMessageInputSerializer(_MessageInputVariant):
-    """A model's message. It may call tools; then, and only then, `content` may be blank."""
+# The assistant's two shapes are two complete schemas, not one with an `anyOf` of partial
+# rules: a client generator (openapi-python-client) turned that into a type whose only field
+# was `content: Any`.
+class AssistantTextMessageInputSerializer(_MessageInputVariant):
+    """A model's message in text (`content` not blank), calling no tool."""
+
+    role = _role_field(Message.Role.ASSISTANT)
+
+
+class AssistantToolCallsMessageInputSerializer(_MessageInputVariant):
+    """A model's message calling tools; its `content` may be blank."""
 
     role = _role_field(Message.Role.ASSISTANT)
     content = _content_field(allow_blank=True)
-    tool_calls = ToolCallsField(required=False)
-    schema_extra = {
-        "anyOf": [
-            {"required": ["tool_calls"]},
-            {"properties": {"content": {"minLength": 1}}},
-        ]
-    }
+    tool_calls = ToolCallsField()
 
 
 class ToolMessageInputSerializer(_MessageInputVariant):
@@ -381,12 +384,16 @@ class ToolMessageInputSerializer(_MessageInputVariant):
     )
 
 
-MESSAGE_INPUT_VARIANTS = {
-    Message.Role.SYSTEM.value: SystemMessageInputSerializer,
-    Message.Role.USER.value: UserMessageInputSerializer,
-    Message.Role.ASSISTANT.value: AssistantMessageInputSerializer,
-    Message.Role.TOOL.value: ToolMessageInputSerializer,
-}
+# Told apart by `role` and, for the assistant, by `tool_calls` (each variant refuses unknown
+# fields, so exactly one matches): a `oneOf` without a discriminator, which maps a value to
+# one schema only.
+MESSAGE_INPUT_VARIANTS = [
+    SystemMessageInputSerializer,
+    UserMessageInputSerializer,
+    AssistantTextMessageInputSerializer,
+    AssistantToolCallsMessageInputSerializer,
+    ToolMessageInputSerializer,
+]
 
 
 @extend_schema_field(UsageSerializer(allow_null=True))

@@ -74,8 +74,11 @@ def _event(name: str, data_schema: dict, description: str) -> dict:
     }
 
 
-# One server-sent event. (OpenAPI 3.1 has no keyword for "each item of a stream"; as tools
-# read it, and as 3.2's `itemSchema` says, this schema describes every event.)
+# One server-sent event. OpenAPI 3.1 has no keyword for "each item of a stream" (3.2 adds
+# `itemSchema`): the body is documented as what a client generator can read, a string (the
+# whole stream), and each event's schema rides along as `x-itemSchema`. Given the union as the
+# body's schema, openapi-python-client parsed the stream's text as one of the objects and
+# crashed.
 REPLY_STREAM_EVENT = {
     "description": "One server-sent event of the reply stream (`event:` and a JSON `data:`).",
     "oneOf": [
@@ -119,6 +122,14 @@ REPLY_STREAM_EVENT = {
             "What had arrived is stored with `finish_reason` `interrupted`.",
         ),
     ],
+}
+
+
+REPLY_STREAM_BODY = {
+    "type": "string",
+    "description": "The event stream as text: `event:` and `data:` lines, a blank line after "
+    "each event. Every event matches `x-itemSchema`.",
+    "x-itemSchema": REPLY_STREAM_EVENT,
 }
 
 

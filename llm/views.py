@@ -166,7 +166,7 @@ class ReplyStreamView(APIView):
         request=ReplyStreamInputSerializer,
         responses={
             (201, "text/event-stream"): OpenApiResponse(
-                schema.REPLY_STREAM_EVENT,
+                schema.REPLY_STREAM_BODY,
                 "The reply as server-sent events. " + schema.REPLY_STREAM_DESCRIPTION,
             ),
             **REPLY_ERRORS,

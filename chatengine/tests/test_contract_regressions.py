@@ -105,10 +105,12 @@ def _post_message(client, session, body):
 def test_schema_says_content_may_not_be_blank_except_for_tool_calls(components, role):
     variant = components[f"{role.title()}MessageInput"]
     assert variant["properties"]["content"]["minLength"] == 1
-    assistant = components["AssistantMessageInput"]
-    assert "minLength" not in assistant["properties"]["content"]
-    assert {"properties": {"content": {"minLength": 1}}} in assistant["anyOf"]
-    assert {"required": ["tool_calls"]} in assistant["anyOf"]
+    text = components["AssistantTextMessageInput"]
+    assert text["properties"]["content"]["minLength"] == 1
+    assert "tool_calls" not in text["properties"]
+    calling = components["AssistantToolCallsMessageInput"]
+    assert "minLength" not in calling["properties"]["content"]
+    assert "tool_calls" in calling["required"]
 
 
 @pytest.mark.parametrize(
@@ -143,11 +145,13 @@ def test_blank_content_is_stored_for_an_assistant_message_calling_tools(auth_cli
         "PatchedSessionUpdateInput",
         "SystemMessageInput",
         "UserMessageInput",
-        "AssistantMessageInput",
+        "AssistantTextMessageInput",
+        "AssistantToolCallsMessageInput",
         "ToolMessageInput",
         "ToolCall",
         "ToolCallFunction",
         "ReplyInput",
+        "ReplyStreamInput",
     ],
 )
 def test_schema_says_input_objects_take_no_unknown_property(components, component):

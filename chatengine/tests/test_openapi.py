@@ -139,9 +139,11 @@ def test_the_streamed_reply_is_its_own_operation_answering_only_the_event_stream
     created = operation["responses"]["201"]
     assert set(created["content"]) == {"text/event-stream"}
     stream = created["content"]["text/event-stream"]
+    # What a client generator reads the body as: its text, not a JSON object.
+    assert stream["schema"]["type"] == "string"
     events = {
         variant["properties"]["event"]["const"]: variant["properties"]["data"]
-        for variant in stream["schema"]["oneOf"]
+        for variant in stream["schema"]["x-itemSchema"]["oneOf"]
     }
     assert set(events) == {"message.delta", "message.completed", "error"}
     for data in events.values():
@@ -161,33 +163,50 @@ def test_the_streamed_reply_is_its_own_operation_answering_only_the_event_stream
     assert "event: message.delta\ndata: " in created["description"]
 
 
-def test_message_input_is_one_schema_per_role(schema):
+def test_message_input_is_one_complete_schema_per_shape(schema):
     components = schema["components"]["schemas"]
     body = schema["paths"]["/api/v1/sessions/{session_id}/messages/"]["post"]["requestBody"]
     assert body["required"] is True
     union = components["MessageCreateInput"]
-    assert union["discriminator"]["propertyName"] == "role"
-    variants = {
-        role: components[ref.rsplit("/", 1)[1]]
-        for role, ref in union["discriminator"]["mapping"].items()
-    }
-    assert set(variants) == {"system", "user", "assistant", "tool"}
-    assert [v["$ref"] for v in union["oneOf"]] == list(union["discriminator"]["mapping"].values())
-    for role, variant in variants.items():
-        assert variant["properties"]["role"]["const"] == role
-        assert variant["additionalProperties"] is False
-        # tool_calls only on assistant, tool_call_id only (and always) on tool.
-        assert ("tool_calls" in variant["properties"]) == (role == "assistant"), role
-        assert ("tool_call_id" in variant["properties"]) == (role == "tool"), role
-        if role != "assistant":
-            assert variant["properties"]["content"]["minLength"] == 1, role
-    assert "tool_call_id" in variants["tool"]["required"]
-    assistant = variants["assistant"]
-    assert "minLength" not in assistant["properties"]["content"]
-    assert assistant["anyOf"] == [
-        {"required": ["tool_calls"]},
-        {"properties": {"content": {"minLength": 1}}},
+    variants = {ref["$ref"].rsplit("/", 1)[1]: None for ref in union["oneOf"]}
+    variants = {name: components[name] for name in variants}
+    assert list(variants) == [
+        "SystemMessageInput",
+        "UserMessageInput",
+        "AssistantTextMessageInput",
+        "AssistantToolCallsMessageInput",
+        "ToolMessageInput",
     ]
+    # No rule is left outside the variants' own properties (an anyOf of partial schemas made
+    # openapi-python-client generate a type with nothing but `content: Any`).
+    assert "discriminator" not in union
+    for name, variant in variants.items():
+        assert variant["type"] == "object", name
+        assert not {"anyOf", "oneOf", "allOf"} & set(variant), name
+        assert variant["additionalProperties"] is False, name
+        properties = variant["properties"]
+        assert properties["role"]["type"] == "string", name
+        assert properties["content"]["type"] == "string", name
+        assert properties["name"]["type"] == "string", name
+        assert properties["metadata"]["type"] == "object", name
+        assert {"role", "content"} <= set(variant["required"]), name
+        # tool_calls only on the calling assistant, tool_call_id only (and always) on tool.
+        assert ("tool_calls" in properties) == (name == "AssistantToolCallsMessageInput"), name
+        assert ("tool_call_id" in properties) == (name == "ToolMessageInput"), name
+        if name != "AssistantToolCallsMessageInput":
+            assert properties["content"]["minLength"] == 1, name
+    roles = {name: v["properties"]["role"]["const"] for name, v in variants.items()}
+    assert roles == {
+        "SystemMessageInput": "system",
+        "UserMessageInput": "user",
+        "AssistantTextMessageInput": "assistant",
+        "AssistantToolCallsMessageInput": "assistant",
+        "ToolMessageInput": "tool",
+    }
+    assert "tool_call_id" in variants["ToolMessageInput"]["required"]
+    assistant = variants["AssistantToolCallsMessageInput"]
+    assert "minLength" not in assistant["properties"]["content"]
+    assert "tool_calls" in assistant["required"]
     tool_calls = assistant["properties"]["tool_calls"]
     assert (tool_calls["minItems"], tool_calls["maxItems"]) == (1, 128)
     call = components["ToolCall"]
