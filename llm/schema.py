@@ -74,11 +74,9 @@ def _event(name: str, data_schema: dict, description: str) -> dict:
     }
 
 
-# One server-sent event. OpenAPI 3.1 has no keyword for "each item of a stream" (3.2 adds
-# `itemSchema`): the body is documented as what a client generator can read, a string (the
-# whole stream), and each event's schema rides along as `x-itemSchema`. Given the union as the
-# body's schema, openapi-python-client parsed the stream's text as one of the objects and
-# crashed.
+# One server-sent event. (OpenAPI 3.1 has no keyword for "each item of a stream"; as tools
+# read it, and as 3.2's `itemSchema` says, this schema describes every event: schemathesis
+# checks each event of a live stream against it.)
 REPLY_STREAM_EVENT = {
     "description": "One server-sent event of the reply stream (`event:` and a JSON `data:`).",
     "oneOf": [
@@ -125,11 +123,21 @@ REPLY_STREAM_EVENT = {
 }
 
 
+# The body as documented: one event (above), or the whole stream's text. The last branch is
+# what a client without a server-sent-events parser reads: openapi-python-client, given only
+# the event objects, parsed the stream's text as one of them and crashed; with it, its
+# generated operation returns the text. A parsed event is an object, so it never matches it.
 REPLY_STREAM_BODY = {
-    "type": "string",
-    "description": "The event stream as text: `event:` and `data:` lines, a blank line after "
-    "each event. Every event matches `x-itemSchema`.",
-    "x-itemSchema": REPLY_STREAM_EVENT,
+    "description": REPLY_STREAM_EVENT["description"],
+    "oneOf": [
+        *REPLY_STREAM_EVENT["oneOf"],
+        {
+            "type": "string",
+            "title": "stream text",
+            "description": "The whole stream as text (`event:` and `data:` lines, a blank line "
+            "after each event), as a client that does not parse server-sent events reads it.",
+        },
+    ],
 }
 
 
