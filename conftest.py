@@ -102,8 +102,12 @@ def auth_client(user_token) -> APIClient:
 def _throttles_out_of_the_way(settings):
     """Real throttling (cache-backed) on every request, at rates no test reaches by accident.
 
-    chatengine/tests/test_throttling.py sets low rates where it means to be throttled.
+    chatengine/tests/test_throttling.py sets low rates where it means to be throttled. No
+    back-off is left over from a test whose cache was down (chatengine.backoff).
     """
+    from chatengine import throttling
+
+    throttling.backoff.reset()
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {

@@ -311,7 +311,7 @@ def _sse_timings(urls: list[str], token: str) -> list[tuple[float, float]]:
                 "POST",
                 url,
                 headers={"Authorization": f"Bearer {token}"},
-                json={"content": QUESTION.format(i=i), "stream": True},
+                json={"content": QUESTION.format(i=i)},
             ) as resp:
                 resp.raise_for_status()
                 for line in resp.iter_lines():
@@ -391,7 +391,7 @@ def bench_reply(results: dict, servers: list[str]) -> None:
             "LLM_MAX_RETRIES": "0",
         }
         with running_server(STREAM_SERVER, env_extra=env) as (base, _proc):
-            urls = [f"{base}/api/v1/sessions/{sid}/reply/" for sid in session_ids]
+            urls = [f"{base}/api/v1/sessions/{sid}/reply/stream/" for sid in session_ids]
             _sse_timings(urls[:3], token)
             engine_runs = [
                 _sse_timings(urls[3 + r * n : 3 + (r + 1) * n], token) for r in range(REPEATS)
@@ -626,7 +626,7 @@ def render_markdown(results: dict) -> str:
             "| path | p50 time to first token ms | p50 total ms |",
             "| --- | --- | --- |",
             f"| openai SDK direct (floor) | {reply['sdk_direct']['ttft_ms']:.1f} | {reply['sdk_direct']['total_ms']:.1f} |",
-            f"| POST .../reply/ stream ({STREAM_SERVER}) | {reply['engine_stream']['ttft_ms']:.1f} | {reply['engine_stream']['total_ms']:.1f} |",
+            f"| POST .../reply/stream/ ({STREAM_SERVER}) | {reply['engine_stream']['ttft_ms']:.1f} | {reply['engine_stream']['total_ms']:.1f} |",
             f"| engine added | {reply['added_ttft_ms']:.1f} | {reply['added_total_ms']:.1f} |",
             "",
         ]

@@ -274,6 +274,37 @@ def document_metadata_field(field_class: type) -> type:
     return extend_schema_field(METADATA_SCHEMA)(field_class)
 
 
+# --- Response headers -----------------------------------------------------------------------
+REQUEST_ID_HEADER = {
+    "schema": {"type": "string"},
+    "required": True,
+    "description": "The request's id: the caller's `X-Request-ID` when it was a valid one, "
+    "else a new one. Also in every error body (`request_id`) and log line.",
+}
+RETRY_AFTER_HEADER = {
+    "schema": {"type": "integer", "minimum": 0},
+    "description": "Seconds to wait before retrying. Sent with every throttling 429; with an "
+    "upstream 429 when the LLM provider said; with a 409 of a request whose "
+    "`Idempotency-Key` is still in progress.",
+}
+REPLAYED_HEADER = {
+    "schema": {"type": "string", "enum": ["true"]},
+    "description": "`true` when this is the stored response of an earlier request with the "
+    "same `Idempotency-Key`, replayed; absent when the request ran.",
+}
+
+
+def response_headers(status: int, *, idempotent: bool) -> dict[str, dict[str, Any]]:
+    """The headers a response with `status` may carry (the middleware, the throttle, the
+    exception handler and conversations.idempotency set them)."""
+    headers = {"X-Request-ID": REQUEST_ID_HEADER}
+    if status == 429 or (idempotent and status == 409):
+        headers["Retry-After"] = RETRY_AFTER_HEADER
+    if idempotent and 200 <= status < 300:
+        headers["Idempotent-Replayed"] = REPLAYED_HEADER
+    return headers
+
+
 # --- Security -----------------------------------------------------------------------------
 class BearerSchemeExtension(OpenApiAuthenticationExtension):
     target_class = "chatengine.authentication.BearerOrTokenAuthentication"
@@ -358,6 +389,29 @@ class ChatengineAutoSchema(AutoSchema):
                 for variant in variants
             )
         return schema, required
+
+    def is_idempotent(self) -> bool:
+        """Whether the operation honours `Idempotency-Key` (conversations.idempotency)."""
+        from conversations.idempotency import HEADER  # imports models: not at module load
+
+        return any(
+            isinstance(p, OpenApiParameter) and p.name == HEADER
+            for p in self.get_override_parameters()
+        )
+
+    def _get_response_for_code(
+        self, serializer, status_code, media_types=None, direction="response"
+    ):
+        response = super()._get_response_for_code(serializer, status_code, media_types, direction)
+        # Only a JSON response is stored for replay (conversations.idempotency): a stream is not.
+        replayable = self.is_idempotent() and set(response.get("content", {})) != {
+            "text/event-stream"
+        }
+        headers = response_headers(int(status_code), idempotent=self.is_idempotent())
+        if not replayable:
+            headers.pop("Idempotent-Replayed", None)
+        response["headers"] = {**headers, **response.get("headers", {})}
+        return response
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)

@@ -380,6 +380,13 @@ LLM_MODEL_CONTEXT_WINDOWS = {
     "gpt-5": 400_000,
     "echo": 8_192,
 } | _env_model_map("LLM_MODEL_CONTEXT_WINDOWS", int)
+# The models a caller may name (a session's or a reply's `model`, the context preview's
+# `?model=`); any other is a 400. Default: LLM_MODEL and the models of the table above.
+# LLM_ALLOWED_MODELS="gpt-4o,gpt-4o-mini" replaces that list; "*" allows any name. Matched
+# exactly (a dated variant must be listed itself): the upstream account pays for the model.
+LLM_ALLOWED_MODELS = env_list(
+    "LLM_ALLOWED_MODELS", [LLM_MODEL, *(m for m in LLM_MODEL_CONTEXT_WINDOWS if m != LLM_MODEL)]
+)
 # Model -> tiktoken encoding, for models tiktoken does not know (or to override it), e.g.
 # LLM_MODEL_ENCODINGS="llama3=cl100k_base". Same matching as above.
 LLM_MODEL_ENCODINGS = {"echo": "cl100k_base"} | _env_model_map("LLM_MODEL_ENCODINGS", str)

@@ -5,16 +5,26 @@ Scopes: `reads` (GET/HEAD/OPTIONS), `writes` (everything else), or the view's ow
 `throttle_scope` (the reply view sets "replies", so LLM calls have their own, smaller budget).
 Rates are CHATENGINE_THROTTLE_* in settings; over the limit DRF raises `Throttled`, which the
 envelope handler renders as 429 `rate_limited` with `Retry-After`.
+
+When the cache cannot count (Redis down or slow) the limits fail open: requests go through
+unthrottled. Like the history cache (chatengine.backoff), the throttle then leaves the cache
+alone for CHATENGINE_CACHE_RETRY_S seconds, so requests do not each wait a socket timeout, and
+logs `throttle.unavailable` at WARNING at most once a minute per process (DEBUG otherwise).
 """
 
 import logging
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle
 
-logger = logging.getLogger("chatengine.throttling")
+from chatengine.backoff import Backoff
+from chatengine.events import log_event
+
+# One per process, for every throttle instance (DRF makes one per request).
+backoff = Backoff()
 
 
 def throttle_scope(request, view) -> str:
@@ -45,15 +55,19 @@ class UserScopedRateThrottle(SimpleRateThrottle):
         if self.rate is None:
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
+        # A limiter that cannot count must not take the API down with the cache: let the
+        # request through (fail open), and say so once a minute.
+        if not backoff.available():
+            return True
         try:
             return super().allow_request(request, view)
-        except Exception:
-            # A limiter that cannot count must not take the API down with the cache: let the
-            # request through, and say so.
-            logger.warning(
+        except Exception as exc:
+            warn = backoff.failed(retry_s=settings.CHATENGINE_CACHE_RETRY_S)
+            log_event(
                 "throttle.unavailable",
-                exc_info=True,
-                extra={"event": "throttle.unavailable", "scope": self.scope},
+                level=logging.WARNING if warn else logging.DEBUG,
+                scope=self.scope,
+                error=type(exc).__name__,
             )
             return True
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django_redis import get_redis_connection
 from django_redis.cache import RedisCache
 
+from chatengine.backoff import Backoff
 from chatengine.events import log_event
 from chatengine.metrics import CACHE_EVENTS
 from chatengine.renderers import dumps
@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "chatengine:v2"
 STATS_KEY = f"{KEY_PREFIX}:stats"
-_WARN_EVERY_S = 60.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Each message is stored as its API JSON (serializers.message_representation, written as the
@@ -127,7 +126,7 @@ def _looks_rendered(raw: bytes) -> bool:
 
 # --- counters and the failure policy ----------------------------------------------------
 class _ProcessState:
-    """Per-process counters, the once-a-minute warning clock and the retry back-off."""
+    """Per-process counters."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -136,11 +135,11 @@ class _ProcessState:
     def reset(self) -> None:
         self.counts = {"hit": 0, "miss": 0, "error": 0, "rebuild": 0}
         self.unreported_errors = 0
-        self.last_warning = -_WARN_EVERY_S
-        self.down_until = 0.0
 
 
 _state = _ProcessState()
+# The retry back-off and the once-a-minute warning clock (shared mechanism: chatengine.backoff).
+_backoff = Backoff()
 
 
 def _count(event: str, n: int = 1) -> None:
@@ -159,10 +158,11 @@ def reset_local_state() -> None:
     """Forget counters and back-off (tests, and a fresh start after reconfiguring)."""
     with _state.lock:
         _state.reset()
+    _backoff.reset()
 
 
 def _available() -> bool:
-    return time.monotonic() >= _state.down_until
+    return _backoff.available()
 
 
 def _failed(op: str, exc: BaseException, session_id: Any = None, *, backoff: bool = True) -> None:
@@ -172,14 +172,9 @@ def _failed(op: str, exc: BaseException, session_id: Any = None, *, backoff: boo
     would wait a full socket timeout before reaching the database.
     """
     _count("error")
-    now = time.monotonic()
     with _state.lock:
         _state.unreported_errors += 1
-        if backoff:
-            _state.down_until = now + settings.CHATENGINE_CACHE_RETRY_S
-        warn = now - _state.last_warning >= _WARN_EVERY_S
-        if warn:
-            _state.last_warning = now
+    warn = _backoff.failed(retry_s=settings.CHATENGINE_CACHE_RETRY_S if backoff else None)
     log_event(
         "cache.fallback",
         level=logging.WARNING if warn else logging.DEBUG,

@@ -5,6 +5,7 @@ exporting a million-message selection keeps memory bounded by one chunk.
 """
 
 import json
+import re
 from collections.abc import Iterable, Iterator
 
 from conversations import selectors
@@ -26,13 +27,38 @@ def iter_json(sessions: Iterable[ChatSession]) -> Iterator[str]:
     yield "]\n"
 
 
-def _fence(text: str) -> str:
-    """A code fence longer than any backtick run in `text`, so content cannot break out of it."""
+# Line breaks as CommonMark and common renderers see them, and the other control characters.
+_BREAKS = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+# CommonMark lets a backslash escape any ASCII punctuation, and an escaped one is only text.
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def _text(value: object) -> str:
+    """A user-controlled value as inline Markdown text: one line, every ASCII punctuation
+    escaped, so it cannot open a heading, a list, a link, emphasis or raw HTML."""
+    return _PUNCTUATION.sub(r"\\\1", _BREAKS.sub(" ", str(value)))
+
+
+def _code(value: object) -> str:
+    """A user-controlled value as an inline code span: one line, delimited by a backtick run
+    longer than any inside it (code spans interpret nothing else, HTML included)."""
+    text = _BREAKS.sub(" ", str(value))
+    ticks = "`" * (_longest_backtick_run(text) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{ticks}{pad}{text}{pad}{ticks}"
+
+
+def _longest_backtick_run(text: str) -> int:
     longest = run = 0
     for char in text:
         run = run + 1 if char == "`" else 0
         longest = max(longest, run)
-    return "`" * max(3, longest + 1)
+    return longest
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any backtick run in `text`, so content cannot break out of it."""
+    return "`" * max(3, _longest_backtick_run(text) + 1)
 
 
 def _md_block(text: str, lang: str = "") -> str:
@@ -43,35 +69,37 @@ def _md_block(text: str, lang: str = "") -> str:
 def _reply_line(message: Message) -> str:
     parts = []
     if message.model:
-        parts.append(f"model `{message.model}`")
+        parts.append(f"model {_code(message.model)}")
     if message.usage:
         usage = message.usage
         parts.append(
             "usage {p} prompt + {c} completion = {t} tokens".format(
-                p=usage.get("prompt_tokens", "?"),
-                c=usage.get("completion_tokens", "?"),
-                t=usage.get("total_tokens", "?"),
+                p=_text(usage.get("prompt_tokens", "?")),
+                c=_text(usage.get("completion_tokens", "?")),
+                t=_text(usage.get("total_tokens", "?")),
             )
         )
     if message.latency_ms is not None:
         parts.append(f"{message.latency_ms} ms")
     if message.finish_reason:
-        parts.append(f"finish `{message.finish_reason}`")
+        parts.append(f"finish {_code(message.finish_reason)}")
     return "; ".join(parts)
 
 
 def iter_markdown(sessions: Iterable[ChatSession]) -> Iterator[str]:
     """A Markdown document: one section per session, one sub-section per message.
 
-    Content goes in fenced blocks verbatim, so user text is shown as written and cannot turn
-    into headings or links of the export itself.
+    Content goes in fenced blocks verbatim, names and titles are escaped inline text, ids
+    and model names code spans: whatever a user wrote is shown as written and cannot turn
+    into headings, links or HTML of the export itself.
     """
     for i, session in enumerate(sessions):
         if i:
             yield "\n---\n\n"
-        yield f"# {session.title or 'Untitled session'}\n\n"
-        yield f"- session: `{session.pk}`\n- user: {session.user.get_username()}\n"
-        yield f"- model: {session.model or '(default)'}\n- archived: {session.archived}\n"
+        yield f"# {_text(session.title) if session.title else 'Untitled session'}\n\n"
+        yield f"- session: `{session.pk}`\n- user: {_text(session.user.get_username())}\n"
+        model = _code(session.model) if session.model else "(default)"
+        yield f"- model: {model}\n- archived: {session.archived}\n"
         yield f"- messages: {session.message_count}, tokens: {session.total_tokens}\n"
         yield f"- last activity: {iso(session.last_message_at) or '-'}\n\n"
         if session.system_prompt:
@@ -80,7 +108,7 @@ def iter_markdown(sessions: Iterable[ChatSession]) -> Iterator[str]:
             yield "## Metadata\n\n" + _md_block(json.dumps(session.metadata, indent=2), "json")
             yield "\n"
         for message in selectors.iter_transcript(session=session):
-            name = f" ({message.name})" if message.name else ""
+            name = f" ({_text(message.name)})" if message.name else ""
             yield (
                 f"## #{message.seq} {message.role}{name} · {iso(message.created_at)}"
                 f" · {message.token_count} tokens\n\n"
@@ -89,7 +117,7 @@ def iter_markdown(sessions: Iterable[ChatSession]) -> Iterator[str]:
             if reply:
                 yield f"_{reply}_\n\n"
             if message.tool_call_id:
-                yield f"Answers tool call `{message.tool_call_id}`.\n\n"
+                yield f"Answers tool call {_code(message.tool_call_id)}.\n\n"
             yield _md_block(message.content)
             if message.tool_calls:
                 calls = json.dumps(message.tool_calls, indent=2)

@@ -7,6 +7,7 @@ from rest_framework import serializers
 
 from chatengine.openapi import document_metadata_field
 from conversations.models import ChatSession, Message
+from llm.catalog import NOT_ALLOWED, is_allowed_model
 
 METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_CHARS = 64
@@ -38,6 +39,28 @@ class StrictCharField(serializers.CharField):
             self.fail("not_a_string", input_type=type(data).__name__)
         _reject_unencodable(data)
         return super().to_internal_value(data)
+
+
+MODEL_HELP = (
+    "A model this server allows (`LLM_ALLOWED_MODELS`; by default `LLM_MODEL` and the models "
+    "of `LLM_MODEL_CONTEXT_WINDOWS`); another name is a 400 `validation_error`."
+)
+
+
+class ModelNameField(StrictCharField):
+    """A model name the server allows (llm.catalog); blank, where allowed, means the default."""
+
+    default_error_messages = {"not_allowed": NOT_ALLOWED}
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("max_length", 128)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if value and not is_allowed_model(value):
+            self.fail("not_allowed")
+        return value
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -98,7 +121,12 @@ class SessionCreateInputSerializer(StrictInputSerializer):
     system_prompt = StrictCharField(
         required=False, allow_blank=True, max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS
     )
-    model = StrictCharField(required=False, allow_blank=True, max_length=128)
+    model = ModelNameField(
+        required=False,
+        allow_blank=True,
+        help_text="The model of this session's replies; blank: the server's `LLM_MODEL`. "
+        + MODEL_HELP,
+    )
     metadata = MetadataField(required=False)
 
 
@@ -330,18 +358,21 @@ class UserMessageInputSerializer(_MessageInputVariant):
     role = _role_field(Message.Role.USER)
 
 
-class AssistantMessageInputSerializer(_MessageInputVariant):
-    """A model's message. It may call tools; then, and only then, `content` may be blank."""
+# The assistant's two shapes are two complete schemas, not one with an `anyOf` of partial
+# rules: a client generator (openapi-python-client) turned that into a type whose only field
+# was `content: Any`.
+class AssistantTextMessageInputSerializer(_MessageInputVariant):
+    """A model's message in text (`content` not blank), calling no tool."""
+
+    role = _role_field(Message.Role.ASSISTANT)
+
+
+class AssistantToolCallsMessageInputSerializer(_MessageInputVariant):
+    """A model's message calling tools; its `content` may be blank."""
 
     role = _role_field(Message.Role.ASSISTANT)
     content = _content_field(allow_blank=True)
-    tool_calls = ToolCallsField(required=False)
-    schema_extra = {
-        "anyOf": [
-            {"required": ["tool_calls"]},
-            {"properties": {"content": {"minLength": 1}}},
-        ]
-    }
+    tool_calls = ToolCallsField()
 
 
 class ToolMessageInputSerializer(_MessageInputVariant):
@@ -353,12 +384,16 @@ class ToolMessageInputSerializer(_MessageInputVariant):
     )
 
 
-MESSAGE_INPUT_VARIANTS = {
-    Message.Role.SYSTEM.value: SystemMessageInputSerializer,
-    Message.Role.USER.value: UserMessageInputSerializer,
-    Message.Role.ASSISTANT.value: AssistantMessageInputSerializer,
-    Message.Role.TOOL.value: ToolMessageInputSerializer,
-}
+# Told apart by `role` and, for the assistant, by `tool_calls` (each variant refuses unknown
+# fields, so exactly one matches): a `oneOf` without a discriminator, which maps a value to
+# one schema only.
+MESSAGE_INPUT_VARIANTS = [
+    SystemMessageInputSerializer,
+    UserMessageInputSerializer,
+    AssistantTextMessageInputSerializer,
+    AssistantToolCallsMessageInputSerializer,
+    ToolMessageInputSerializer,
+]
 
 
 @extend_schema_field(UsageSerializer(allow_null=True))

@@ -172,7 +172,7 @@ class MessageListCreateView(APIView):
         request=PolymorphicProxySerializer(
             component_name="MessageCreateInput",
             serializers=MESSAGE_INPUT_VARIANTS,
-            resource_type_field_name="role",
+            resource_type_field_name=None,
         ),
         responses={
             201: OpenApiResponse(MessageSerializer, "The stored message, with its `seq`."),

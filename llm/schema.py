@@ -40,7 +40,7 @@ REPLY_REQUEST = OpenApiExample(
 )
 REPLY_STREAM_REQUEST = OpenApiExample(
     "Ask and stream the reply",
-    value={"content": "And where do I eat?", "stream": True, "max_output_tokens": 512},
+    value={"content": "And where do I eat?", "max_output_tokens": 512},
     request_only=True,
 )
 REPLY_TO_HISTORY_REQUEST = OpenApiExample(
@@ -75,7 +75,8 @@ def _event(name: str, data_schema: dict, description: str) -> dict:
 
 
 # One server-sent event. (OpenAPI 3.1 has no keyword for "each item of a stream"; as tools
-# read it, and as 3.2's `itemSchema` says, this schema describes every event.)
+# read it, and as 3.2's `itemSchema` says, this schema describes every event: schemathesis
+# checks each event of a live stream against it.)
 REPLY_STREAM_EVENT = {
     "description": "One server-sent event of the reply stream (`event:` and a JSON `data:`).",
     "oneOf": [
@@ -96,12 +97,46 @@ REPLY_STREAM_EVENT = {
         ),
         _event(
             "error",
-            {"$ref": "#/components/schemas/ErrorEnvelope"},
+            {
+                "allOf": [
+                    {"$ref": "#/components/schemas/ErrorEnvelope"},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "retry_after": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "description": "Seconds to wait before retrying, when the "
+                                "error says (an upstream `rate_limited`): what a JSON reply "
+                                "sends as `Retry-After`.",
+                            }
+                        },
+                    },
+                ]
+            },
             "The last event of a reply that failed once streaming had started: the error "
             "envelope (`llm_upstream_error`, `llm_timeout`, `rate_limited`, "
-            "`context_overflow`). What had arrived is stored with `finish_reason` "
-            "`interrupted`.",
+            "`context_overflow`), with `retry_after` when the provider said how long to wait. "
+            "What had arrived is stored with `finish_reason` `interrupted`.",
         ),
+    ],
+}
+
+
+# The body as documented: one event (above), or the whole stream's text. The last branch is
+# what a client without a server-sent-events parser reads: openapi-python-client, given only
+# the event objects, parsed the stream's text as one of them and crashed; with it, its
+# generated operation returns the text. A parsed event is an object, so it never matches it.
+REPLY_STREAM_BODY = {
+    "description": REPLY_STREAM_EVENT["description"],
+    "oneOf": [
+        *REPLY_STREAM_EVENT["oneOf"],
+        {
+            "type": "string",
+            "title": "stream text",
+            "description": "The whole stream as text (`event:` and `data:` lines, a blank line "
+            "after each event), as a client that does not parse server-sent events reads it.",
+        },
     ],
 }
 
@@ -117,11 +152,11 @@ SAMPLE_STREAM = (
     + _sse("message.completed", ASSISTANT_MESSAGE)
 )
 REPLY_STREAM_DESCRIPTION = (
-    "With `stream: true`: a `text/event-stream` (HTTP 201 once the reply starts). Events, "
-    "each an `event:` line and one JSON `data:` line:\n\n"
+    "Events, each an `event:` line and one JSON `data:` line:\n\n"
     '- `message.delta`: `{"delta": "..."}`, the next piece of text;\n'
     "- `message.completed`: the stored assistant message (`Message`), last;\n"
-    "- `error`: the error envelope, last, when the provider fails mid-stream.\n\n"
+    "- `error`: the error envelope, last, when the provider fails mid-stream; with "
+    "`retry_after` (seconds) when it is rate limiting.\n\n"
     "A sample stream:\n\n```\n" + SAMPLE_STREAM + "```"
 )
 
@@ -139,6 +174,19 @@ def _stream_example(title: str, event: str, data: dict) -> OpenApiExample:
 REPLY_STREAM_EVENTS = [
     _stream_example("A message.delta event", "message.delta", {"delta": " And"}),
     _stream_example("The message.completed event", "message.completed", ASSISTANT_MESSAGE),
+    _stream_example(
+        "An error event of an upstream rate limit",
+        "error",
+        {
+            "error": {
+                "type": "rate_limited",
+                "message": "The LLM provider is rate limiting the engine; retry later.",
+                "details": {"category": "rate_limited", "upstream_status": 429},
+                "request_id": "4f0c2a9e8b7d4c61a3e5f9b2d1c0e7a4",
+            },
+            "retry_after": 7,
+        },
+    ),
     _stream_example(
         "An error event",
         "error",

@@ -5,9 +5,10 @@ from rest_framework import serializers
 
 from conversations.models import Message
 from conversations.serializers import (
+    MODEL_HELP,
     MessageSerializer,
     MetadataField,
-    StrictBooleanField,
+    ModelNameField,
     StrictCharField,
     StrictInputSerializer,
     ToolCallSerializer,
@@ -31,8 +32,13 @@ class StrictIntegerField(serializers.IntegerField):
         return super().to_internal_value(data)
 
 
-class ReplyInputSerializer(StrictInputSerializer):
-    """Every field is optional; unknown fields are refused."""
+STREAM_PATH = "/api/v1/sessions/{id}/reply/stream/"
+STREAM_MOVED = f"Streaming has its own endpoint: POST {STREAM_PATH} (same body, no `stream`)."
+
+
+class _ReplyFields(StrictInputSerializer):
+    """What a reply takes, streamed or not. Every field is optional; unknown fields are
+    refused."""
 
     content = StrictCharField(
         required=False,
@@ -40,16 +46,10 @@ class ReplyInputSerializer(StrictInputSerializer):
         help_text="A new user message, appended before replying. Leave it out to reply to the "
         "history as it is (the session must then have messages).",
     )
-    stream = StrictBooleanField(
+    model = ModelNameField(
         required=False,
-        default=False,
-        help_text="`true`: answer with a `text/event-stream` of the reply as it is generated.",
-    )
-    model = StrictCharField(
-        required=False,
-        max_length=128,
         help_text="The model for this reply; default: the session's `model`, else the "
-        "server's `LLM_MODEL`.",
+        "server's `LLM_MODEL`. " + MODEL_HELP,
     )
     max_output_tokens = StrictIntegerField(
         required=False,
@@ -62,13 +62,28 @@ class ReplyInputSerializer(StrictInputSerializer):
     metadata = MetadataField(required=False)
 
 
+class ReplyInputSerializer(_ReplyFields):
+    """A reply answered as JSON once complete. Every field is optional; unknown fields are
+    refused."""
+
+    def to_internal_value(self, data):
+        # The JSON reply had a `stream` flag before streaming got its own operation: say where
+        # it went rather than just "Unknown field".
+        if isinstance(data, dict) and "stream" in data:
+            raise serializers.ValidationError({"stream": [STREAM_MOVED]})
+        return super().to_internal_value(data)
+
+
+class ReplyStreamInputSerializer(_ReplyFields):
+    """A reply streamed as it is generated: the same fields as a JSON reply. Every field is
+    optional; unknown fields are refused."""
+
+
 class ContextQuerySerializer(serializers.Serializer):
     # Not trimmed: the schema (minLength 1) calls "  " a model name, not a blank one.
-    model = serializers.CharField(
+    model = ModelNameField(
         required=False,
-        max_length=128,
-        trim_whitespace=False,
-        help_text="Preview for this model; default as for a reply.",
+        help_text="Preview for this model; default as for a reply. " + MODEL_HELP,
     )
     max_output_tokens = serializers.IntegerField(
         required=False,

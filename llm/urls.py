@@ -5,6 +5,11 @@ from llm import views
 urlpatterns = [
     path("sessions/<str:session_id>/reply/", views.ReplyView.as_view(), name="session-reply"),
     path(
+        "sessions/<str:session_id>/reply/stream/",
+        views.ReplyStreamView.as_view(),
+        name="session-reply-stream",
+    ),
+    path(
         "sessions/<str:session_id>/context/",
         views.ContextPreviewView.as_view(),
         name="session-context",

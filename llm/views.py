@@ -24,6 +24,7 @@ from llm.serializers import (
     ContextQuerySerializer,
     ReplyInputSerializer,
     ReplySerializer,
+    ReplyStreamInputSerializer,
     context_preview_body,
     reply_body,
 )
@@ -46,12 +47,15 @@ def _render(event: services.StreamEvent) -> bytes:
         status=exc.status_code,
         message=exc.message,
         exc=exc,
-        view=ReplyView.__name__,
+        view=ReplyStreamView.__name__,
         streamed=True,
     )
-    return sse(
-        "error", error_body(error_type=exc.error_type, message=exc.message, details=exc.details)
-    )
+    body = error_body(error_type=exc.error_type, message=exc.message, details=exc.details)
+    # What the JSON answer says in its Retry-After header; a stream has no headers left to set.
+    retry_after = exc.headers.get("Retry-After")
+    if retry_after is not None:
+        body["retry_after"] = int(retry_after)
+    return sse("error", body)
 
 
 async def _async_body(
@@ -92,60 +96,92 @@ REPLY_ERRORS = error_responses(
 )
 
 
+REPLY_DESCRIPTION = (
+    "Appends `content` (if given) as a user message, sends the session's history, newest "
+    "first within the model's context window (the `system_prompt` and `system` messages "
+    "always, a tool result never without the call it answers), to the LLM, and stores its "
+    "reply as an assistant message. The database is never locked while the model talks.\n\n"
+    "A request refused before the LLM is called stores nothing; once the LLM is called the "
+    "user message stays, even if the LLM fails. The `replies` rate limit applies."
+)
+
+
 @extend_schema(parameters=[session_id_parameter])
 class ReplyView(APIView):
     throttle_scope = "replies"
 
     def perform_content_negotiation(self, request, force=False):
-        # `Accept: text/event-stream` must not be a 406: the body decides (`stream`), and
-        # errors raised before streaming starts are still rendered as JSON.
+        # Always JSON: an `Accept: text/event-stream` left over from streaming is not a 406.
         return super().perform_content_negotiation(request, force=True)
 
     @extend_schema(
         operation_id="sessions_reply",
         summary="Get an LLM reply",
-        description="Appends `content` (if given) as a user message, sends the session's "
-        "history, newest first within the model's context window (the `system_prompt` and "
-        "`system` messages always, a tool result never without the call it answers), to the "
-        "LLM, and stores its reply as an assistant message.\n\n"
-        "Without `stream` the answer is JSON once the reply is complete. With `stream: true` "
-        "it is a `text/event-stream` of `message.delta` events, then `message.completed` (or "
-        "`error`); errors found before the LLM is called (400, 404, 409, 422, 429) are still "
-        "JSON. The database is never locked while the model talks.\n\n"
-        "A request refused before the LLM is called stores nothing; once the LLM is called "
-        "the user message stays, even if the LLM fails. The `replies` rate limit applies. "
-        "`Accept` is not negotiated: the body's `stream` decides the format.",
+        description=REPLY_DESCRIPTION + "\n\nThe answer is JSON, once the reply is complete. "
+        "To receive it as it is generated, use `POST /api/v1/sessions/{id}/reply/stream/` "
+        "(`sessions_reply_stream`); a `stream` field here is a 400 naming that path.",
         tags=[Tags.REPLIES],
         request=ReplyInputSerializer,
         responses={
-            (201, "application/json"): OpenApiResponse(
-                ReplySerializer,
-                "The stored user message (if `content` was sent) and reply. "
-                + schema.REPLY_STREAM_DESCRIPTION,
+            201: OpenApiResponse(
+                ReplySerializer, "The stored user message (if `content` was sent) and reply."
             ),
-            (201, "text/event-stream"): OpenApiResponse(schema.REPLY_STREAM_EVENT),
             **REPLY_ERRORS,
         },
         examples=[
             schema.REPLY_REQUEST,
-            schema.REPLY_STREAM_REQUEST,
             schema.REPLY_TO_HISTORY_REQUEST,
             schema.REPLY_CREATED,
+        ],
+    )
+    @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
+    def post(self, request: Request, session_id: str) -> Response:
+        session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        data = validated(ReplyInputSerializer, request.data)
+        prepared = services.prepare_reply(session=session, **data)
+        result = services.complete_reply(prepared)
+        body = reply_body(
+            user_message=result.user_message, message=result.message, context=result.context
+        )
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(parameters=[session_id_parameter])
+class ReplyStreamView(APIView):
+    throttle_scope = "replies"
+
+    def perform_content_negotiation(self, request, force=False):
+        # The success body is always the event stream, whatever `Accept` says, and errors
+        # raised before streaming starts are still rendered as JSON: never a 406.
+        return super().perform_content_negotiation(request, force=True)
+
+    @extend_schema(
+        operation_id="sessions_reply_stream",
+        summary="Stream an LLM reply",
+        description=REPLY_DESCRIPTION + "\n\nThe same request as `POST .../reply/`; the "
+        "answer is a `text/event-stream` (HTTP 201 once the reply starts) of `message.delta` "
+        "events, then `message.completed` (or `error`). Errors found before the LLM is called "
+        "(400, 404, 409, 422, 429) are JSON, as everywhere. `Accept` is not negotiated.",
+        tags=[Tags.REPLIES],
+        request=ReplyStreamInputSerializer,
+        responses={
+            (201, "text/event-stream"): OpenApiResponse(
+                schema.REPLY_STREAM_BODY,
+                "The reply as server-sent events. " + schema.REPLY_STREAM_DESCRIPTION,
+            ),
+            **REPLY_ERRORS,
+        },
+        examples=[
+            schema.REPLY_STREAM_REQUEST,
+            schema.REPLY_TO_HISTORY_REQUEST,
             *schema.REPLY_STREAM_EVENTS,
         ],
     )
     @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
-    def post(self, request: Request, session_id: str):
+    def post(self, request: Request, session_id: str) -> StreamingHttpResponse:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
-        data = validated(ReplyInputSerializer, request.data)
-        stream = data.pop("stream")
+        data = validated(ReplyStreamInputSerializer, request.data)
         prepared = services.prepare_reply(session=session, **data)
-        if not stream:
-            result = services.complete_reply(prepared)
-            body = reply_body(
-                user_message=result.user_message, message=result.message, context=result.context
-            )
-            return Response(body, status=status.HTTP_201_CREATED)
         # Under ASGI an async body holds no thread while the model talks, and Django cancels
         # it when the client disconnects; under WSGI a sync body streams just as incrementally.
         # The body runs after the middleware returned: hand it the request id now.
@@ -154,8 +190,7 @@ class ReplyView(APIView):
             body = _async_body(prepared, request_id)
         else:
             body = _sync_body(prepared, request_id)
-        # 201 like the JSON answer: the same request stores the same messages, only the
-        # representation differs (one success status for clients generated from the schema).
+        # 201 like the JSON answer: the same request stores the same messages.
         response = StreamingHttpResponse(
             body, content_type="text/event-stream", status=status.HTTP_201_CREATED
         )

@@ -66,6 +66,7 @@ CHECKS = [
     openapi_checks.unsupported_method,
 ]
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+ALLOWED_MODEL = "gpt-4o-mini"  # in the default LLM_ALLOWED_MODELS
 # What a generated `session_id` is replaced with; "own" is weighted up for coverage.
 TARGETS = ["own", "own", "own", "own", "archived", "foreign", "generated"]
 
@@ -219,12 +220,22 @@ def test_every_operation_honours_the_schema(case, fuzz_world):
         and not (case.meta and case.meta.is_negative_at(ParameterLocation.QUERY))
     ):
         case.query["cursor"] = fuzz_world.cursor
+    # The allowed models are the server's configuration (LLM_ALLOWED_MODELS), not a schema
+    # enum: positive cases name one of them; negative ones keep what they generated.
+    if (
+        case.query
+        and case.query.get("model")
+        and not (case.meta and case.meta.is_negative_at(ParameterLocation.QUERY))
+    ):
+        case.query["model"] = ALLOWED_MODEL
     # Tool-call ids must be distinct within a message, which JSON Schema cannot say (the
     # schema's description does). Positive cases get distinct ids; negative ones keep theirs.
     if isinstance(case.body, dict) and not (
         case.meta and case.meta.is_negative_at(ParameterLocation.BODY)
     ):
         _make_tool_call_ids_distinct(case.body)
+        if isinstance(case.body.get("model"), str) and case.body["model"]:
+            case.body["model"] = ALLOWED_MODEL
     response = case.call_and_validate(
         base_url=fuzz_world.base_url,
         headers={"Authorization": f"Bearer {fuzz_world.token}"},

@@ -358,15 +358,16 @@ def _round_trip(client, *, system_prompt: str, content: str, fake) -> list:
     created = send("post", SESSIONS, {"title": "Trip", "system_prompt": system_prompt})
     messages_url = f"{SESSIONS}{created.json()['id']}/messages/"
     reply_url = f"{SESSIONS}{created.json()['id']}/reply/"
+    stream_url = f"{reply_url}stream/"
     send("post", messages_url, {"role": "user", "content": content})
     # A rejected body that carries the content too: errors must not echo it into the logs.
     send("post", messages_url, {"role": "user", "content": content, "x": 1})
     send("post", reply_url, {"content": content})
-    send("post", reply_url, {"content": content, "stream": True})
+    send("post", stream_url, {"content": content})
     fake.fail_next("server_error")
     send("post", reply_url, {"content": content})
     fake.fail_next("unauthorized")
-    send("post", reply_url, {"content": content, "stream": True})
+    send("post", stream_url, {"content": content})
     send("get", messages_url)
     return responses
 

@@ -81,6 +81,7 @@ def test_every_error_response_is_the_envelope_with_a_matching_example(schema):
 
 
 REPLY = "/api/v1/sessions/{session_id}/reply/"
+REPLY_STREAM = "/api/v1/sessions/{session_id}/reply/stream/"
 CONTEXT = "/api/v1/sessions/{session_id}/context/"
 HEALTH = {"/healthz", "/readyz", "/metrics"}
 
@@ -96,9 +97,9 @@ def test_operations_document_the_errors_their_configuration_implies(schema):
             assert "404" in statuses, label
         if method in {"post", "patch"}:
             assert {"400", "403", "413"} <= statuses, label
-        # 406 exactly where content negotiation can refuse an `Accept`: not the reply (the
-        # body's `stream` picks the format) nor the health endpoints (they pick their own).
-        assert ("406" in statuses) == (path not in HEALTH and path != REPLY), label
+        # 406 exactly where content negotiation can refuse an `Accept`: not the replies (each
+        # answers its one format) nor the health endpoints (they pick their own).
+        assert ("406" in statuses) == (path not in HEALTH | {REPLY, REPLY_STREAM}), label
         if path in HEALTH:
             assert not statuses & {"401", "403", "406", "429"} - (
                 {"403"} if path == "/metrics" else set()
@@ -108,62 +109,105 @@ def test_operations_document_the_errors_their_configuration_implies(schema):
     messages = schema["paths"]["/api/v1/sessions/{session_id}/messages/"]
     assert "409" in messages["post"]["responses"]  # archived session
     assert "400" in messages["get"]["responses"]  # bad limit / after / before / order
-    reply = schema["paths"][REPLY]["post"]["responses"]
-    assert {"409", "422", "429", "502", "504"} <= set(reply)
+    for path in (REPLY, REPLY_STREAM):
+        reply = schema["paths"][path]["post"]["responses"]
+        assert {"409", "422", "429", "502", "504"} <= set(reply), path
     assert {"400", "422"} <= set(schema["paths"][CONTEXT]["get"]["responses"])
     assert "503" in schema["paths"]["/readyz"]["get"]["responses"]
     assert "403" in schema["paths"]["/metrics"]["get"]["responses"]
 
 
-def test_reply_documents_json_and_the_event_stream_with_its_event_types(schema):
-    created = schema["paths"][REPLY]["post"]["responses"]["201"]
-    assert set(created["content"]) == {"application/json", "text/event-stream"}
+def test_the_reply_answers_json_only(schema):
+    operation = schema["paths"][REPLY]["post"]
+    successes = {status for status in operation["responses"] if status[0] == "2"}
+    assert successes == {"201"}
+    created = operation["responses"]["201"]
+    assert set(created["content"]) == {"application/json"}
     assert created["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/Reply"
     }
+    body = schema["components"]["schemas"]["ReplyInput"]
+    assert "stream" not in body["properties"]
+    assert body["additionalProperties"] is False
+
+
+def test_the_streamed_reply_is_its_own_operation_answering_only_the_event_stream(schema):
+    operation = schema["paths"][REPLY_STREAM]["post"]
+    assert operation["operationId"] == "sessions_reply_stream"
+    successes = {status for status in operation["responses"] if status[0] == "2"}
+    assert successes == {"201"}
+    created = operation["responses"]["201"]
+    assert set(created["content"]) == {"text/event-stream"}
     stream = created["content"]["text/event-stream"]
+    *objects, text = stream["schema"]["oneOf"]
+    # Last, what a client generator reads the body as: its text, not a JSON object.
+    assert text["type"] == "string"
     events = {
         variant["properties"]["event"]["const"]: variant["properties"]["data"]
-        for variant in stream["schema"]["oneOf"]
+        for variant in objects
     }
     assert set(events) == {"message.delta", "message.completed", "error"}
     for data in events.values():
         assert data["contentMediaType"] == "application/json"
     assert events["message.completed"]["contentSchema"] == {"$ref": "#/components/schemas/Message"}
-    assert events["error"]["contentSchema"] == {"$ref": "#/components/schemas/ErrorEnvelope"}
+    error_event = events["error"]["contentSchema"]["allOf"]
+    assert error_event[0] == {"$ref": "#/components/schemas/ErrorEnvelope"}
+    assert error_event[1]["properties"]["retry_after"]["type"] == "integer"
+    # The same body as the JSON reply.
+    request = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert request == {"$ref": "#/components/schemas/ReplyStreamInput"}
+    components = schema["components"]["schemas"]
+    assert components["ReplyStreamInput"]["properties"] == components["ReplyInput"]["properties"]
     examples = {e["value"]["event"] for e in stream["examples"].values()}
     assert examples == set(events)
     # The description carries a sample stream.
     assert "event: message.delta\ndata: " in created["description"]
 
 
-def test_message_input_is_one_schema_per_role(schema):
+def test_message_input_is_one_complete_schema_per_shape(schema):
     components = schema["components"]["schemas"]
     body = schema["paths"]["/api/v1/sessions/{session_id}/messages/"]["post"]["requestBody"]
     assert body["required"] is True
     union = components["MessageCreateInput"]
-    assert union["discriminator"]["propertyName"] == "role"
-    variants = {
-        role: components[ref.rsplit("/", 1)[1]]
-        for role, ref in union["discriminator"]["mapping"].items()
-    }
-    assert set(variants) == {"system", "user", "assistant", "tool"}
-    assert [v["$ref"] for v in union["oneOf"]] == list(union["discriminator"]["mapping"].values())
-    for role, variant in variants.items():
-        assert variant["properties"]["role"]["const"] == role
-        assert variant["additionalProperties"] is False
-        # tool_calls only on assistant, tool_call_id only (and always) on tool.
-        assert ("tool_calls" in variant["properties"]) == (role == "assistant"), role
-        assert ("tool_call_id" in variant["properties"]) == (role == "tool"), role
-        if role != "assistant":
-            assert variant["properties"]["content"]["minLength"] == 1, role
-    assert "tool_call_id" in variants["tool"]["required"]
-    assistant = variants["assistant"]
-    assert "minLength" not in assistant["properties"]["content"]
-    assert assistant["anyOf"] == [
-        {"required": ["tool_calls"]},
-        {"properties": {"content": {"minLength": 1}}},
+    variants = {ref["$ref"].rsplit("/", 1)[1]: None for ref in union["oneOf"]}
+    variants = {name: components[name] for name in variants}
+    assert list(variants) == [
+        "SystemMessageInput",
+        "UserMessageInput",
+        "AssistantTextMessageInput",
+        "AssistantToolCallsMessageInput",
+        "ToolMessageInput",
     ]
+    # No rule is left outside the variants' own properties (an anyOf of partial schemas made
+    # openapi-python-client generate a type with nothing but `content: Any`).
+    assert "discriminator" not in union
+    for name, variant in variants.items():
+        assert variant["type"] == "object", name
+        assert not {"anyOf", "oneOf", "allOf"} & set(variant), name
+        assert variant["additionalProperties"] is False, name
+        properties = variant["properties"]
+        assert properties["role"]["type"] == "string", name
+        assert properties["content"]["type"] == "string", name
+        assert properties["name"]["type"] == "string", name
+        assert properties["metadata"]["type"] == "object", name
+        assert {"role", "content"} <= set(variant["required"]), name
+        # tool_calls only on the calling assistant, tool_call_id only (and always) on tool.
+        assert ("tool_calls" in properties) == (name == "AssistantToolCallsMessageInput"), name
+        assert ("tool_call_id" in properties) == (name == "ToolMessageInput"), name
+        if name != "AssistantToolCallsMessageInput":
+            assert properties["content"]["minLength"] == 1, name
+    roles = {name: v["properties"]["role"]["const"] for name, v in variants.items()}
+    assert roles == {
+        "SystemMessageInput": "system",
+        "UserMessageInput": "user",
+        "AssistantTextMessageInput": "assistant",
+        "AssistantToolCallsMessageInput": "assistant",
+        "ToolMessageInput": "tool",
+    }
+    assert "tool_call_id" in variants["ToolMessageInput"]["required"]
+    assistant = variants["AssistantToolCallsMessageInput"]
+    assert "minLength" not in assistant["properties"]["content"]
+    assert "tool_calls" in assistant["required"]
     tool_calls = assistant["properties"]["tool_calls"]
     assert (tool_calls["minItems"], tool_calls["maxItems"]) == (1, 128)
     call = components["ToolCall"]
@@ -286,3 +330,31 @@ def test_docs_pages_are_public_and_load_only_local_assets(api_client, url, asset
     assert re.findall(r"""(?:src|href)=["'](?:https?:)?//""", html) == []
     assert "fonts.googleapis.com" not in html
     assert "cdn.jsdelivr.net" not in html
+
+
+def test_the_headers_clients_rely_on_are_declared_on_the_responses_that_carry_them(schema):
+    idempotent = set()
+    for label, _, _, operation in _operations(schema):
+        takes_key = any(p["name"] == "Idempotency-Key" for p in operation.get("parameters", []))
+        if takes_key:
+            idempotent.add(label)
+        for status, response in operation["responses"].items():
+            headers = response.get("headers", {})
+            request_id = headers.get("X-Request-ID", {})
+            assert request_id.get("required") is True, (label, status)
+            assert request_id["schema"] == {"type": "string"}, (label, status)
+            if status == "429":
+                assert headers["Retry-After"]["schema"]["type"] == "integer", label
+            json_success = status[0] == "2" and "application/json" in response.get("content", {})
+            assert ("Idempotent-Replayed" in headers) == (takes_key and json_success), (
+                label,
+                status,
+            )
+    assert {
+        "POST /api/v1/sessions/{session_id}/messages/",
+        "POST /api/v1/sessions/{session_id}/reply/",
+        "POST /api/v1/sessions/{session_id}/reply/stream/",
+    } <= idempotent
+    reply = schema["paths"][REPLY]["post"]["responses"]
+    assert reply["201"]["headers"]["Idempotent-Replayed"]["schema"]["enum"] == ["true"]
+    assert "Retry-After" in reply["409"]["headers"]  # a key still in progress

@@ -26,6 +26,7 @@ from llm.tests.test_api import asgi_post, parse_sse
 
 SESSIONS = "/api/v1/sessions/"
 REPLY_ROUTE = "/api/v1/sessions/{session_id}/reply/"
+STREAM_ROUTE = "/api/v1/sessions/{session_id}/reply/stream/"
 ASGI_REQUEST_ID = "asgi-test-1"  # the id llm.tests.test_api.asgi_post sends
 # A streamed reply's status: 200 here; main's API change (api2 merge) answers 201. What these
 # tests check is that the access line and the metrics carry whichever was sent.
@@ -100,6 +101,14 @@ def reply_url(session_id) -> str:
     return f"{SESSIONS}{session_id}/reply/"
 
 
+def stream_url(session_id) -> str:
+    return f"{SESSIONS}{session_id}/reply/stream/"
+
+
+def url_for(session_id, *, stream: bool) -> str:
+    return (stream_url if stream else reply_url)(session_id)
+
+
 def fake_prompt_tokens(request: dict) -> int:
     return sum(len(str(m.get("content") or "").split()) for m in request["messages"])
 
@@ -136,7 +145,7 @@ class TestLLMEventsAndMetrics:
         metrics = Metrics()
 
         response = auth_client.post(
-            reply_url(session.pk), {"content": "hello there", "stream": stream}, format="json"
+            url_for(session.pk, stream=stream), {"content": "hello there"}, format="json"
         )
         body = read(response)
         assert response.status_code in (STREAM_OK if stream else (201,)), body
@@ -207,7 +216,7 @@ class TestLLMEventsAndMetrics:
         metrics = Metrics()
 
         response = auth_client.post(
-            reply_url(session.pk), {"content": "hi", "stream": stream}, format="json"
+            url_for(session.pk, stream=stream), {"content": "hi"}, format="json"
         )
         body = read(response)
         if stream:  # the failure arrives inside the stream
@@ -248,8 +257,8 @@ class TestLLMEventsAndMetrics:
         metrics = Metrics()
         status, _ = asyncio.run(
             asgi_post(
-                reply_url(session.pk),
-                {"content": "hi", "stream": True},
+                stream_url(session.pk),
+                {"content": "hi"},
                 token,
                 disconnect_after_deltas=2,
             )
@@ -362,8 +371,8 @@ class TestRequestIdThroughAReply:
         session = ChatSessionFactory(user=user)
         with only_this_request(json_logs, caplog):
             response = auth_client.post(
-                reply_url(session.pk),
-                {"content": "hi", "stream": True},
+                stream_url(session.pk),
+                {"content": "hi"},
                 format="json",
                 HTTP_X_REQUEST_ID="req-s1",
             )
@@ -384,9 +393,7 @@ class TestRequestIdThroughAReply:
         session = ChatSessionFactory(user=user)
         token = api_key_for(user)
         with only_this_request(json_logs, caplog):
-            status, body = asyncio.run(
-                asgi_post(reply_url(session.pk), {"content": "hi", "stream": True}, token)
-            )
+            status, body = asyncio.run(asgi_post(stream_url(session.pk), {"content": "hi"}, token))
         assert status in STREAM_OK
         assert parse_sse(body)[-1][0] == "message.completed"
         lines = of_request(json_logs, ASGI_REQUEST_ID)
@@ -421,18 +428,16 @@ class TestReplyAccessLine:
     ):
         fake_openai.chunk_delay_ms = 40  # ~10 chunks: the stream lasts about 0.4 s
         session = ChatSessionFactory(user=user)
-        labels = {"method": "POST", "route": REPLY_ROUTE}
+        labels = {"method": "POST", "route": STREAM_ROUTE}
         before = {
             code: sample("chatengine_http_request_duration_seconds_sum", **labels, status=str(code))
             for code in STREAM_OK
         }
-        response = auth_client.post(
-            reply_url(session.pk), {"content": "hi", "stream": True}, format="json"
-        )
+        response = auth_client.post(stream_url(session.pk), {"content": "hi"}, format="json")
         assert json_logs.where(logger="chatengine.access") == []  # the stream has not run yet
         read(response)
         access = json_logs.one(logger="chatengine.access")
-        assert access["path"] == REPLY_ROUTE
+        assert access["path"] == STREAM_ROUTE
         assert access["session_id"] == str(session.pk)
         assert access["status"] == response.status_code
         assert response.status_code in STREAM_OK
@@ -451,12 +456,10 @@ class TestReplyAccessLine:
         fake_openai.chunk_delay_ms = 40
         session = ChatSessionFactory(user=user)
         token = api_key_for(user)
-        status, _ = asyncio.run(
-            asgi_post(reply_url(session.pk), {"content": "hi", "stream": True}, token)
-        )
+        status, _ = asyncio.run(asgi_post(stream_url(session.pk), {"content": "hi"}, token))
         assert status in STREAM_OK
         access = json_logs.one(logger="chatengine.access")
-        assert (access["path"], access["status"]) == (REPLY_ROUTE, status)
+        assert (access["path"], access["status"]) == (STREAM_ROUTE, status)
         assert access["session_id"] == str(session.pk)
         assert access["request_id"] == ASGI_REQUEST_ID
         assert access["user_id"] == user.pk

@@ -1,5 +1,8 @@
 """Per-user rate limits for reads, writes and replies, counted in the cache."""
 
+import socket
+import time
+
 import pytest
 from django.core.cache import cache
 from django.core.exceptions import ImproperlyConfigured
@@ -114,15 +117,69 @@ class TestScopes:
 
 
 @pytest.mark.django_db
-def test_a_cache_outage_lets_requests_through_and_says_so(
-    broken_cache, rates, auth_client, json_logs
+def test_a_cache_outage_lets_requests_through_and_warns_once_without_a_traceback(
+    broken_cache, rates, auth_client, json_logs, settings
 ):
+    settings.CHATENGINE_CACHE_RETRY_S = 0  # try the cache on every request: each one fails
     rates(reads="1/min")
-    assert auth_client.get(SESSIONS).status_code == 200
-    assert auth_client.get(SESSIONS).status_code == 200  # over the rate, but nothing counts
+    for _ in range(3):  # over the rate, but nothing counts: fail open
+        assert auth_client.get(SESSIONS).status_code == 200
     lines = json_logs.where(event="throttle.unavailable")
-    assert [(line["level"], line["scope"]) for line in lines] == [("WARNING", "reads")] * 2
-    assert "ConnectionInterrupted" in lines[0]["exc_info"]
+    assert [(line["level"], line["scope"]) for line in lines] == [("WARNING", "reads")]
+    assert lines[0]["error"] == "ConnectionError"
+    assert "exc_info" not in lines[0]
+
+
+@pytest.fixture
+def unresponsive_cache(settings):
+    """The default cache: a real Redis client pointed at a port that accepts connections and
+    never answers, so every command waits its full socket timeout (a Redis that hangs)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django_redis.cache.RedisCache",
+                "LOCATION": f"redis://127.0.0.1:{listener.getsockname()[1]}/0",
+                "OPTIONS": {"SOCKET_CONNECT_TIMEOUT": 0.3, "SOCKET_TIMEOUT": 0.3},
+            }
+        }
+        yield
+
+
+@pytest.mark.django_db
+def test_a_hanging_cache_costs_one_timeout_then_the_throttle_backs_off(
+    unresponsive_cache, rates, auth_client, json_logs, settings
+):
+    settings.CHATENGINE_CACHE_RETRY_S = 60
+    rates(reads="1/min")
+    started = time.monotonic()
+    assert auth_client.get(SESSIONS).status_code == 200  # waits the timeout, fails open
+    first = time.monotonic() - started
+    started = time.monotonic()
+    for _ in range(5):
+        assert auth_client.get(SESSIONS).status_code == 200
+    rest = time.monotonic() - started
+    assert first >= 0.3
+    assert rest < 0.3  # five requests together cost less than one timeout: none waited
+    assert len(json_logs.where(event="throttle.unavailable")) == 1
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_after_the_back_off_the_throttle_counts_again(
+    broken_cache, rates, auth_client, settings, redis_url
+):
+    settings.CHATENGINE_CACHE_RETRY_S = 0.2
+    rates(reads="1/min")
+    assert auth_client.get(SESSIONS).status_code == 200  # the cache is down: fails open
+    settings.CACHES = {
+        "default": {"BACKEND": "django_redis.cache.RedisCache", "LOCATION": redis_url}
+    }
+    cache.clear()
+    time.sleep(0.25)
+    assert auth_client.get(SESSIONS).status_code == 200
+    assert_rate_limited(auth_client.get(SESSIONS))
 
 
 @pytest.mark.redis

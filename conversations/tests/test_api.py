@@ -166,7 +166,7 @@ class TestSessionDetail:
         session = ChatSessionFactory(user=user)
         response = auth_client.patch(
             f"{SESSIONS}{session.pk}/",
-            {"title": "Renamed", "archived": True, "metadata": {"x": "y"}, "model": "m"},
+            {"title": "Renamed", "archived": True, "metadata": {"x": "y"}, "model": "gpt-4o"},
             format="json",
         )
         assert response.status_code == 200
@@ -175,7 +175,7 @@ class TestSessionDetail:
             "Renamed",
             True,
             {"x": "y"},
-            "m",
+            "gpt-4o",
         )
 
     @pytest.mark.parametrize(

@@ -10,10 +10,15 @@ from conversations.models import Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
 from conversations.tests.test_api import assert_error
 from llm.providers.openai import CREDENTIALS_REJECTED
+from llm.serializers import STREAM_MOVED
 
 
 def reply_url(session_id) -> str:
     return f"/api/v1/sessions/{session_id}/reply/"
+
+
+def stream_url(session_id) -> str:
+    return f"/api/v1/sessions/{session_id}/reply/stream/"
 
 
 def context_url(session_id) -> str:
@@ -129,6 +134,19 @@ class TestReply:
         )
         assert roles(theirs) == []
 
+    def test_stream_true_is_a_400_naming_the_streaming_path_and_stores_nothing(
+        self, auth_client, user, fake_openai
+    ):
+        session = ChatSessionFactory(user=user)
+        response = auth_client.post(
+            reply_url(session.pk), {"content": "hi", "stream": True}, format="json"
+        )
+        error = assert_error(response, 400, "validation_error")
+        assert error["details"] == {"stream": [STREAM_MOVED]}
+        assert "/api/v1/sessions/{id}/reply/stream/" in STREAM_MOVED
+        assert roles(session) == []
+        assert fake_openai.requests == []
+
     def test_accept_event_stream_does_not_turn_a_plain_reply_into_a_406(
         self, auth_client, user, echo
     ):
@@ -194,7 +212,7 @@ class TestUpstreamFailures:
 
 
 def leave_a_stream_after_its_first_event(client, session) -> None:
-    response = client.post(reply_url(session.pk), {"content": "hi", "stream": True}, format="json")
+    response = client.post(stream_url(session.pk), {"content": "hi"}, format="json")
     next(iter(response.streaming_content))
     # What a WSGI server does when the client is gone: close the body iterator. (The test
     # client's own wrapper then closes the response, keeping the test's database connection
@@ -206,9 +224,7 @@ def leave_a_stream_after_its_first_event(client, session) -> None:
 class TestStreamingUnderWSGI:
     def test_it_streams_deltas_then_the_stored_message(self, auth_client, user, fake_openai):
         session = ChatSessionFactory(user=user)
-        response = auth_client.post(
-            reply_url(session.pk), {"content": "hi", "stream": True}, format="json"
-        )
+        response = auth_client.post(stream_url(session.pk), {"content": "hi"}, format="json")
         assert response.status_code == 201
         assert response["Content-Type"] == "text/event-stream"
         content = iter(response.streaming_content)
@@ -232,9 +248,7 @@ class TestStreamingUnderWSGI:
     ):
         fake_openai.fail_next("close_mid_stream")
         session = ChatSessionFactory(user=user)
-        response = auth_client.post(
-            reply_url(session.pk), {"content": "hi", "stream": True}, format="json"
-        )
+        response = auth_client.post(stream_url(session.pk), {"content": "hi"}, format="json")
         events = parse_sse(b"".join(response.streaming_content))
         assert [n for n, _ in events] == ["message.delta", "message.delta", "error"]
         assert events[-1][1]["error"]["type"] == "llm_upstream_error"
@@ -248,13 +262,31 @@ class TestStreamingUnderWSGI:
     ):
         fake_openai.fail_next("rate_limit")
         session = ChatSessionFactory(user=user)
-        response = auth_client.post(
-            reply_url(session.pk), {"content": "hi", "stream": True}, format="json"
-        )
+        response = auth_client.post(stream_url(session.pk), {"content": "hi"}, format="json")
         events = parse_sse(b"".join(response.streaming_content))
         assert [n for n, _ in events] == ["error"]
         assert events[0][1]["error"]["type"] == "rate_limited"
         assert roles(session) == ["user"]
+
+    def test_an_upstream_429_error_event_says_when_to_retry_like_the_json_reply(
+        self, auth_client, user, fake_openai
+    ):
+        fake_openai.fail_next("rate_limit")
+        response = auth_client.post(
+            stream_url(ChatSessionFactory(user=user).pk), {"content": "hi"}, format="json"
+        )
+        ((name, data),) = parse_sse(b"".join(response.streaming_content))
+        assert name == "error"
+        assert data["retry_after"] == int(fake_openai.retry_after) == 7
+        assert set(data) == {"error", "retry_after"}
+
+    def test_an_error_without_a_retry_time_has_no_retry_after(self, auth_client, user, fake_openai):
+        fake_openai.fail_next("server_error")
+        response = auth_client.post(
+            stream_url(ChatSessionFactory(user=user).pk), {"content": "hi"}, format="json"
+        )
+        ((name, data),) = parse_sse(b"".join(response.streaming_content))
+        assert (name, set(data)) == ("error", {"error"})
 
     def test_a_client_leaving_stores_what_arrived_as_interrupted(
         self, auth_client, user, fake_openai
@@ -279,8 +311,8 @@ class TestStreamingUnderWSGI:
     ):
         session = ChatSessionFactory(user=user)
         response = auth_client.post(
-            reply_url(session.pk),
-            {"content": "", "stream": True},
+            stream_url(session.pk),
+            {"content": ""},
             format="json",
             HTTP_ACCEPT="text/event-stream",
         )
@@ -348,9 +380,7 @@ class TestStreamingUnderASGI:
     def test_it_streams_and_stores_the_reply(self, user, fake_openai):
         session = ChatSessionFactory(user=user)
         token = api_key_for(user)
-        status, raw = asyncio.run(
-            asgi_post(reply_url(session.pk), {"content": "hi", "stream": True}, token)
-        )
+        status, raw = asyncio.run(asgi_post(stream_url(session.pk), {"content": "hi"}, token))
         assert status == 201, raw
         events = parse_sse(raw)
         assert events[-1][0] == "message.completed"
@@ -368,8 +398,8 @@ class TestStreamingUnderASGI:
         token = api_key_for(user)
         status, raw = asyncio.run(
             asgi_post(
-                reply_url(session.pk),
-                {"content": "hi", "stream": True},
+                stream_url(session.pk),
+                {"content": "hi"},
                 token,
                 disconnect_after_deltas=2,
             )
@@ -436,9 +466,9 @@ def test_under_uvicorn_a_client_hanging_up_mid_stream_leaves_an_interrupted_repl
             assert time.monotonic() < deadline, "uvicorn did not start"
             time.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
-        body = json.dumps({"content": "hi", "stream": True}).encode()
+        body = json.dumps({"content": "hi"}).encode()
         request = (
-            f"POST {reply_url(session.pk)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"POST {stream_url(session.pk)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body

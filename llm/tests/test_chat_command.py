@@ -202,6 +202,10 @@ class TestChat:
             (("--user", "nobody"), "--user: no user 'nobody'"),
             (("--user", "alice", "--session", "not-a-uuid"), "not found for user 'alice'"),
             (("--user", "alice", "--last", "-1"), "--last must be 0 or more"),
+            (
+                ("--user", "alice", "--model", "someone-elses-model"),
+                "--model: This model is not available on this server.",
+            ),
             ((), "the following arguments are required: --user"),
             (("--user", "alice", "--bogus"), "unrecognized arguments: --bogus"),
         ],

@@ -175,6 +175,13 @@ def owner(user):
     return user
 
 
+@pytest.fixture(autouse=True)
+def _any_model_name(settings):
+    """Any model name is allowed here, so a hostile one is text to store exactly (the
+    LLM_ALLOWED_MODELS rule has its own tests: llm/tests/test_allowed_models.py)."""
+    settings.LLM_ALLOWED_MODELS = ["*"]
+
+
 # --- Messages ---------------------------------------------------------------------------
 @BOUNDED
 @given(case=payload(MESSAGE_FIELDS))

@@ -15,9 +15,9 @@ import urllib.request
 
 import pytest
 from django.db import connections
-from rest_framework.authtoken.models import Token
 from uvicorn import Config, Server
 
+from accounts.tests.factories import api_key_for
 from chatengine.uvicorn_http import NoDelayH11Protocol
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory
@@ -73,7 +73,7 @@ def assert_envelope(status: int, headers: dict, body: bytes, expected: int, erro
 class TestLiveGunicorn:
     def test_urllib_post_and_patch_without_the_slash_are_stored(self, user, live_server_process):
         base, _ = live_server_process
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         session = ChatSessionFactory(user=user, title="before")
 
         status, final_url, body = urllib_json(
@@ -95,7 +95,7 @@ class TestLiveGunicorn:
 
     def test_a_chunked_body_is_411_and_stores_nothing(self, user, live_server_process):
         base, _ = live_server_process
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         session = ChatSessionFactory(user=user)
         address = urllib.parse.urlsplit(base)
         connection = http.client.HTTPConnection(address.hostname, address.port, timeout=30)
@@ -174,7 +174,7 @@ class TestLiveUvicorn:
         # dropped. (The settings dict is shared by every thread's connection.)
         monkeypatch.setitem(connections["default"].settings_dict, "CONN_MAX_AGE", 0)
 
-        token = Token.objects.create(user=user).key
+        token = api_key_for(user)
         session = ChatSessionFactory(user=user)
         url = f"/api/v1/sessions/{session.pk}/messages"
         body = json.dumps({"role": "user", "content": "hi"}).encode()

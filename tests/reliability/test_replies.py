@@ -16,13 +16,13 @@ from llm.tests.fake_openai import DEFAULT_REPLY, FakeOpenAI
 from tests.reliability.conftest import client_for, envelope, http
 
 
-def reply_url(session) -> str:
-    return f"/api/v1/sessions/{session.pk}/reply/"
+def reply_url(session, *, stream: bool = False) -> str:
+    return f"/api/v1/sessions/{session.pk}/reply/" + ("stream/" if stream else "")
 
 
-def reply(client, session, body, key=None):
+def reply(client, session, body, key=None, *, stream: bool = False):
     headers = {} if key is None else {"HTTP_IDEMPOTENCY_KEY": key}
-    return client.post(reply_url(session), body, format="json", **headers)
+    return client.post(reply_url(session, stream=stream), body, format="json", **headers)
 
 
 def rows(session) -> list[tuple[str, str]]:
@@ -66,7 +66,7 @@ class TestReplyWithAKey:
         client = client_for(user)
         reply(client, session, BODY, key="r-2")
         envelope(reply(client, session, {"content": "And of Chile?"}, key="r-2"), 409, "conflict")
-        envelope(reply(client, session, {**BODY, "stream": True}, key="r-2"), 409, "conflict")
+        envelope(reply(client, session, BODY, key="r-2", stream=True), 409, "conflict")
         assert len(fake_openai.requests) == 1
         assert len(rows(session)) == 2
 
@@ -109,8 +109,10 @@ class TestReplyWithAKey:
         self, user, other_user, fake_openai
     ):
         theirs = ChatSessionFactory(user=other_user)
-        for body in (BODY, {**BODY, "stream": True}):
-            envelope(reply(client_for(user), theirs, body, key="r-5"), 404, "not_found")
+        for stream in (False, True):
+            envelope(
+                reply(client_for(user), theirs, BODY, key="r-5", stream=stream), 404, "not_found"
+            )
         assert not IdempotencyKey.objects.exists()
         assert not Message.objects.exists()
         assert fake_openai.requests == []
@@ -128,12 +130,11 @@ class TestReplyWithAKey:
         with the same key streams a new answer, but never stores the user message again."""
         session = ChatSessionFactory(user=user)
         client = client_for(user)
-        body = {**BODY, "stream": True}
         fake_openai.fail_next("close_mid_stream")
-        broken = parse_sse(b"".join(reply(client, session, body, key="s-1").streaming_content))
-        assert broken[-1][0] == "error"
+        broken = reply(client, session, BODY, key="s-1", stream=True)
+        assert parse_sse(b"".join(broken.streaming_content))[-1][0] == "error"
 
-        retried = reply(client, session, body, key="s-1")
+        retried = reply(client, session, BODY, key="s-1", stream=True)
         events = parse_sse(b"".join(retried.streaming_content))
         assert events[-1][0] == "message.completed"
         assert [role for role, _ in rows(session)] == ["user", "assistant", "assistant"]
@@ -280,9 +281,9 @@ class TestLiveServer:
         token = api_key_for(user)
         status, raw = http(
             "POST",
-            f"{base}{reply_url(session)}",
+            f"{base}{reply_url(session, stream=True)}",
             token,
-            {"content": "tell me", "stream": True},
+            {"content": "tell me"},
             raw=True,
         )
         assert status in (200, 201)  # the stream's status is not what this test is about

@@ -10,6 +10,7 @@ from conversations import selectors, services
 from conversations.management.cli import ConversationsCommand
 from conversations.models import ChatSession, Message
 from llm import services as llm_services
+from llm.catalog import NOT_ALLOWED, is_allowed_model
 
 HELP_TEXT = """\
 Type a message and press Enter to send it. Commands:
@@ -56,6 +57,8 @@ class Command(ConversationsCommand):
         self.stdin: IO[str] = sys.stdin
         self.interactive = self.stdin.isatty()
         self.model = options["model"]
+        if self.model is not None and not is_allowed_model(self.model):
+            raise CommandError(f"--model: {NOT_ALLOWED} (LLM_ALLOWED_MODELS)")
         self.failed = False
         if self.interactive and options["verbosity"] < 2:
             # INFO lines (message.appended, llm.request...) would interleave with the
