@@ -15,12 +15,12 @@ from django.core.signals import got_request_exception
 from django.utils.functional import SimpleLazyObject, empty
 from rest_framework.response import Response as DRFResponse
 
-from chatengine import exceptions
+from chatengine import exceptions, headers
 from chatengine.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 from chatengine.request_id import new_request_id, reset_request_id, set_request_id
 from chatengine.routing import is_api_path
 
-REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_HEADER = headers.REQUEST_ID
 UNMATCHED_ROUTE = "<unmatched>"
 _KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 

@@ -36,6 +36,8 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
 
+from chatengine import headers as http_headers
+
 
 # --- Tags ---------------------------------------------------------------------------------
 class Tags:
@@ -297,17 +299,17 @@ REPLAYED_HEADER = {
 def response_headers(status: int, *, idempotent: bool) -> dict[str, dict[str, Any]]:
     """The headers a response with `status` may carry (the middleware, the throttle, the
     exception handler and conversations.idempotency set them)."""
-    headers = {"X-Request-ID": REQUEST_ID_HEADER}
+    headers = {http_headers.REQUEST_ID: REQUEST_ID_HEADER}
     if status == 429 or (idempotent and status == 409):
         headers["Retry-After"] = RETRY_AFTER_HEADER
     if idempotent and 200 <= status < 300:
-        headers["Idempotent-Replayed"] = REPLAYED_HEADER
+        headers[http_headers.IDEMPOTENT_REPLAYED] = REPLAYED_HEADER
     return headers
 
 
 # --- Security -----------------------------------------------------------------------------
 class BearerSchemeExtension(OpenApiAuthenticationExtension):
-    target_class = "chatengine.authentication.BearerOrTokenAuthentication"
+    target_class = "accounts.authentication.BearerOrTokenAuthentication"
     name = "bearerAuth"
     priority = 1
 
@@ -392,10 +394,8 @@ class ChatengineAutoSchema(AutoSchema):
 
     def is_idempotent(self) -> bool:
         """Whether the operation honours `Idempotency-Key` (conversations.idempotency)."""
-        from conversations.idempotency import HEADER  # imports models: not at module load
-
         return any(
-            isinstance(p, OpenApiParameter) and p.name == HEADER
+            isinstance(p, OpenApiParameter) and p.name == http_headers.IDEMPOTENCY_KEY
             for p in self.get_override_parameters()
         )
 
@@ -409,7 +409,7 @@ class ChatengineAutoSchema(AutoSchema):
         }
         headers = response_headers(int(status_code), idempotent=self.is_idempotent())
         if not replayable:
-            headers.pop("Idempotent-Replayed", None)
+            headers.pop(http_headers.IDEMPOTENT_REPLAYED, None)
         response["headers"] = {**headers, **response.get("headers", {})}
         return response
 

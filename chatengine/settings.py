@@ -189,7 +189,7 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # --- REST API ---------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "chatengine.authentication.BearerOrTokenAuthentication",
+        "accounts.authentication.BearerOrTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

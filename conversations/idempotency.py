@@ -66,12 +66,13 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from chatengine import headers
 from chatengine.events import log_event
 from chatengine.exceptions import Conflict, ValidationFailed
 from conversations.models import ChatSession, IdempotencyKey
 
-HEADER = "Idempotency-Key"
-REPLAYED_HEADER = "Idempotent-Replayed"
+HEADER = headers.IDEMPOTENCY_KEY
+REPLAYED_HEADER = headers.IDEMPOTENT_REPLAYED
 _VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")  # fullmatch: "$" would let "k\n" through
 _CLAIM_ATTEMPTS = 3
 # The key claimed by the `atomic=False` request running in this context, for checkpoints.

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("chatengine", "conversations", "llm")
+# chatengine plus every app of ours (a package with an apps.py): a new app is checked too.
+APPS = ("chatengine", *sorted(path.parent.name for path in ROOT.glob("*/apps.py")))
 PURE_LLM = ("llm.types", "llm.tokens", "llm.context", "llm.providers")
 CHATENGINE_ENTRY_POINTS = ("chatengine.asgi", "chatengine.wsgi", "chatengine.urls")
 
