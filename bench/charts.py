@@ -21,6 +21,7 @@ LANGCHAIN_COLOUR = "#d9822b"
 
 
 def draw(results: dict, directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
     written = []
     if results.get("context") or results.get("langchain"):
         written.append(draw_context(results, directory / "context.png"))

@@ -18,9 +18,6 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chatengine_bench")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 
 from bench.lib import SERVERS, median_of, plain_ratios, running_server, wrk
 
@@ -59,6 +56,10 @@ def ensure_database() -> None:
 def setup_django() -> None:
     import django
 
+    # Here, not at import: the tests import this module for its report and must keep their env.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chatengine_bench")
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
     ensure_database_url_only = os.environ["DATABASE_URL"]
     assert ensure_database_url_only.startswith("postgres")
     django.setup()
@@ -841,8 +842,11 @@ def render_markdown(results: dict) -> str:
         ]
         for size, f in context.items():
             lc = (langchain or {}).get(size)
-            lc_ms = f"{lc['median_ms']:.1f}" if lc else ""
-            lc_ratio = ratio(lc["median_ms"], f["median_ms"]) if lc else ""
+            lc_ms = f"{lc['median_ms']:,.1f}" if lc else ""
+            lc_ratio = ""
+            if lc and f["median_ms"]:
+                times = lc["median_ms"] / f["median_ms"]
+                lc_ratio = f"{times:,.0f}" if times >= 100 else f"{times:.2f}"
             sent = f"{f['messages_included']}"
             if lc:
                 sent += f" (LangChain {lc['messages_included']})"
