@@ -262,7 +262,11 @@ def _fetch_bytes(url: str, token: str, *, scheme: str = "Bearer") -> bytes:
         return resp.read()
 
 
-# --- 3. context build ---------------------------------------------------------------------
+# --- 4. context build and its raw-read floor ----------------------------------------------
+CONTEXT_SIZES = (100, 10_000, 100_000)
+CONTEXT_MODEL = "bench-8k-window"
+
+
 def bench_context(results: dict, servers: list[str]) -> None:
     from bench.seed import seed_session
     from conversations.models import ChatSession
@@ -340,11 +344,7 @@ class RawWindowRead:
         self.conn.close()
 
 
-# --- 3b. the LangChain peer ---------------------------------------------------------------
-CONTEXT_SIZES = (100, 10_000, 100_000)
-CONTEXT_MODEL = "bench-8k-window"
-
-
+# --- 4b. the LangChain peer ---------------------------------------------------------------
 def bench_langchain(results: dict, servers: list[str]) -> None:
     """PostgresChatMessageHistory.messages + trim_messages per turn, at the context section's
     sizes and budget, on the same PostgreSQL (bench/langchain_peer.py)."""
@@ -408,7 +408,7 @@ def ensure_bench_extras() -> None:
     importlib.invalidate_caches()
 
 
-# --- 3c. the plain DRF peer ---------------------------------------------------------------
+# --- 3. the plain DRF peer ----------------------------------------------------------------
 PLAIN_HISTORY_MESSAGES = 10_000
 PLAIN_CONNECTIONS = 16
 
@@ -506,7 +506,7 @@ def bench_plain(results: dict, servers: list[str]) -> None:
     }
 
 
-# --- 4. reply overhead --------------------------------------------------------------------
+# --- 5. reply overhead --------------------------------------------------------------------
 REPLY_HISTORY = int(os.environ.get("BENCH_REPLY_HISTORY", "20"))
 QUESTION = "Question {i}: what is the best viewpoint?"
 
@@ -635,7 +635,7 @@ def bench_reply(results: dict, servers: list[str]) -> None:
     )
 
 
-# --- 5. memory ----------------------------------------------------------------------------
+# --- 6. memory ----------------------------------------------------------------------------
 # Runs the command and prints its peak RSS. Not os.wait4 on a child of this process: Linux
 # keeps a process's peak RSS across fork and exec, so a command started from this (large)
 # process reports at least this process's own peak. This small launcher's children don't.
