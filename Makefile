@@ -39,7 +39,8 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Benchmarks (never part of `make test`): need PostgreSQL and Redis, and wrk as load generator.
+# Benchmarks (never part of `make test`): need PostgreSQL and Redis, and wrk as load generator;
+# bench/run.py installs the bench's own extras (bench/requirements.txt) into .venv when missing.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/chatengine_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/15
 bench: $(STAMP)

@@ -111,7 +111,31 @@ SERVERS["uvicorn-pool"] = (
     "uvicorn, 2 workers (ASGI), psycopg connection pool",
     SERVERS["uvicorn"][1],
 )
-SERVER_ENV = {"uvicorn-pool": {"DB_POOL": "1"}}
+
+
+def _gunicorn_sync_2(app: str):
+    return lambda port: [
+        str(VENV_BIN / "gunicorn"), app,
+        "--bind", f"127.0.0.1:{port}",
+        "--workers", "2",
+        "--worker-class", "sync",
+        "--preload",
+    ]  # fmt: skip
+
+
+# The plain DRF comparison: chatengine and its plain peer under the very same server.
+SERVERS["gunicorn-sync-2"] = (
+    "gunicorn, 2 sync workers (WSGI)",
+    _gunicorn_sync_2("chatengine.wsgi:application"),
+)
+SERVERS["plain-drf"] = (
+    "plain DRF peer, gunicorn, 2 sync workers (WSGI)",
+    _gunicorn_sync_2("bench.plain.wsgi:application"),
+)
+SERVER_ENV = {
+    "uvicorn-pool": {"DB_POOL": "1"},
+    "plain-drf": {"DJANGO_SETTINGS_MODULE": "bench.plain.settings"},
+}
 
 
 @contextmanager
@@ -223,3 +247,19 @@ def percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+def plain_ratios(plain: dict) -> list[tuple[str, str, dict, dict]]:
+    """(row label, endpoint, chatengine figures, plain figures) for each compared row."""
+    e = plain["endpoints"]
+    rows = [
+        ("authenticated no-op", "noop", "chatengine"),
+        ("history, newest 50, from Redis", "history", "chatengine-redis"),
+        ("history, newest 50, cache off (PostgreSQL)", "history", "chatengine-postgres"),
+        ("append", "append", "chatengine"),
+    ]
+    return [
+        (label, endpoint, e[endpoint][who], e[endpoint]["plain"])
+        for label, endpoint, who in rows
+        if endpoint in e
+    ]

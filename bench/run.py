@@ -1,8 +1,10 @@
-"""`make bench`: chatengine against the floors set by its own parts, side by side, in one run.
+"""`make bench`: chatengine against the floors set by its own parts, a plain DRF peer and
+LangChain, side by side, in one run.
 
 Every figure is the median of at least 3 runs after a warm-up. Load comes from wrk in a
 separate process, on the same 2 cores as the server: absolute numbers are this machine's,
-ratios are what to compare. Results: bench/results/latest.json and latest.md.
+ratios are what to compare. Results: bench/results/latest.json and latest.md, and the
+pictures endpoints.png and context.png beside them.
 """
 
 import argparse
@@ -18,11 +20,10 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chatengine_bench")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 
-from bench.lib import median_of, running_server, wrk
+from bench.lib import SERVERS, median_of, plain_ratios, running_server, wrk
+
+SERVERS_DESCRIPTION = {kind: desc for kind, (desc, _argv) in SERVERS.items()}
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
@@ -57,6 +58,10 @@ def ensure_database() -> None:
 def setup_django() -> None:
     import django
 
+    # Here, not at import: the tests import this module for its report and must keep their env.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/chatengine_bench")
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
     ensure_database_url_only = os.environ["DATABASE_URL"]
     assert ensure_database_url_only.startswith("postgres")
     django.setup()
@@ -251,15 +256,20 @@ def bench_history(results: dict, servers: list[str]) -> None:
     results["history"] = section
 
 
-def _fetch_bytes(url: str, token: str) -> bytes:
+def _fetch_bytes(url: str, token: str, *, scheme: str = "Bearer") -> bytes:
+    """GET `url` (raises on any answer but 2xx)."""
     import urllib.request
 
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    req = urllib.request.Request(url, headers={"Authorization": f"{scheme} {token}"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return resp.read()
 
 
-# --- 3. context build ---------------------------------------------------------------------
+# --- 4. context build and its raw-read floor ----------------------------------------------
+CONTEXT_SIZES = (100, 10_000, 100_000)
+CONTEXT_MODEL = "bench-8k-window"
+
+
 def bench_context(results: dict, servers: list[str]) -> None:
     from bench.seed import seed_session
     from conversations.models import ChatSession
@@ -268,32 +278,238 @@ def bench_context(results: dict, servers: list[str]) -> None:
     user, _token = bench_user()
     ChatSession.objects.filter(user=user, title__startswith="bench-context-").delete()
     figures = {}
-    for size in (100, 10_000, 100_000):
+    for size in CONTEXT_SIZES:
         sid = seed_session(user_id=user.pk, title=f"bench-context-{size}", messages=size)
         # An unlisted model gets LLM_DEFAULT_CONTEXT_TOKENS (8192): a window of ~100 turns,
         # so the 100-message session fills it too and the sizes compare like for like.
-        ChatSession.objects.filter(pk=sid).update(model="bench-8k-window")
+        ChatSession.objects.filter(pk=sid).update(model=CONTEXT_MODEL)
         session = ChatSession.objects.get(pk=sid)
-        build_context(session)  # warm-up: fills the cache tail, loads the encoding
-        runs = []
-        for _ in range(REPEATS):
-            timings = []
-            for _ in range(30):
-                start = time.perf_counter()
-                ctx = build_context(session)
-                timings.append(time.perf_counter() - start)
-            runs.append(statistics.median(timings) * 1000)
+        ctx = build_context(session)  # warm-up: fills the cache tail, loads the encoding
+        floor = RawWindowRead(sid, ctx.messages_included)
         figures[str(size)] = {
-            "median_ms": statistics.median(runs),
+            "median_ms": _median_ms(lambda s=session: build_context(s), turns=30)[0],
+            "raw_floor_ms": _median_ms(floor, turns=30)[0],
             "messages_included": ctx.messages_included,
             "tokens": ctx.tokens,
             "budget": ctx.budget,
         }
-        log(f"  {size}: {figures[str(size)]['median_ms']:.2f} ms")
+        floor.close()
+        f = figures[str(size)]
+        log(f"  {size}: {f['median_ms']:.2f} ms (raw read floor {f['raw_floor_ms']:.2f} ms)")
     results["context"] = figures
 
 
-# --- 4. reply overhead --------------------------------------------------------------------
+def _median_ms(call, *, turns: int, min_seconds: float = 0.0) -> tuple[float, object]:
+    """Median over REPEATS runs of the median time of `turns` calls (fewer once a run has
+    taken `min_seconds`: the LangChain peer takes seconds per turn at 100,000 messages),
+    and the last call's result."""
+    runs = []
+    result = None
+    for _ in range(REPEATS):
+        timings: list[float] = []
+        run_started = time.perf_counter()
+        while len(timings) < turns:
+            start = time.perf_counter()
+            result = call()
+            timings.append(time.perf_counter() - start)
+            if min_seconds and time.perf_counter() - run_started >= min_seconds:
+                break
+        runs.append(statistics.median(timings) * 1000)
+    return statistics.median(runs), result
+
+
+class RawWindowRead:
+    """The floor under a context build: what any implementation must read, done with psycopg
+    on one open connection: the session row (system prompt, model) and the newest `window`
+    messages' sendable columns, by the (session, seq) index."""
+
+    def __init__(self, session_id: str, window: int):
+        from bench.seed import connect
+
+        self.conn = connect()
+        self.conn.autocommit = True
+        self.args = (session_id, window)
+        self()  # warm-up: the connection's first statements
+
+    def __call__(self) -> list[tuple]:
+        session_id, window = self.args
+        self.conn.execute(
+            "SELECT system_prompt, model FROM conversations_chatsession WHERE id = %s",
+            [session_id],
+        ).fetchone()
+        return self.conn.execute(
+            "SELECT seq, role, content, name, tool_calls, tool_call_id, token_count "
+            "FROM conversations_message WHERE session_id = %s ORDER BY seq DESC LIMIT %s",
+            [session_id, window],
+        ).fetchall()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# --- 4b. the LangChain peer ---------------------------------------------------------------
+def bench_langchain(results: dict, servers: list[str]) -> None:
+    """PostgresChatMessageHistory.messages + trim_messages per turn, at the context section's
+    sizes and budget, on the same PostgreSQL (bench/langchain_peer.py)."""
+    ensure_bench_extras()
+    from django.conf import settings
+
+    from bench import langchain_peer
+    from bench.seed import SYSTEM_PROMPT, TURN, connect
+    from llm.context import compute_budget
+    from llm.services import context_window_for_model
+    from llm.tokens import counter_for_model
+
+    budget = compute_budget(
+        context_window=context_window_for_model(CONTEXT_MODEL),
+        max_output_tokens=settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS,
+        safety_margin=settings.LLM_CONTEXT_SAFETY_MARGIN,
+    )
+    counter = counter_for_model(CONTEXT_MODEL)
+    figures: dict = {}
+    with connect() as conn:
+        for size in CONTEXT_SIZES:
+            started = time.monotonic()
+            if langchain_peer.ensure_history(conn, size=size, content=TURN):
+                log(f"  seeded {size:,} LangChain messages in {time.monotonic() - started:.0f} s")
+
+            def one_turn(size=size):
+                return langchain_peer.turn(
+                    conn, size=size, system_prompt=SYSTEM_PROMPT, budget=budget, counter=counter
+                )
+
+            if size == CONTEXT_SIZES[0]:
+                one_turn()  # warm-up: imports, the encoding, the connection's first statements
+            # A turn takes seconds at 100,000 messages: a run stops after 1 s.
+            ms, kept = _median_ms(one_turn, turns=10, min_seconds=1.0)
+            figures[str(size)] = {
+                "median_ms": ms,
+                # History messages kept (without the system prompt), as in the context section.
+                "messages_included": len(kept) - 1,
+                "budget": budget,
+            }
+            log(f"  {size}: {figures[str(size)]['median_ms']:.1f} ms")
+    results["langchain"] = figures
+
+
+BENCH_REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
+
+
+def ensure_bench_extras() -> None:
+    """Install bench/requirements.txt into this venv when its packages are missing (as the
+    Makefile installs wrk): they are the bench's only, not chatengine's."""
+    import importlib.util
+    import subprocess
+
+    if all(importlib.util.find_spec(m) for m in ("langchain_postgres", "matplotlib")):
+        return
+    log("  installing the bench's extra requirements (bench/requirements.txt)")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "-r", str(BENCH_REQUIREMENTS)],
+        check=True,
+    )
+    importlib.invalidate_caches()
+
+
+# --- 3. the plain DRF peer ----------------------------------------------------------------
+PLAIN_HISTORY_MESSAGES = 10_000
+PLAIN_CONNECTIONS = 16
+
+
+def plain_token(username: str) -> str:
+    """The plain peer's own stock DRF token for `username` (bench/plain/issue_token.py)."""
+    import subprocess
+
+    from bench.lib import ROOT, server_env
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.plain.issue_token", username],
+        cwd=ROOT, env=server_env({"DJANGO_SETTINGS_MODULE": "bench.plain.settings"}),
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return out.stdout.split()[-1]
+
+
+def bench_plain(results: dict, servers: list[str]) -> None:
+    """chatengine against a plain DRF implementation of the same endpoints over the same
+    tables (bench/plain/), both under gunicorn with 2 sync workers, running side by side; the
+    rounds alternate between them so a change in the machine's load hits both alike."""
+    from contextlib import ExitStack
+
+    from bench.seed import seed_session
+    from conversations.models import ChatSession
+
+    user, token = bench_user()
+    tokens = {"plain": ("Token", plain_token(user.username)), "chatengine": ("Bearer", token)}
+    ChatSession.objects.filter(user=user, title__startswith="bench-plain-").delete()
+    history = seed_session(
+        user_id=user.pk, title="bench-plain-history", messages=PLAIN_HISTORY_MESSAGES
+    )
+    history_path = f"/api/v1/sessions/{history}/messages/?limit=50&order=desc"
+    # Fresh empty sessions for each side, so neither appends behind the other's back (the
+    # plain peer does not keep chatengine's cache in step).
+    spread = {
+        side: lua_post_spread(fresh_sessions(user, SPREAD_SESSIONS, f"bench-plain-{side}-"))
+        for side in tokens
+    }
+    with ExitStack() as stack:
+        bases = {
+            name: stack.enter_context(running_server(kind, env_extra=env))[0]
+            for name, kind, env in (
+                ("plain", "plain-drf", {}),
+                ("chatengine", "gunicorn-sync-2", {"CHATENGINE_CACHE_ENABLED": "1"}),
+                ("chatengine-nocache", "gunicorn-sync-2", {"CHATENGINE_CACHE_ENABLED": "0"}),
+            )
+        }
+        # endpoint: [(who, server, path, lua)], measured round by round in turn.
+        endpoints = {
+            "noop": [
+                ("plain", "plain", "/bench/floor/constant/", ""),
+                ("chatengine", "chatengine", "/bench/floor/constant/", ""),
+            ],
+            "history": [
+                ("plain", "plain", history_path, ""),
+                ("chatengine-redis", "chatengine", history_path, ""),
+                ("chatengine-postgres", "chatengine-nocache", history_path, ""),
+            ],
+            "append": [
+                ("plain", "plain", "/", spread["plain"]),
+                ("chatengine", "chatengine", "/", spread["chatengine"]),
+            ],
+        }
+        for contenders in endpoints.values():
+            for _who, server, path, lua in contenders:
+                if not lua:  # a 500 page measured as fast as a real answer is no result
+                    scheme, key = tokens["plain" if server == "plain" else "chatengine"]
+                    _fetch_bytes(bases[server] + path, key, scheme=scheme)
+        figures: dict = {}
+        for endpoint, contenders in endpoints.items():
+            runs: dict[str, list[dict]] = {who: [] for who, *_ in contenders}
+            for round_ in range(REPEATS + 1):  # round 0 is the warm-up
+                # Every other round in reverse order: whoever goes first has no edge.
+                for who, server, path, lua in contenders[:: 1 if round_ % 2 else -1]:
+                    scheme, key = tokens["plain" if server == "plain" else "chatengine"]
+                    seconds = WARMUP_SECONDS if round_ == 0 else SECONDS
+                    run = wrk(
+                        bases[server] + path, connections=PLAIN_CONNECTIONS, seconds=seconds,
+                        lua_request=lua, headers={"Authorization": f"{scheme} {key}"},
+                    )  # fmt: skip
+                    if round_:
+                        runs[who].append(run)
+            figures[endpoint] = {who: median_of(r) for who, r in runs.items()}
+            log(
+                f"  {endpoint}: "
+                + ", ".join(f"{who} {f['rps']:.0f}/s" for who, f in figures[endpoint].items())
+            )
+    results["plain"] = {
+        "server": SERVERS_DESCRIPTION["gunicorn-sync-2"],
+        "connections": PLAIN_CONNECTIONS,
+        "history_messages": PLAIN_HISTORY_MESSAGES,
+        "endpoints": figures,
+    }
+
+
+# --- 5. reply overhead --------------------------------------------------------------------
 REPLY_HISTORY = int(os.environ.get("BENCH_REPLY_HISTORY", "20"))
 QUESTION = "Question {i}: what is the best viewpoint?"
 
@@ -422,7 +638,7 @@ def bench_reply(results: dict, servers: list[str]) -> None:
     )
 
 
-# --- 5. memory ----------------------------------------------------------------------------
+# --- 6. memory ----------------------------------------------------------------------------
 # Runs the command and prints its peak RSS. Not os.wait4 on a child of this process: Linux
 # keeps a process's peak RSS across fork and exec, so a command started from this (large)
 # process reports at least this process's own peak. This small launcher's children don't.
@@ -599,17 +815,50 @@ def render_markdown(results: dict) -> str:
                 )
         r, p = paths["redis"]["100000"]["rps"], paths["postgres"]["100000"]["rps"]
         lines += ["", f"Redis vs PostgreSQL, 100,000-message session: {ratio(r, p)}x", ""]
+    plain = results.get("plain")
+    if plain:
+        lines += [
+            f"## 3. chatengine / plain DRF ({plain['server']}, each, side by side; "
+            f"{plain['connections']} connections)",
+            "",
+            "The plain DRF peer (bench/plain/): Django's default middleware, DRF's stock "
+            "TokenAuthentication and JSONRenderer, no throttling, no access log, the same "
+            f"tables and data (history: a {plain['history_messages']:,}-message session).",
+            "",
+            "| endpoint | plain DRF req/s | chatengine req/s | chatengine / plain | "
+            "plain p50 ms | chatengine p50 ms | errors |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for label, _endpoint, engine, base in plain_ratios(plain):
+            lines.append(
+                f"| {label} | {base['rps']:.0f} | {engine['rps']:.0f} | "
+                f"**{ratio(engine['rps'], base['rps'])}** | {base['p50_ms']:.2f} | "
+                f"{engine['p50_ms']:.2f} | {base['errors'] + engine['errors']} |"
+            )
+        lines += ["", "Picture: `endpoints.png`.", ""]
     context = results.get("context")
+    langchain = results.get("langchain")
     if context:
         lines += [
-            "## 3. Context build (build_context, in process)",
+            "## 4. Context build (one turn's context, in process, same PostgreSQL)",
             "",
-            "| history | median ms | messages sent | tokens | budget |",
-            "| --- | --- | --- | --- | --- |",
+            "| history | chatengine ms | raw-read floor ms | chatengine / floor | "
+            "LangChain ms | LangChain / chatengine | messages sent | tokens | budget |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for size, f in context.items():
+            lc = (langchain or {}).get(size)
+            lc_ms = f"{lc['median_ms']:,.1f}" if lc else ""
+            lc_ratio = ""
+            if lc and f["median_ms"]:
+                times = lc["median_ms"] / f["median_ms"]
+                lc_ratio = f"{times:,.0f}" if times >= 100 else f"{times:.2f}"
+            sent = f"{f['messages_included']}"
+            if lc:
+                sent += f" (LangChain {lc['messages_included']})"
             lines.append(
-                f"| {int(size):,} | {f['median_ms']:.2f} | {f['messages_included']} | "
+                f"| {int(size):,} | {f['median_ms']:.2f} | {f['raw_floor_ms']:.2f} | "
+                f"{ratio(f['median_ms'], f['raw_floor_ms'])} | {lc_ms} | {lc_ratio} | {sent} | "
                 f"{f['tokens']} | {f['budget']} |"
             )
         lines += [
@@ -617,11 +866,30 @@ def render_markdown(results: dict) -> str:
             f"Ratio 100,000 / 100: {ratio(context['100000']['median_ms'], context['100']['median_ms'])}"
             " (1.0 = cost follows the window, not the history)",
             "",
+            "Raw-read floor: the session row and the newest messages that were sent, read with "
+            "psycopg on an open connection. LangChain: `PostgresChatMessageHistory.messages` + "
+            "`trim_messages` (strategy last, system prompt kept, starting on a human message) to "
+            "the same budget, tokens counted per message with chatengine's tiktoken counter. "
+            "Picture: `context.png`.",
+            "",
         ]
+    elif langchain:
+        lines += [
+            "## 4. Context build, LangChain peer only",
+            "",
+            "| history | LangChain ms | messages sent | budget |",
+            "| --- | --- | --- | --- |",
+        ]
+        for size, lc in langchain.items():
+            lines.append(
+                f"| {int(size):,} | {lc['median_ms']:.1f} | {lc['messages_included']} | "
+                f"{lc['budget']} |"
+            )
+        lines.append("")
     reply = results.get("reply")
     if reply:
         lines += [
-            f"## 4. Reply overhead (stream, {reply.get('history_messages', 0)} history messages + system prompt, fake OpenAI server with {reply['fake_latency_ms']} ms latency)",
+            f"## 5. Reply overhead (stream, {reply.get('history_messages', 0)} history messages + system prompt, fake OpenAI server with {reply['fake_latency_ms']} ms latency)",
             "",
             "| path | p50 time to first token ms | p50 total ms |",
             "| --- | --- | --- |",
@@ -635,7 +903,7 @@ def render_markdown(results: dict) -> str:
         worker = memory["worker"]
         export = memory["export"]
         lines += [
-            "## 5. Memory (peak RSS)",
+            "## 6. Memory (peak RSS)",
             "",
             f"- {worker['server']} after {worker['requests']:,} requests: "
             + ", ".join(
@@ -658,7 +926,9 @@ def render_markdown(results: dict) -> str:
 SECTIONS = {
     "append": bench_append,
     "history": bench_history,
+    "plain": bench_plain,
     "context": bench_context,
+    "langchain": bench_langchain,
     "reply": bench_reply,
     "memory": bench_memory,
 }
@@ -698,6 +968,11 @@ def main() -> None:
     markdown = render_markdown(results)
     (RESULTS / "latest.md").write_text(markdown)
     print(markdown)
+    ensure_bench_extras()
+    from bench import charts
+
+    for picture in charts.draw(results, RESULTS):
+        log(f"picture: {picture}")
 
 
 if __name__ == "__main__":
