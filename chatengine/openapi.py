@@ -45,6 +45,7 @@ class Tags:
     MESSAGES = "messages"
     REPLIES = "replies"
     TOKENS = "tokens"
+    SEARCH = "search"
     HEALTH = "health"
 
 
@@ -53,6 +54,7 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     Tags.SESSIONS: "Chat sessions: create, list, read, change, archive and delete them.",
     Tags.MESSAGES: "A session's history: append messages and read them back by `seq`.",
     Tags.REPLIES: "LLM replies to a session's history, as JSON or as a server-sent event stream.",
+    Tags.SEARCH: "Full-text search over your messages and session titles.",
     Tags.TOKENS: "Your API keys: create one (its key is shown once), list them, revoke one.",
     Tags.HEALTH: "Liveness, readiness and metrics for operators (no authentication).",
 }

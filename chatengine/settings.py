@@ -249,6 +249,10 @@ CHATENGINE_IDEMPOTENCY_TTL_HOURS = env_int("CHATENGINE_IDEMPOTENCY_TTL_HOURS", 2
 CHATENGINE_IDEMPOTENCY_LEASE_SECONDS = env_int(
     "CHATENGINE_IDEMPOTENCY_LEASE_SECONDS", 300, minimum=1
 )
+# Message search (conversations/search.py): the PostgreSQL text search configuration of the
+# search indexes and queries. 'simple' (default) lowercases and splits words, in any language;
+# 'english' etc. also stem and drop stop words. Changing it: `manage.py rebuild_search_index`.
+CHATENGINE_SEARCH_CONFIG = env_str("CHATENGINE_SEARCH_CONFIG", "simple").strip()
 
 
 # --- Observability ----------------------------------------------------------------------

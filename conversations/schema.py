@@ -125,3 +125,26 @@ MESSAGE_PAGE = OpenApiExample(
     response_only=True,
     status_codes=["200"],
 )
+SEARCH_PAGE = OpenApiExample(
+    "A page of hits",
+    value={
+        "results": [
+            {
+                "kind": "message",
+                "session": SESSION_ID,
+                "session_title": "Trip to Lisbon",
+                "message": 102,
+                "seq": 2,
+                "role": "assistant",
+                "snippet": "The Jerónimos Monastery, <mark>Belém</mark> Tower and the Pastéis "
+                "de <mark>Belém</mark>.",
+                "rank": 0.0991,
+                "created_at": "2026-11-27T09:15:04.102Z",
+            }
+        ],
+        "next": f"{BASE}/search/?q=bel%C3%A9m&limit=1&cursor=MC4wOTkxfG0wMDAwMDAwMDAw",
+        "has_more": True,
+    },
+    response_only=True,
+    status_codes=["200"],
+)

@@ -501,3 +501,55 @@ class HistoryQuerySerializer(serializers.Serializer):
         default="asc",
         help_text="`asc`: oldest first; `desc`: newest first.",
     )
+
+
+# --- Search -------------------------------------------------------------------------------
+class SearchQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(
+        max_length=500,
+        help_text='What to find: words (all must match), `"exact phrase"`, `prefix*`, '
+        "`-excluded`. Case-insensitive. A query with no searchable word is a 400.",
+    )
+    session = serializers.UUIDField(
+        required=False, help_text="Only this session (one of yours; another id is a 404)."
+    )
+    role = serializers.ChoiceField(
+        choices=Message.Role.choices,
+        required=False,
+        help_text="Only messages of this role (session titles are left out).",
+    )
+    since = serializers.DateTimeField(
+        required=False, help_text="Only hits created at or after this time (ISO 8601)."
+    )
+    until = serializers.DateTimeField(
+        required=False, help_text="Only hits created before this time (ISO 8601)."
+    )
+    limit = serializers.IntegerField(
+        required=False, default=20, min_value=1, max_value=100, help_text="Page size."
+    )
+    cursor = serializers.CharField(
+        required=False, max_length=512, help_text="Opaque; copy it from a `next` URL."
+    )
+
+
+class SearchHitSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=["message", "session"],
+        help_text="`message`: a message's content matched; `session`: the session's title.",
+    )
+    session = serializers.UUIDField(source="session_id")
+    session_title = serializers.CharField()
+    message = serializers.IntegerField(
+        source="message_id", allow_null=True, help_text="The message's id (null for a title)."
+    )
+    seq = serializers.IntegerField(allow_null=True, help_text="Null for a title.")
+    role = serializers.ChoiceField(
+        choices=Message.Role.choices, allow_null=True, help_text="Null for a title."
+    )
+    snippet = serializers.CharField(
+        help_text="The matching passage as HTML: the text escaped, each match in `<mark>…</mark>`."
+    )
+    rank = serializers.FloatField(
+        help_text="Relevance (`ts_rank`), higher is better; 0 on the substring fallback."
+    )
+    created_at = serializers.DateTimeField()

@@ -12,4 +12,5 @@ urlpatterns = [
         views.MessageListCreateView.as_view(),
         name="message-list",
     ),
+    path("search/", views.SearchView.as_view(), name="search"),
 ]
