@@ -16,6 +16,8 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 
+from accounting import services as accounting
+from accounting.models import CallKind
 from chatengine.events import log_event
 from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
@@ -169,6 +171,7 @@ def prepare_reply(
         # once the session has messages (the schema cannot know, so a 400 here would
         # contradict it).
         raise Conflict("The session has no messages yet; send content to reply to.")
+    accounting.check_quota(user_id=session.user_id)
     model = resolve_model(session=session, model=model)
     max_output_tokens = max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS
     counter = counter_for_model(model)
@@ -305,7 +308,40 @@ def store_reply(
     latency_ms: int,
     tool_calls: tuple[ToolCall, ...] = (),
 ) -> Message:
-    """Append the assistant message with what went into it (its own transaction)."""
+    """Append the assistant message with what went into it, and account for its usage, in one
+    transaction: the usage totals always equal the stored replies' usage."""
+    with transaction.atomic():
+        message = _append_reply(
+            prepared,
+            text=text,
+            model=model,
+            finish_reason=finish_reason,
+            usage=usage,
+            latency_ms=latency_ms,
+            tool_calls=tool_calls,
+        )
+        accounting.record_usage(
+            user_id=prepared.session.user_id,
+            session_id=prepared.session.pk,
+            message_id=message.pk,
+            kind=CallKind.REPLY,
+            model=model,
+            usage=usage,
+            at=message.created_at,
+        )
+    return message
+
+
+def _append_reply(
+    prepared: PreparedReply,
+    *,
+    text: str,
+    model: str,
+    finish_reason: str,
+    usage: Usage | None,
+    latency_ms: int,
+    tool_calls: tuple[ToolCall, ...],
+) -> Message:
     return services.append_message(
         session=prepared.session,
         role=Message.Role.ASSISTANT,
@@ -357,6 +393,7 @@ def complete_reply(prepared: PreparedReply) -> ReplyResult:
     return ReplyResult(
         user_message=prepared.user_message, message=message, context=prepared.context
     )
+
 
 
 def reply(
