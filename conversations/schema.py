@@ -11,6 +11,7 @@ BASE = "http://127.0.0.1:8000/api/v1"
 SESSION = {
     "id": SESSION_ID,
     "title": "Trip to Lisbon",
+    "title_source": "user",
     "system_prompt": "You are a concise travel guide.",
     "model": "",
     "metadata": {"customer": "c-1042"},

@@ -194,6 +194,11 @@ def iter_messages_newest_first(*, session: ChatSession, batch_size: int = 100) -
         before = page.items[-1].seq
 
 
+def first_user_message(*, session: ChatSession) -> Message | None:
+    """The session's oldest user message (what an automatic title is made from)."""
+    return Message.objects.filter(session=session, role=Message.Role.USER).order_by("seq").first()
+
+
 # --- Support admin reads ------------------------------------------------------------------
 # Not scoped to a user: only the admin (staff, checked by Django's admin) calls these.
 

@@ -1,6 +1,7 @@
 """Input serializers validate what callers send; output serializers shape what we return."""
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -136,12 +137,20 @@ class SessionUpdateInputSerializer(SessionCreateInputSerializer):
 
 class SessionSerializer(serializers.ModelSerializer):
     metadata = MetadataField(read_only=True)
+    title_source = serializers.ChoiceField(
+        choices=ChatSession.TitleSource.choices,
+        allow_null=True,
+        read_only=True,
+        help_text="`user`: you set the title (it is never replaced); `auto`: the engine named "
+        "the session after its first reply; null: no title yet.",
+    )
 
     class Meta:
         model = ChatSession
         fields = [
             "id",
             "title",
+            "title_source",
             "system_prompt",
             "model",
             "metadata",
@@ -507,8 +516,12 @@ class HistoryQuerySerializer(serializers.Serializer):
 class SearchQuerySerializer(serializers.Serializer):
     q = serializers.CharField(
         max_length=500,
+        # Documented as the schema's `pattern`: a q without a letter or digit has nothing to
+        # find. (One whose words are all excluded, or stop words, is a 400 too: see search.)
+        validators=[RegexValidator(r"[^\W_]", "Give at least one letter or digit.")],
         help_text='What to find: words (all must match), `"exact phrase"`, `prefix*`, '
-        "`-excluded`. Case-insensitive. A query with no searchable word is a 400.",
+        "`-excluded`. Case-insensitive. A query with no searchable word (no letter or "
+        "digit, only exclusions) is a 400.",
     )
     session = serializers.UUIDField(
         required=False, help_text="Only this session (one of yours; another id is a 404)."

@@ -28,6 +28,7 @@ SESSION_FIELDS = (
     "id",
     "user",
     "title",
+    "title_source",
     "system_prompt",
     "model",
     "metadata",
@@ -74,6 +75,7 @@ def session_to_record(session: ChatSession) -> dict[str, Any]:
         "id": str(session.pk),
         "user": session.user.get_username(),
         "title": session.title,
+        "title_source": session.title_source,
         "system_prompt": session.system_prompt,
         "model": session.model,
         "metadata": session.metadata,
@@ -294,6 +296,8 @@ def parse_record(line: str) -> SessionRecord:
         c.fail("user", "empty")
     columns = {
         "title": c.get("title", "str", default="", max_length=255),
+        # Absent (an export from before automatic titles): a title was the user's.
+        "title_source": c.get("title_source", "str", nullable=True, default=_MISSING),
         "system_prompt": c.get("system_prompt", "str", default=""),
         "model": c.get("model", "str", default="", max_length=128),
         "metadata": c.get("metadata", "object", default={}),
@@ -302,6 +306,10 @@ def parse_record(line: str) -> SessionRecord:
         "created_at": c.get("created_at", "datetime", required=True),
         "updated_at": c.get("updated_at", "datetime", required=True),
     }
+    if columns["title_source"] is _MISSING:
+        columns["title_source"] = ChatSession.TitleSource.USER if columns["title"] else None
+    elif columns["title_source"] not in (None, *ChatSession.TitleSource.values):
+        c.fail("title_source", "must be user, auto or null")
     message_count = c.get("message_count", "int")
     total_tokens = c.get("total_tokens", "int")
     last_seq = c.get("last_seq", "int")

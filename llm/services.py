@@ -24,6 +24,7 @@ from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from chatengine.request_id import reset_request_id, set_request_id
 from conversations import idempotency, selectors, services
 from conversations.models import ChatSession, Message
+from llm import titles
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
 from llm.tokens import TokenCounter, counter_for_model
@@ -390,10 +391,15 @@ def complete_reply(prepared: PreparedReply) -> ReplyResult:
         latency_ms=latency_ms,
         tool_calls=completion.tool_calls,
     )
+    _give_title(prepared)
     return ReplyResult(
         user_message=prepared.user_message, message=message, context=prepared.context
     )
 
+
+def _give_title(prepared: PreparedReply) -> None:
+    """After a stored reply (committed, no transaction open): name the session if nobody has."""
+    titles.give_title(session=prepared.session, provider=prepared.provider, model=prepared.model)
 
 
 def reply(
@@ -526,6 +532,7 @@ def stream_reply(prepared: PreparedReply) -> Iterator[StreamEvent]:
         if not finished:  # GeneratorExit: the server stopped reading (client disconnected)
             state.interrupt(None)
     yield Completed(message)
+    _give_title(prepared)  # after the client has the whole reply
 
 
 async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
@@ -555,6 +562,7 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
         raise
     message = await sync_to_async(state.finish)()
     yield Completed(message)
+    await sync_to_async(_give_title)(prepared)  # after the client has the whole reply
 
 
 def bind_request_id(events: AsyncIterator[Any], *, request_id: str | None) -> AsyncIterator[Any]:

@@ -10,6 +10,7 @@ from llm.tokens import counter_for_model
 from llm.types import ChatMessage, Completion, StreamChunk, Usage
 
 ECHO_MODEL = "echo"
+LABEL = "Echo: "  # on every reply; an automatic title (llm/titles.py) is the words after it
 
 
 class EchoProvider:
@@ -17,7 +18,7 @@ class EchoProvider:
 
     def _reply(self, messages: Sequence[ChatMessage]) -> str:
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        return f"Echo: {last_user}" if last_user else "Echo: (nothing to echo)"
+        return f"{LABEL}{last_user}" if last_user else f"{LABEL}(nothing to echo)"
 
     def _usage(self, messages: Sequence[ChatMessage], text: str) -> Usage:
         counter = counter_for_model(ECHO_MODEL)
