@@ -215,6 +215,9 @@ def _search_postgresql(
     since: datetime | None,
     until: datetime | None,
 ) -> list[SearchHit]:
+    # Ranking reads every candidate row (ts_rank has no index), so a word in a large share of
+    # the user's messages is ranked among its newest CHATENGINE_SEARCH_MAX_RANKED matches
+    # only: the cost stays bounded however common the word (bench/search_bench.py).
     query, query_params = _tsquery_sql(terms)
     with connection.cursor() as cursor:
         # Words the configuration drops (punctuation only, stop words of a language
@@ -258,8 +261,13 @@ def _search_postgresql(
             SELECT 'message' AS kind, m.id AS message_id, m.session_id,
                    ts_rank({tsvector_sql("m.content")}, {query}) AS rank,
                    ('m' || lpad(m.id::text, 19, '0')) COLLATE "C" AS key
-            FROM {message_table} m JOIN {session_table} s ON s.id = m.session_id
-            WHERE {" AND ".join(message_where)}
+            FROM (
+                SELECT m.id FROM {message_table} m JOIN {session_table} s
+                    ON s.id = m.session_id
+                WHERE {" AND ".join(message_where)}
+                ORDER BY m.id DESC
+                LIMIT %s
+            ) AS candidates JOIN {message_table} m ON m.id = candidates.id
             UNION ALL
             SELECT 'session', NULL, s.id,
                    ts_rank({tsvector_sql("s.title")}, {query}),
@@ -274,6 +282,7 @@ def _search_postgresql(
     params = [
         *query_params,
         *message_params,
+        settings.CHATENGINE_SEARCH_MAX_RANKED,
         *query_params,
         *session_params,
         *keyset_params,

@@ -1,5 +1,6 @@
 """GET /api/v1/search/: full-text search on PostgreSQL, substring fallback elsewhere."""
 
+import io
 from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
@@ -254,3 +255,42 @@ def test_search_stop_words_only_is_400_with_a_language_configuration(auth_client
     response = auth_client.get(URL, {"q": "the and of"})
     assert response.status_code == 400
     assert response.json()["error"]["details"] == {"q": ["The query has no searchable word."]}
+
+
+def _index_definitions() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = ANY(%s) ORDER BY indexname",
+            [list(search.SEARCH_INDEXES)],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+@postgres
+@pytest.mark.django_db(transaction=True)
+def test_rebuild_search_index_builds_with_the_configured_config(settings):
+    from django.core.management import call_command
+
+    assert all("'simple'::regconfig" in d for d in _index_definitions())
+    settings.CHATENGINE_SEARCH_CONFIG = "english"
+    try:
+        call_command("rebuild_search_index", stdout=io.StringIO())
+        definitions = _index_definitions()
+        assert len(definitions) == 2
+        assert all("'english'::regconfig" in d for d in definitions)
+    finally:
+        settings.CHATENGINE_SEARCH_CONFIG = "simple"
+        call_command("rebuild_search_index", stdout=io.StringIO())
+    assert all("'simple'::regconfig" in d for d in _index_definitions())
+
+
+@postgres
+@pytest.mark.django_db
+def test_search_ranks_only_the_newest_matches_of_a_very_common_word(auth_client, session, settings):
+    settings.CHATENGINE_SEARCH_MAX_RANKED = 3
+    MessageFactory(session=session, content="fig fig fig fig")  # densest, but the oldest
+    for _ in range(4):
+        MessageFactory(session=session, content="fig and other words here")
+    MessageFactory(session=session, content="fig fig")  # the newest
+    results = hits(auth_client.get(URL, {"q": "fig"}))
+    assert [r["seq"] for r in results] == [6, 5, 4]  # the 3 newest, best first
