@@ -81,6 +81,20 @@ def other_user(db):
     return UserFactory()
 
 
+def token_for(user) -> str:
+    """The raw API key of `user` (for a second user; `user_token` is the first's)."""
+    from rest_framework.authtoken.models import Token
+
+    token, _ = Token.objects.get_or_create(user=user)
+    return token.key
+
+
+@pytest.fixture
+def user_token(user) -> str:
+    """The raw API key (what a client sends as `Authorization: Bearer <key>`) of `user`."""
+    return token_for(user)
+
+
 @pytest.fixture
 def auth_client(user) -> APIClient:
     """An API client authenticated as `user` with a Bearer token."""

@@ -43,6 +43,7 @@ class Tags:
     MESSAGES = "messages"
     REPLIES = "replies"
     HEALTH = "health"
+    OPENAI = "openai"
 
 
 # In this order in the documentation; only the tags some operation uses are listed.
@@ -51,6 +52,8 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     Tags.MESSAGES: "A session's history: append messages and read them back by `seq`.",
     Tags.REPLIES: "LLM replies to a session's history, as JSON or as a server-sent event stream.",
     Tags.HEALTH: "Liveness, readiness and metrics for operators (no authentication).",
+    Tags.OPENAI: "OpenAI-compatible Conversations and Responses under `/v1/`, for the stock "
+    "`openai` SDK: the same sessions and messages, errors in OpenAI's shape.",
 }
 
 

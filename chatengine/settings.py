@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "conversations",
     "llm",
+    "openai_api",
 ]
 
 MIDDLEWARE = [

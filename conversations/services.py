@@ -482,3 +482,21 @@ def _stored_token_sum(session_id: uuid.UUID) -> int:
         Message.objects.filter(session_id=session_id).aggregate(total=Sum("token_count"))["total"]
         or 0
     )
+
+
+def delete_message(*, message: Message) -> None:
+    """Delete one message and take it out of its session's counters, in one transaction.
+
+    The session row is locked first (appends queue behind it); `last_seq` stays, so seqs are
+    never reused. The delete signal bumps `updated_at` (the cache stamp) and invalidates the
+    cached tail.
+    """
+    with transaction.atomic():
+        locked = ChatSession.objects.select_for_update().get(pk=message.session_id)
+        message.delete()
+        ChatSession.objects.filter(pk=locked.pk).update(
+            message_count=max(0, locked.message_count - 1),
+            total_tokens=max(0, locked.total_tokens - message.token_count),
+            updated_at=timezone.now(),
+        )
+        transaction.on_commit(partial(history_cache.invalidate, session_id=locked.pk))

@@ -78,9 +78,10 @@ def build_context(
     budget: int | None = None,
     model: str | None = None,
     max_output_tokens: int | None = None,
-    pending: HistoryMessage | None = None,
+    pending: HistoryMessage | tuple[HistoryMessage, ...] | None = None,
 ) -> Context:
-    """What would be sent for `session` now (plus `pending`, a message not stored yet).
+    """What would be sent for `session` now (plus `pending`: messages not stored yet, oldest
+    first).
 
     History is read newest-first in keyset batches and reading stops once the budget is full.
     The session's `system` messages are always sent: taken from the first batch when it holds
@@ -96,7 +97,11 @@ def build_context(
         )
 
     batch_size = _history_batch_size(session=session, budget=budget)
-    first = selectors.list_messages(session=session, limit=batch_size, order="desc")
+    if session.message_count:
+        first = selectors.list_messages(session=session, limit=batch_size, order="desc")
+    else:
+        # No history to read (also: an unsaved session, for a reply that stores nothing).
+        first = selectors.Page(items=[], has_more=False, next_params=None)
     if first.has_more:
         system_rows = selectors.list_system_messages(session=session)
     else:
@@ -104,9 +109,13 @@ def build_context(
         # usual case: a history that fits the window is read in one batch).
         system_rows = [m for m in reversed(first.items) if m.role == Message.Role.SYSTEM]
 
+    if pending is None:
+        pending = ()
+    elif isinstance(pending, HistoryMessage):
+        pending = (pending,)
+
     def history() -> Iterator[HistoryMessage]:
-        if pending is not None:
-            yield pending
+        yield from reversed(pending)
         page = first
         while True:
             for row in page.items:
@@ -123,7 +132,7 @@ def build_context(
         system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
         pinned=pinned,
         history_newest_first=history(),
-        total_messages=session.message_count + (1 if pending is not None else 0),
+        total_messages=session.message_count + len(pending),
         budget=budget,
         encoding=counter.encoding_name,
     )
@@ -141,6 +150,9 @@ class PreparedReply:
     metadata: dict[str, Any] | None
     counter: TokenCounter
     provider: LLMProvider
+    # False: nothing is written, the reply comes back as an unsaved Message (OpenAI's
+    # `store: false`; prepared with `user_message=None` and a context built in memory).
+    store: bool = True
 
 
 @dataclass(frozen=True)
@@ -305,9 +317,11 @@ def store_reply(
     latency_ms: int,
     tool_calls: tuple[ToolCall, ...] = (),
 ) -> Message:
-    """Append the assistant message with what went into it (its own transaction)."""
-    return services.append_message(
-        session=prepared.session,
+    """Append the assistant message with what went into it (its own transaction).
+
+    With `prepared.store` false, the same message unsaved (no id, no seq): nothing is written.
+    """
+    fields = dict(
         role=Message.Role.ASSISTANT,
         content=text,
         metadata=prepared.metadata,
@@ -321,6 +335,10 @@ def store_reply(
         latency_ms=latency_ms,
         context=prepared.context.as_record(),
     )
+    if not prepared.store:
+        fields["metadata"] = fields["metadata"] or {}
+        return Message(session=prepared.session, **fields)
+    return services.append_message(session=prepared.session, **fields)
 
 
 # --- Whole replies ----------------------------------------------------------------------------
