@@ -25,7 +25,7 @@ from conversations.models import ChatSession, Message
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
 from llm.tokens import TokenCounter, counter_for_model
-from llm.types import Completion, Context, HistoryMessage, ToolCall, Usage
+from llm.types import Completion, Context, GenerationOptions, HistoryMessage, ToolCall, Usage
 
 logger = logging.getLogger("chatengine.llm")
 
@@ -153,6 +153,14 @@ class PreparedReply:
     # False: nothing is written, the reply comes back as an unsaved Message (OpenAI's
     # `store: false`; prepared with `user_message=None` and a context built in memory).
     store: bool = True
+    options: GenerationOptions | None = None  # temperature, top_p, tools: passed through
+
+    def provider_options(self) -> dict[str, Any]:
+        """Keyword arguments of the provider call beyond the messages."""
+        options = {"model": self.model, "max_output_tokens": self.max_output_tokens}
+        if self.options is not None:
+            options["options"] = self.options
+        return options
 
 
 @dataclass(frozen=True)
@@ -348,9 +356,7 @@ def complete_reply(prepared: PreparedReply) -> ReplyResult:
     started = time.monotonic()
     try:
         completion: Completion = prepared.provider.complete(
-            list(prepared.context.messages),
-            model=prepared.model,
-            max_output_tokens=prepared.max_output_tokens,
+            list(prepared.context.messages), **prepared.provider_options()
         )
     except ApplicationError as exc:
         _log_error(prepared, exc, _elapsed_ms(started))
@@ -488,9 +494,7 @@ def stream_reply(prepared: PreparedReply) -> Iterator[StreamEvent]:
     state = _StreamState(prepared)
     finished = False
     chunks = prepared.provider.stream(
-        list(prepared.context.messages),
-        model=prepared.model,
-        max_output_tokens=prepared.max_output_tokens,
+        list(prepared.context.messages), **prepared.provider_options()
     )
     try:
         with contextlib.closing(chunks):  # closing it closes the upstream connection
@@ -518,9 +522,7 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
     _log_request(prepared)
     state = _StreamState(prepared)
     chunks = prepared.provider.astream(
-        list(prepared.context.messages),
-        model=prepared.model,
-        max_output_tokens=prepared.max_output_tokens,
+        list(prepared.context.messages), **prepared.provider_options()
     )
     try:
         async with contextlib.aclosing(chunks):  # closing it closes the upstream connection

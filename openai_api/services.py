@@ -9,7 +9,7 @@ the input, and the reply comes back unsaved.
 """
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
@@ -22,7 +22,7 @@ from conversations.models import ChatSession, Message
 from llm import services as replies
 from llm.providers.base import get_provider
 from llm.tokens import counter_for_model
-from llm.types import HistoryMessage
+from llm.types import GenerationOptions, HistoryMessage
 from openai_api import ids
 from openai_api.errors import InvalidParameter
 from openai_api.serializers import NewMessage, ResponseRequest, parse_items
@@ -176,6 +176,14 @@ def _pending(items: list[NewMessage], *, model: str) -> tuple[HistoryMessage, ..
     )
 
 
+def _options(request: ResponseRequest) -> GenerationOptions | None:
+    if request.temperature is None and request.top_p is None and not request.tools:
+        return None
+    return GenerationOptions(
+        temperature=request.temperature, top_p=request.top_p, tools=request.tools
+    )
+
+
 def _check_truncation(request: ResponseRequest, context) -> None:
     if request.truncation == "disabled" and context.messages_dropped:
         raise InvalidParameter(
@@ -218,6 +226,7 @@ def plan_unstored(
         counter=counter_for_model(model),
         provider=get_provider(),
         store=False,
+        options=_options(request),
     )
 
 
@@ -277,7 +286,7 @@ def plan_response(
         response_id=ids.response_id(asked.pk),
         created_at=int(asked.created_at.timestamp()),
         request=request,
-        prepared=prepared,
+        prepared=replace(prepared, options=_options(request)),
     )
 
 

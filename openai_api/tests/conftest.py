@@ -94,7 +94,7 @@ def _llm_env(fake: FakeOpenAI) -> dict[str, str]:
         "OPENAI_API_KEY": "sk-test-not-a-real-key",
         "OPENAI_BASE_URL": fake.base_url,
         "LLM_MAX_RETRIES": "0",
-        "LLM_TIMEOUT_S": "5",
+        "LLM_TIMEOUT_S": "2",  # the 504 test waits this long
     }
 
 
@@ -135,3 +135,32 @@ def sdk(base: str, token: str, **options) -> openai.OpenAI:
 
 def async_sdk(base: str, token: str, **options) -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=token, **{"max_retries": 0, **options})
+
+
+@pytest.fixture
+def inprocess_sdk(user_token):
+    """The stock SDK talking to this process's WSGI app (for settings a test changes).
+
+    As Django's test client does, the handler's connection closing is switched off, so the
+    app runs in the test's transaction.
+    """
+    import httpx2
+    from django.core import signals
+    from django.core.wsgi import get_wsgi_application
+    from django.db import close_old_connections
+
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    transport = httpx2.WSGITransport(app=get_wsgi_application())
+    client = openai.OpenAI(
+        base_url="http://testserver/v1",
+        api_key=user_token,
+        max_retries=0,
+        http_client=httpx2.Client(transport=transport),
+    )
+    try:
+        yield client
+    finally:
+        client.close()
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
