@@ -1,6 +1,7 @@
 """OpenAPI documentation of /v1/ (the `openai` tag): operations, bodies, examples, and the
 errors in OpenAI's shape (implied errors too, through `OpenAISchema`)."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers as drf
 
@@ -133,7 +134,7 @@ conversation_create = extend_schema(
     summary="Create a conversation",
     description="A new chatengine session, with `items` appended in order (all or nothing).",
     request=serializers.ConversationCreateInputSerializer,
-    responses={200: OpenApiResponse(drf.JSONField(), "The conversation."), **_errors(409)},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "The conversation."), **_errors(409)},
     examples=[
         _example(
             "create",
@@ -149,7 +150,7 @@ conversation_retrieve = extend_schema(
     summary="Retrieve a conversation",
     description="The session as a conversation object.",
     parameters=[conversation_path],
-    responses={200: OpenApiResponse(drf.JSONField(), "The conversation.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "The conversation.")},
     examples=[_example("conversation", CONVERSATION)],
     **_TAG,
 )
@@ -159,7 +160,7 @@ conversation_update = extend_schema(
     description="Replaces the session's metadata.",
     parameters=[conversation_path],
     request=serializers.ConversationUpdateInputSerializer,
-    responses={200: OpenApiResponse(drf.JSONField(), "The conversation.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "The conversation.")},
     examples=[
         _example("update", {"metadata": {"topic": "demo"}}, request=True),
         _example("conversation", CONVERSATION),
@@ -171,7 +172,7 @@ conversation_delete = extend_schema(
     summary="Delete a conversation",
     description="Deletes the session and its messages.",
     parameters=[conversation_path],
-    responses={200: OpenApiResponse(drf.JSONField(), "Deleted.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "Deleted.")},
     examples=[
         _example(
             "deleted",
@@ -187,7 +188,7 @@ items_list = extend_schema(
     "item id, `limit` counts messages (an assistant message with tool calls is one "
     "`function_call` item per call). `include` is accepted and changes nothing.",
     parameters=[conversation_path, serializers.ItemListQuerySerializer],
-    responses={200: OpenApiResponse(drf.JSONField(), "A page of items.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "A page of items.")},
     examples=[_example("items", ITEM_LIST)],
     **_TAG,
 )
@@ -197,7 +198,7 @@ items_create = extend_schema(
     description="Appends the items' messages in order, all or nothing.",
     parameters=[conversation_path, IDEMPOTENCY_KEY],
     request=serializers.ItemCreateInputSerializer,
-    responses={200: OpenApiResponse(drf.JSONField(), "The items added."), **_errors(409)},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "The items added."), **_errors(409)},
     examples=[
         _example("add", {"items": [{"role": "user", "content": "Hi"}]}, request=True),
         _example("items", {**ITEM_LIST, "data": [USER_ITEM], "last_id": "msg_41"}),
@@ -209,7 +210,7 @@ item_retrieve = extend_schema(
     summary="Retrieve an item",
     description="One item of the conversation.",
     parameters=[conversation_path, item_path],
-    responses={200: OpenApiResponse(drf.JSONField(), "The item.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "The item.")},
     examples=[_example("item", USER_ITEM)],
     **_TAG,
 )
@@ -219,7 +220,7 @@ item_delete = extend_schema(
     description="Deletes the item's message (all of an assistant message's function calls "
     "go with it); answers the conversation, as OpenAI does.",
     parameters=[conversation_path, item_path],
-    responses={200: OpenApiResponse(drf.JSONField(), "The conversation.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "The conversation.")},
     examples=[_example("conversation", CONVERSATION)],
     **_TAG,
 )
@@ -232,9 +233,22 @@ response_create = extend_schema(
     "`stream: true` answers a `text/event-stream` of Responses events.",
     request=serializers.ResponseCreateInputSerializer,
     responses={
-        (200, "application/json"): OpenApiResponse(drf.JSONField(), "The response."),
+        (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, "The response."),
         (200, "text/event-stream"): OpenApiResponse(
-            drf.CharField(), "Responses events (`stream: true`)."
+            OpenApiTypes.STR,
+            "Responses events (`stream: true`), each `event: <type>` and `data: <JSON with "
+            "type and sequence_number>`.",
+            examples=[
+                OpenApiExample(
+                    "stream",
+                    value='event: response.output_text.delta\ndata: {"type": '
+                    '"response.output_text.delta", "sequence_number": 4, "item_id": '
+                    '"msg_pending_43", "output_index": 0, "content_index": 0, "delta": "Hel"}'
+                    "\n\n",
+                    response_only=True,
+                    media_type="text/event-stream",
+                )
+            ],
         ),
         **_errors(409, 422, 502, 504),
     },
@@ -249,7 +263,7 @@ response_retrieve = extend_schema(
     summary="Retrieve a response",
     description="A stored response, from its input and reply messages.",
     parameters=[response_path],
-    responses={200: OpenApiResponse(drf.JSONField(), "The response.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "The response.")},
     examples=[_example("response", RESPONSE)],
     **_TAG,
 )
@@ -258,7 +272,7 @@ response_delete = extend_schema(
     summary="Delete a response",
     description="Deletes the response's reply message; its input stays in the conversation.",
     parameters=[response_path],
-    responses={200: OpenApiResponse(drf.JSONField(), "Deleted.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "Deleted.")},
     examples=[
         _example("deleted", {"id": "resp_43", "object": "response.deleted", "deleted": True})
     ],
@@ -269,7 +283,7 @@ response_input_items = extend_schema(
     summary="List a response's input items",
     description="The history the reply was sent (its context window), as items.",
     parameters=[response_path, serializers.ItemListQuerySerializer],
-    responses={200: OpenApiResponse(drf.JSONField(), "A page of items.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "A page of items.")},
     examples=[_example("items", ITEM_LIST)],
     **_TAG,
 )
@@ -279,7 +293,7 @@ input_tokens = extend_schema(
     description="chatengine's exact count of what a response with this body would send "
     "(history, instructions and input); nothing is stored or sent.",
     request=serializers.InputTokensInputSerializer,
-    responses={200: OpenApiResponse(drf.JSONField(), "The count.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "The count.")},
     examples=[
         _example("count", RESPONSE_REQUEST, request=True),
         _example("count", {"object": "response.input_tokens", "input_tokens": 24}),
