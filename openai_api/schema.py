@@ -10,10 +10,11 @@ from conversations.idempotency import OPENAPI_PARAMETER as IDEMPOTENCY_KEY
 from openai_api import serializers
 
 _ERROR_TEXT = {
-    400: "A bad or unsupported parameter (`param` names it).",
+    400: "A bad or unsupported parameter, in the body or the query (`param` names it).",
     401: "No token, or an unknown one.",
     403: "Not allowed (a CSRF failure with the browser session).",
-    404: "No such conversation, item or response for this user.",
+    404: "No such conversation, item or response for this user (also one named in the body: "
+    "`conversation`, `previous_response_id`, `after`).",
     406: "Unacceptable `Accept`.",
     409: "A conflict with the conversation's state (`x-should-retry: false` unless it is an "
     "Idempotency-Key still in progress).",
@@ -188,7 +189,7 @@ items_list = extend_schema(
     "item id, `limit` counts messages (an assistant message with tool calls is one "
     "`function_call` item per call). `include` is accepted and changes nothing.",
     parameters=[conversation_path, serializers.ItemListQuerySerializer],
-    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "A page of items.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "A page of items."), **_errors(400)},
     examples=[_example("items", ITEM_LIST)],
     **_TAG,
 )
@@ -250,7 +251,7 @@ response_create = extend_schema(
                 )
             ],
         ),
-        **_errors(409, 422, 502, 504),
+        **_errors(404, 409, 422, 502, 504),
     },
     examples=[
         _example("create", RESPONSE_REQUEST, request=True),
@@ -283,7 +284,7 @@ response_input_items = extend_schema(
     summary="List a response's input items",
     description="The history the reply was sent (its context window), as items.",
     parameters=[response_path, serializers.ItemListQuerySerializer],
-    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "A page of items.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "A page of items."), **_errors(400)},
     examples=[_example("items", ITEM_LIST)],
     **_TAG,
 )
@@ -293,7 +294,7 @@ input_tokens = extend_schema(
     description="chatengine's exact count of what a response with this body would send "
     "(history, instructions and input); nothing is stored or sent.",
     request=serializers.InputTokensInputSerializer,
-    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "The count.")},
+    responses={200: OpenApiResponse(OpenApiTypes.OBJECT, "The count."), **_errors(404, 409, 422)},
     examples=[
         _example("count", RESPONSE_REQUEST, request=True),
         _example("count", {"object": "response.input_tokens", "input_tokens": 24}),

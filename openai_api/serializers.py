@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from conversations.models import ChatSession, Message
@@ -41,17 +42,21 @@ class NewMessage:
     tool_call_id: str = ""
 
 
-def _text(value: Any, param: str) -> str:
+MAX_CALL_ID_CHARS = 128  # Message.tool_call_id
+
+
+def _text(value: Any, param: str, *, max_length: int | None = None) -> str:
     if not isinstance(value, str):
         raise InvalidParameter(param, f"{param}: expected a string.")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidParameter(param, f"{param}: lone surrogates are not allowed.") from None
-    if len(value) > settings.CHATENGINE_MAX_MESSAGE_CHARS:
-        raise InvalidParameter(
-            param, f"{param}: longer than {settings.CHATENGINE_MAX_MESSAGE_CHARS} characters."
-        )
+    if "\x00" in value:  # PostgreSQL cannot store it
+        raise InvalidParameter(param, f"{param}: null characters are not allowed.")
+    limit = max_length or settings.CHATENGINE_MAX_MESSAGE_CHARS
+    if len(value) > limit:
+        raise InvalidParameter(param, f"{param}: longer than {limit} characters.")
     return value
 
 
@@ -74,12 +79,13 @@ def _content(value: Any, param: str) -> str:
     return "".join(texts)
 
 
-def parse_items(value: Any, *, param: str) -> list[NewMessage]:
-    """OpenAI input items (or a string: one user message) as the messages they store."""
-    if isinstance(value, str):
+def parse_items(value: Any, *, param: str, text: bool = True) -> list[NewMessage]:
+    """OpenAI input items (or, if `text`, a string: one user message) as their messages."""
+    if text and isinstance(value, str):
         return [NewMessage(role=Message.Role.USER, content=_text(value, param))]
     if not isinstance(value, list):
-        raise InvalidParameter(param, f"{param}: expected a string or a list of items.")
+        expected = "a string or a list of items" if text else "a list of items"
+        raise InvalidParameter(param, f"{param}: expected {expected}.")
     if len(value) > MAX_ITEMS:
         raise InvalidParameter(param, f"{param}: at most {MAX_ITEMS} items.")
     out: list[NewMessage] = []
@@ -100,7 +106,7 @@ def parse_items(value: Any, *, param: str) -> list[NewMessage]:
             )
         elif kind == "function_call":
             call = ToolCall(
-                id=_text(item.get("call_id"), f"{at}.call_id"),
+                id=_text(item.get("call_id"), f"{at}.call_id", max_length=MAX_CALL_ID_CHARS),
                 name=_text(item.get("name"), f"{at}.name"),
                 arguments=_text(item.get("arguments"), f"{at}.arguments"),
             )
@@ -117,7 +123,9 @@ def parse_items(value: Any, *, param: str) -> list[NewMessage]:
                 NewMessage(
                     role=Message.Role.TOOL,
                     content=_content(item.get("output"), f"{at}.output"),
-                    tool_call_id=_text(item.get("call_id"), f"{at}.call_id"),
+                    tool_call_id=_text(
+                        item.get("call_id"), f"{at}.call_id", max_length=MAX_CALL_ID_CHARS
+                    ),
                 )
             )
         else:
@@ -129,8 +137,90 @@ def parse_items(value: Any, *, param: str) -> list[NewMessage]:
     return out
 
 
+_TEXT = {"type": "string", "maxLength": settings.CHATENGINE_MAX_MESSAGE_CHARS}
+_CALL_ID = {"type": "string", "maxLength": MAX_CALL_ID_CHARS}
+_CONTENT = {
+    "oneOf": [
+        _TEXT,
+        {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["type", "text"],
+                "properties": {"type": {"enum": list(TEXT_PARTS)}, "text": _TEXT},
+            },
+        },
+    ],
+    "description": "Text, or a list of text parts (`input_text`, `output_text`).",
+}
+# Items may carry more properties (`id`, `status`, ... of items read back): they are ignored.
+ITEM_SCHEMA = {
+    "anyOf": [
+        {
+            "type": "object",
+            "title": "message",
+            "required": ["role", "content"],
+            "properties": {
+                "type": {"enum": ["message"]},
+                "role": {"enum": ["user", "system", "developer", "assistant"]},
+                "content": _CONTENT,
+            },
+        },
+        {
+            "type": "object",
+            "title": "function_call",
+            "required": ["type", "call_id", "name", "arguments"],
+            "properties": {
+                "type": {"enum": ["function_call"]},
+                "call_id": _CALL_ID,
+                "name": _TEXT,
+                "arguments": _TEXT,
+            },
+        },
+        {
+            "type": "object",
+            "title": "function_call_output",
+            "required": ["type", "call_id", "output"],
+            "properties": {
+                "type": {"enum": ["function_call_output"]},
+                "call_id": _CALL_ID,
+                "output": _CONTENT,
+            },
+        },
+    ]
+}
+ITEMS_SCHEMA = {"type": "array", "maxItems": MAX_ITEMS, "items": ITEM_SCHEMA}
+
+
+@extend_schema_field(ITEMS_SCHEMA)
 class ItemsField(serializers.JSONField):
     """OpenAI input items; validated by `parse_items` (errors name the item's field)."""
+
+
+@extend_schema_field({"oneOf": [_TEXT, ITEMS_SCHEMA], "description": "A user message, or items."})
+class InputField(ItemsField):
+    pass
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["type", "name"],
+            "properties": {
+                "type": {"enum": ["function"]},
+                "name": _TEXT,
+                "description": {"type": ["string", "null"]},
+                "parameters": {"type": ["object", "null"]},
+                "strict": {"type": ["boolean", "null"]},
+            },
+        },
+        "description": "Function tools (passed to the model); built-in tools are refused.",
+    }
+)
+class ToolsField(serializers.JSONField):
+    pass
 
 
 class StrictFloatField(serializers.FloatField):
@@ -163,6 +253,20 @@ class ItemListQuerySerializer(serializers.Serializer):
     )
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string"},
+            {
+                "type": "object",
+                "required": ["id"],
+                "properties": {"id": {"type": "string"}},
+                "additionalProperties": False,
+            },
+        ],
+        "description": '`"conv_…"` or `{"id": "conv_…"}`.',
+    }
+)
 class ConversationParamField(serializers.JSONField):
     """`"conv_…"` or `{"id": "conv_…"}`."""
 
@@ -198,17 +302,20 @@ UNSUPPORTED = (
 )
 
 
-def reject_unsupported(data: Any) -> None:
+def without_unsupported(data: Any) -> Any:
+    """`data` without OpenAI's parameters chatengine has no equivalent for, when they are
+    null or mean what chatengine does anyway; a 400 naming any other."""
     if not isinstance(data, dict):
-        return
+        return data
     for name in UNSUPPORTED:
-        if name in data and data[name] is not None:
+        if data.get(name) is not None:
             raise InvalidParameter(name, f"{name}: not supported by chatengine.")
     for name, harmless in UNSUPPORTED_UNLESS.items():
-        if name in data and data[name] is not None and data[name] not in harmless:
+        if data.get(name) is not None and data[name] not in harmless:
             raise InvalidParameter(
                 name, f"{name}: only {json.dumps(harmless[0])} is supported by chatengine."
             )
+    return {k: v for k, v in data.items() if k not in UNSUPPORTED and k not in UNSUPPORTED_UNLESS}
 
 
 def function_tools(value: Any) -> tuple[dict[str, Any], ...]:
@@ -227,16 +334,21 @@ def function_tools(value: Any) -> tuple[dict[str, Any], ...]:
                 "tools such as web search are not; function tools are).",
             )
         function = {"name": _text(tool.get("name"), f"tools.{i}.name")}
-        for key in ("description", "parameters", "strict"):
-            if tool.get(key) is not None:
-                function[key] = tool[key]
+        for key, kind in (("description", str), ("parameters", dict), ("strict", bool)):
+            if tool.get(key) is None:
+                continue
+            if not isinstance(tool[key], kind):
+                raise InvalidParameter(f"tools.{i}.{key}", f"tools.{i}.{key}: wrong type.")
+            function[key] = tool[key]
         tools.append({"type": "function", "function": function})
     return tuple(tools)
 
 
-class ResponseCreateInputSerializer(StrictInputSerializer):
+class InputTokensInputSerializer(StrictInputSerializer):
+    """What decides a response's input: counted (`/v1/responses/input_tokens`) or sent."""
+
     model = StrictCharField(max_length=128, required=False, allow_null=True)
-    input = ItemsField(required=False, allow_null=True)
+    input = InputField(required=False, allow_null=True)
     instructions = StrictCharField(
         required=False,
         allow_null=True,
@@ -247,32 +359,69 @@ class ResponseCreateInputSerializer(StrictInputSerializer):
     )
     conversation = ConversationParamField(required=False, allow_null=True)
     previous_response_id = StrictCharField(required=False, allow_null=True)
+    tools = ToolsField(required=False, allow_null=True)
+    truncation = serializers.ChoiceField(
+        choices=["auto", "disabled"], required=False, allow_null=True, default="auto"
+    )
+    # Not both (a 400 naming previous_response_id); JSON Schema says it too.
+    schema_extra = {
+        "allOf": [
+            {
+                "not": {
+                    "required": ["conversation", "previous_response_id"],
+                    "properties": {
+                        "conversation": {"not": {"type": "null"}},
+                        "previous_response_id": {"type": "string"},
+                    },
+                }
+            }
+        ]
+    }
+
+    def to_internal_value(self, data):
+        return super().to_internal_value(without_unsupported(data))
+
+    def validate(self, attrs):
+        if attrs.get("conversation") is not None and attrs.get("previous_response_id") is not None:
+            raise InvalidParameter(
+                "previous_response_id",
+                "previous_response_id: send either conversation or previous_response_id, not both.",
+            )
+        return attrs
+
+
+class ResponseCreateInputSerializer(InputTokensInputSerializer):
     max_output_tokens = StrictIntegerField(
         required=False, allow_null=True, min_value=1, max_value=MAX_OUTPUT_TOKENS_LIMIT
     )
     temperature = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=2)
     top_p = StrictFloatField(required=False, allow_null=True, min_value=0, max_value=1)
-    tools = serializers.JSONField(required=False, allow_null=True)
     store = StrictBooleanField(required=False, allow_null=True, default=True)
     metadata = MetadataField(required=False, allow_null=True)
-    truncation = serializers.ChoiceField(
-        choices=["auto", "disabled"], required=False, allow_null=True, default="auto"
-    )
     stream = StrictBooleanField(required=False, allow_null=True, default=False)
+    schema_extra = {
+        "allOf": [
+            *InputTokensInputSerializer.schema_extra["allOf"],
+            {
+                # Streamed tool calls are not parsed yet: refused rather than lost.
+                "not": {
+                    "required": ["tools", "stream"],
+                    "properties": {
+                        "stream": {"const": True},
+                        "tools": {"type": "array", "minItems": 1},
+                    },
+                }
+            },
+        ]
+    }
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # Known to OpenAI, checked by reject_unsupported (named in its 400).
-        for name in (*UNSUPPORTED, *UNSUPPORTED_UNLESS):
-            self.fields[name] = serializers.JSONField(required=False, allow_null=True)
-
-    def to_internal_value(self, data):
-        reject_unsupported(data)
-        return super().to_internal_value(data)
-
-
-class InputTokensInputSerializer(ResponseCreateInputSerializer):
-    """What `POST /v1/responses` takes; counted, never sent."""
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if attrs.get("tools") and attrs.get("stream"):
+            raise InvalidParameter(
+                "tools", "tools: not supported with stream: true by chatengine (yet)."
+            )
+        return attrs
 
 
 # --- Output objects -------------------------------------------------------------------------

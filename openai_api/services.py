@@ -132,14 +132,10 @@ def _with_instructions(session: ChatSession, instructions: str | None) -> ChatSe
 def _source_session(
     *, user: AbstractBaseUser, conversation: str | None, previous_response_id: str | None
 ) -> ChatSession | None:
-    if conversation and previous_response_id:
-        raise InvalidParameter(
-            "previous_response_id",
-            "previous_response_id: send either conversation or previous_response_id, not both.",
-        )
-    if conversation:
+    # Not both: refused by the input serializer.
+    if conversation is not None:
         return get_conversation(user=user, conversation_id=conversation)
-    if previous_response_id:
+    if previous_response_id is not None:
         _, reply = get_response(user=user, response_id=previous_response_id)
         later = Message.objects.filter(
             session_id=reply.session_id, role=Message.Role.ASSISTANT, seq__gt=reply.seq
@@ -206,7 +202,8 @@ def plan_unstored(
     working = _with_instructions(session, request.instructions)
     items = parse_items(data["input"], param="input") if data.get("input") is not None else []
     if not items and not session.message_count:
-        raise InvalidParameter("input", "input: nothing to respond to.")
+        # As prepare_reply says it: the same body is valid once the conversation has messages.
+        raise Conflict("Nothing to respond to: no input and no conversation history.")
     model = replies.resolve_model(session=working, model=data.get("model"))
     max_output_tokens = request.max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS
     context = replies.build_context(

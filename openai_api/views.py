@@ -18,7 +18,7 @@ from conversations import services as conversation_services
 from conversations.idempotency import idempotent
 from llm import services as replies
 from openai_api import schema, serializers, services, streaming
-from openai_api.errors import InvalidParameter, OpenAIView
+from openai_api.errors import OpenAIView
 
 
 class View(OpenAIView):
@@ -38,7 +38,11 @@ class ConversationCreateView(View):
         items = data.get("items")
         session = services.create_conversation(
             user=request.user,
-            items=serializers.parse_items(items, param="items") if items is not None else [],
+            items=(
+                serializers.parse_items(items, param="items", text=False)
+                if items is not None
+                else []
+            ),
             metadata=data.get("metadata"),
         )
         return Response(serializers.conversation_object(session))
@@ -84,7 +88,8 @@ class ItemListCreateView(View):
         session = services.get_conversation(user=request.user, conversation_id=conversation_id)
         data = validated(serializers.ItemCreateInputSerializer, request.data)
         messages = services.add_items(
-            session=session, items=serializers.parse_items(data["items"], param="items")
+            session=session,
+            items=serializers.parse_items(data["items"], param="items", text=False),
         )
         return Response(_items_page(messages, has_more=False))
 
@@ -110,10 +115,6 @@ class ItemDetailView(View):
 
 def _response_request(data: dict) -> serializers.ResponseRequest:
     tools = serializers.function_tools(data.get("tools"))
-    if tools and data.get("stream"):
-        raise InvalidParameter(
-            "tools", "tools: not supported with stream: true by chatengine (yet); stream: false."
-        )
     return serializers.ResponseRequest(
         model=data.get("model") or "",
         instructions=data.get("instructions") or None,
