@@ -309,11 +309,12 @@ class TestResponses:
         assert raised.value.response.headers["x-should-retry"] == "false"
         assert len(rows(session_of(first.conversation.id))) == 4  # nothing of the third
 
+    @pytest.mark.parametrize("server", ["fake_server", "asgi_fake_server"])
     def test_a_client_leaving_mid_stream_keeps_the_partial_reply_as_interrupted(
-        self, user_token, fake_server, fake_llm
+        self, request, user_token, server, fake_llm
     ):
         fake_llm.chunk_delay_ms = 300
-        client = sdk(fake_server, user_token)
+        client = sdk(request.getfixturevalue(server), user_token)
         conv = client.conversations.create()
         stream = client.responses.create(
             model="gpt-4o-mini", conversation=conv.id, input="long", stream=True
