@@ -3,9 +3,12 @@ surface, sync and async, streamed and not; what it writes is what /api/v1/ and t
 """
 
 import asyncio
+import io
+import json
 
 import openai
 import pytest
+from django.core.management import call_command
 
 from conftest import token_for
 from conversations.models import ChatSession, Message
@@ -223,12 +226,21 @@ class TestConversations:
             "Echo: from the API"
         )
 
-    def test_the_admin_shows_what_the_sdk_wrote(self, user_token, echo_server, admin_client):
+    def test_the_admin_and_exports_show_what_the_sdk_wrote(
+        self, user_token, echo_server, admin_client
+    ):
         client = sdk(echo_server, user_token)
         conv = client.conversations.create(items=[{"role": "user", "content": "seen by support"}])
+        r = client.responses.create(model="m", conversation=conv.id, input="and exported")
         page = admin_client.get(f"/admin/conversations/chatsession/{session_of(conv.id)}/change/")
         assert page.status_code == 200
         assert "seen by support" in page.content.decode()
+        out = io.StringIO()
+        call_command("export_sessions", "--session", str(session_of(conv.id)), stdout=out)
+        [exported] = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [(m["role"], m["content"]) for m in exported["messages"]] == [
+            ("user", "seen by support"), ("user", "and exported"), ("assistant", r.output_text),
+        ]  # fmt: skip
 
     def test_another_users_conversation_response_and_item_are_404(self, user_token, echo_server):
         mine = sdk(echo_server, user_token)
