@@ -588,21 +588,39 @@ def response_object(
     }
 
 
-def stored_response_object(
-    *, response_id: str, asked: Message, reply: Message, request: ResponseRequest
+def reply_response_object(
+    *,
+    response_id: str,
+    created_at: int,
+    request: ResponseRequest,
+    session: ChatSession | None,
+    reply: Message,
 ) -> dict[str, Any]:
-    """A response from its rows: `asked` (the newest message it answered) and `reply`."""
+    """A finished response: its output and usage from the reply message (stored or not)."""
     reason = INCOMPLETE_REASONS.get(reply.finish_reason or "")
     return response_object(
         response_id=response_id,
-        created_at=_timestamp(asked.created_at),
+        created_at=created_at,
         request=request,
-        session=reply.session,
+        session=session,
         status="incomplete" if reason else "completed",
         output=message_items(reply),
         usage=reply_usage(reply),
         model=reply.model,
         incomplete_reason=reason,
+    )
+
+
+def stored_response_object(
+    *, response_id: str, asked: Message, reply: Message, request: ResponseRequest
+) -> dict[str, Any]:
+    """A response from its rows: `asked` (the newest message it answered) and `reply`."""
+    return reply_response_object(
+        response_id=response_id,
+        created_at=_timestamp(asked.created_at),
+        request=request,
+        session=reply.session,
+        reply=reply,
     )
 
 

@@ -102,14 +102,15 @@ class ResponseEvents:
             part=serializers.output_text(text),
         )
         yield self._event("response.output_item.done", output_index=0, item=self._item("completed"))
-        reason = serializers.INCOMPLETE_REASONS.get(message.finish_reason or "")
+        plan = self.plan
         yield self._event(
             "response.completed",
-            response=self._response(
-                "completed",
-                output=serializers.message_items(message),
-                usage=serializers.reply_usage(message),
-                incomplete_reason=reason,
+            response=serializers.reply_response_object(
+                response_id=plan.response_id,
+                created_at=plan.created_at,
+                request=plan.request,
+                session=plan.prepared.session,
+                reply=message,
             ),
         )
 

@@ -144,21 +144,13 @@ class ResponseCreateView(View):
         plan = services.plan_response(user=request.user, data=data, request=spec)
         if not data.get("stream"):
             result = replies.complete_reply(plan.prepared)
-            body = serializers.response_object(
+            body = serializers.reply_response_object(
                 response_id=plan.response_id,
                 created_at=plan.created_at,
                 request=spec,
                 session=plan.prepared.session,
-                status="completed",
-                output=serializers.message_items(result.message),
-                usage=serializers.reply_usage(result.message),
-                model=result.message.model,
-                incomplete_reason=serializers.INCOMPLETE_REASONS.get(
-                    result.message.finish_reason or ""
-                ),
+                reply=result.message,
             )
-            if body["incomplete_details"]:
-                body["status"] = "incomplete"
             return Response(body, status=status.HTTP_200_OK)
         request_id = get_request_id()
         if isinstance(request._request, ASGIRequest):
