@@ -298,3 +298,34 @@ def test_input_items_with_function_calls_are_stored_as_the_model_would_send_them
     ]
     one = inprocess_sdk.conversations.items.retrieve(items[2].id, conversation_id=conv.id)
     assert one.call_id == "c2"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_model_is_called_with_no_transaction_open(settings, inprocess_sdk):
+    from llm.tests.test_services import RecordingProvider
+
+    settings.LLM_PROVIDER = "llm.tests.test_services.RecordingProvider"
+    RecordingProvider.calls.clear()
+    conv = inprocess_sdk.conversations.create()
+    inprocess_sdk.responses.create(model="m", conversation=conv.id, input=[
+        {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c", "output": "r"},
+        {"role": "user", "content": "and now?"},
+    ])  # fmt: skip
+    inprocess_sdk.responses.create(model="m", input="new conversation")
+    assert RecordingProvider.calls == [False, False]
+
+
+def test_store_false_sends_several_input_items_in_their_order(inprocess_sdk, fake_openai):
+    inprocess_sdk.responses.create(
+        model="m",
+        store=False,
+        input=[
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+        ],
+    )
+    sent = [(m["role"], m["content"]) for m in fake_openai.requests[-1]["messages"]]
+    assert sent == [("user", "a"), ("assistant", "b"), ("user", "c")]
+    assert not Message.objects.exists()
