@@ -97,11 +97,11 @@ def build_context(
         )
 
     batch_size = _history_batch_size(session=session, budget=budget)
-    if session.message_count:
-        first = selectors.list_messages(session=session, limit=batch_size, order="desc")
-    else:
-        # No history to read (also: an unsaved session, for a reply that stores nothing).
+    if session._state.adding:
+        # An unsaved session (a reply that stores nothing, in no conversation): no history.
         first = selectors.Page(items=[], has_more=False, next_params=None)
+    else:
+        first = selectors.list_messages(session=session, limit=batch_size, order="desc")
     if first.has_more:
         system_rows = selectors.list_system_messages(session=session)
     else:

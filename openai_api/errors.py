@@ -8,6 +8,7 @@ OpenAI's coarse category. The /api/ envelope is untouched: only views of this ap
 
 from typing import Any
 
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -93,7 +94,7 @@ class NotFoundView(OpenAIView):
     """Any /v1/ path nobody serves: a 404 in OpenAI's shape, whatever the method or auth."""
 
     authentication_classes: list = []
-    permission_classes: list = []
+    permission_classes = [AllowAny]  # no object to protect: the same 404 for anyone
     throttle_classes: list = []
     schema = None  # not an operation
 
