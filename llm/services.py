@@ -25,7 +25,7 @@ from conversations.models import ChatSession, Message
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
 from llm.tokens import TokenCounter, counter_for_model
-from llm.types import Completion, Context, HistoryMessage, ToolCall, Usage
+from llm.types import Completion, Context, GenerationOptions, HistoryMessage, ToolCall, Usage
 
 logger = logging.getLogger("chatengine.llm")
 
@@ -78,9 +78,10 @@ def build_context(
     budget: int | None = None,
     model: str | None = None,
     max_output_tokens: int | None = None,
-    pending: HistoryMessage | None = None,
+    pending: HistoryMessage | tuple[HistoryMessage, ...] | None = None,
 ) -> Context:
-    """What would be sent for `session` now (plus `pending`, a message not stored yet).
+    """What would be sent for `session` now (plus `pending`: messages not stored yet, oldest
+    first).
 
     History is read newest-first in keyset batches and reading stops once the budget is full.
     The session's `system` messages are always sent: taken from the first batch when it holds
@@ -96,7 +97,11 @@ def build_context(
         )
 
     batch_size = _history_batch_size(session=session, budget=budget)
-    first = selectors.list_messages(session=session, limit=batch_size, order="desc")
+    if session._state.adding:
+        # An unsaved session (a reply that stores nothing, in no conversation): no history.
+        first = selectors.Page(items=[], has_more=False, next_params=None)
+    else:
+        first = selectors.list_messages(session=session, limit=batch_size, order="desc")
     if first.has_more:
         system_rows = selectors.list_system_messages(session=session)
     else:
@@ -104,9 +109,13 @@ def build_context(
         # usual case: a history that fits the window is read in one batch).
         system_rows = [m for m in reversed(first.items) if m.role == Message.Role.SYSTEM]
 
+    if pending is None:
+        pending = ()
+    elif isinstance(pending, HistoryMessage):
+        pending = (pending,)
+
     def history() -> Iterator[HistoryMessage]:
-        if pending is not None:
-            yield pending
+        yield from reversed(pending)
         page = first
         while True:
             for row in page.items:
@@ -123,7 +132,7 @@ def build_context(
         system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
         pinned=pinned,
         history_newest_first=history(),
-        total_messages=session.message_count + (1 if pending is not None else 0),
+        total_messages=session.message_count + len(pending),
         budget=budget,
         encoding=counter.encoding_name,
     )
@@ -141,6 +150,17 @@ class PreparedReply:
     metadata: dict[str, Any] | None
     counter: TokenCounter
     provider: LLMProvider
+    # False: nothing is written, the reply comes back as an unsaved Message (OpenAI's
+    # `store: false`; prepared with `user_message=None` and a context built in memory).
+    store: bool = True
+    options: GenerationOptions | None = None  # temperature, top_p, tools: passed through
+
+    def provider_options(self) -> dict[str, Any]:
+        """Keyword arguments of the provider call beyond the messages."""
+        options = {"model": self.model, "max_output_tokens": self.max_output_tokens}
+        if self.options is not None:
+            options["options"] = self.options
+        return options
 
 
 @dataclass(frozen=True)
@@ -305,9 +325,11 @@ def store_reply(
     latency_ms: int,
     tool_calls: tuple[ToolCall, ...] = (),
 ) -> Message:
-    """Append the assistant message with what went into it (its own transaction)."""
-    return services.append_message(
-        session=prepared.session,
+    """Append the assistant message with what went into it (its own transaction).
+
+    With `prepared.store` false, the same message unsaved (no id, no seq): nothing is written.
+    """
+    fields = dict(
         role=Message.Role.ASSISTANT,
         content=text,
         metadata=prepared.metadata,
@@ -321,6 +343,10 @@ def store_reply(
         latency_ms=latency_ms,
         context=prepared.context.as_record(),
     )
+    if not prepared.store:
+        fields["metadata"] = fields["metadata"] or {}
+        return Message(session=prepared.session, **fields)
+    return services.append_message(session=prepared.session, **fields)
 
 
 # --- Whole replies ----------------------------------------------------------------------------
@@ -330,9 +356,7 @@ def complete_reply(prepared: PreparedReply) -> ReplyResult:
     started = time.monotonic()
     try:
         completion: Completion = prepared.provider.complete(
-            list(prepared.context.messages),
-            model=prepared.model,
-            max_output_tokens=prepared.max_output_tokens,
+            list(prepared.context.messages), **prepared.provider_options()
         )
     except ApplicationError as exc:
         _log_error(prepared, exc, _elapsed_ms(started))
@@ -470,9 +494,7 @@ def stream_reply(prepared: PreparedReply) -> Iterator[StreamEvent]:
     state = _StreamState(prepared)
     finished = False
     chunks = prepared.provider.stream(
-        list(prepared.context.messages),
-        model=prepared.model,
-        max_output_tokens=prepared.max_output_tokens,
+        list(prepared.context.messages), **prepared.provider_options()
     )
     try:
         with contextlib.closing(chunks):  # closing it closes the upstream connection
@@ -500,9 +522,7 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
     _log_request(prepared)
     state = _StreamState(prepared)
     chunks = prepared.provider.astream(
-        list(prepared.context.messages),
-        model=prepared.model,
-        max_output_tokens=prepared.max_output_tokens,
+        list(prepared.context.messages), **prepared.provider_options()
     )
     try:
         async with contextlib.aclosing(chunks):  # closing it closes the upstream connection

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -8,7 +10,7 @@ from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory
 from llm import services
 from llm.tokens import counter_for_model
-from llm.types import Completion, Usage
+from llm.types import Completion, GenerationOptions, HistoryMessage, Usage
 
 
 def seed(session: ChatSession, count: int, *, tokens: int = 10) -> None:
@@ -245,3 +247,61 @@ def test_the_user_message_is_appended_in_a_transaction_of_its_own_unless_a_key_c
     )
     assert response.status_code == 201
     assert seen == [nested]
+
+
+# --- Hooks for callers that store differently (the /v1/ facade) ------------------------------
+@pytest.mark.django_db
+def test_build_context_takes_several_pending_messages_oldest_first():
+    session = ChatSessionFactory()
+    seed(session, 2)
+    counter = counter_for_model(session.model or "gpt-4o-mini")
+    pending = tuple(
+        HistoryMessage(
+            seq=None,
+            role="user",
+            content=text,
+            token_count=counter.count_message(role="user", content=text),
+        )
+        for text in ("first new", "second new")
+    )
+    context = services.build_context(session, pending=pending)
+    history = [m.content for m in context.messages if m.role != "system"]
+    assert history == ["m1", "m2", "first new", "second new"]
+    assert context.messages_included == 4
+
+
+class OptionsProvider:
+    """Records the generation options it was given (None: the parameter was not passed)."""
+
+    name = "options"
+    seen: list = []
+
+    def complete(self, messages, *, model, max_output_tokens, **kwargs):
+        OptionsProvider.seen.append(kwargs.get("options"))
+        return Completion(text="ok", model=model, finish_reason="stop")
+
+
+@pytest.mark.django_db
+def test_generation_options_reach_the_provider_only_when_set(settings):
+    settings.LLM_PROVIDER = "llm.tests.test_services.OptionsProvider"
+    OptionsProvider.seen.clear()
+    session = ChatSessionFactory()
+    prepared = services.prepare_reply(session=session, content="hi")
+    services.complete_reply(prepared)
+    options = GenerationOptions(temperature=0.1)
+    services.complete_reply(replace(prepared, options=options))
+    assert OptionsProvider.seen == [None, options]
+
+
+@pytest.mark.django_db
+def test_a_reply_prepared_with_store_false_writes_nothing():
+    session = ChatSessionFactory()
+    seed(session, 2)
+    prepared = services.prepare_reply(session=session)  # no content: nothing stored
+    before = list(Message.objects.values_list("pk", flat=True))
+    result = services.complete_reply(replace(prepared, store=False))
+    assert result.message.pk is None
+    assert result.message.content.startswith("Echo:")
+    assert list(Message.objects.values_list("pk", flat=True)) == before
+    session.refresh_from_db()
+    assert session.message_count == 2
