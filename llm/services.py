@@ -157,10 +157,13 @@ def prepare_reply(
     model: str | None = None,
     max_output_tokens: int | None = None,
     metadata: dict[str, Any] | None = None,
+    checkpoint: idempotency.Checkpoint | None = None,
 ) -> PreparedReply:
     """Validate, build the context (with the new message counted) and only then store it.
 
     Anything rejected here (archived session, empty session, context overflow) stores nothing.
+    `checkpoint` (the request's Idempotency-Key, if any) records the stored user message with
+    it, so a retry after a failed LLM call reuses that message instead of storing it twice.
     """
     if session.archived:
         raise Conflict("The session is archived; unarchive it to add messages.")
@@ -172,7 +175,7 @@ def prepare_reply(
     model = resolve_model(session=session, model=model)
     max_output_tokens = max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS
     counter = counter_for_model(model)
-    stored = _user_message_of_a_failed_attempt(session=session)
+    stored = _user_message_of_a_failed_attempt(session=session, checkpoint=checkpoint)
     if stored is not None:
         # A retry (same Idempotency-Key) of a reply whose LLM call failed: its user message
         # is already in the history; ask again without storing it twice.
@@ -209,11 +212,11 @@ def prepare_reply(
                 token_count=pending.token_count,
             )
 
-        if idempotency.has_claim():
+        if checkpoint is not None:
             # Short: the message and its key's checkpoint commit together, never the LLM call.
             with transaction.atomic():
                 user_message = store_user_message()
-                idempotency.save_progress(user_message_id=user_message.pk)
+                checkpoint.save(user_message_id=user_message.pk)
         else:
             # The append is its own transaction; wrapping it would only add a savepoint (or a
             # BEGIN/COMMIT) round trip pair before the LLM call.
@@ -231,9 +234,13 @@ def prepare_reply(
     )
 
 
-def _user_message_of_a_failed_attempt(*, session: ChatSession) -> Message | None:
+def _user_message_of_a_failed_attempt(
+    *, session: ChatSession, checkpoint: idempotency.Checkpoint | None
+) -> Message | None:
     """The user message an earlier attempt with this request's Idempotency-Key stored."""
-    message_id = idempotency.current_progress().get("user_message_id")
+    if checkpoint is None:
+        return None
+    message_id = checkpoint.progress.get("user_message_id")
     if message_id is None:
         return None
     return Message.objects.filter(pk=message_id, session=session).first()
