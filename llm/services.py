@@ -19,7 +19,6 @@ from django.db import transaction
 from chatengine.events import log_event
 from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
-from chatengine.request_id import reset_request_id, set_request_id
 from conversations import idempotency, selectors, services
 from conversations.models import ChatSession, Message
 from llm.context import compute_budget, select_messages
@@ -525,64 +524,3 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
         raise
     message = await sync_to_async(state.finish)()
     yield Completed(message)
-
-
-def bind_request_id(events: AsyncIterator[Any], *, request_id: str | None) -> AsyncIterator[Any]:
-    """Keep the request id in logs of a stream that outlives the request middleware.
-
-    Take `request_id` from `get_request_id()` while the request is being handled: by the
-    time the body is iterated, the middleware has already reset it. The id is set and reset
-    around each step (and around closing the stream, whose clean-up logs too), never across
-    a `yield`: a token reset after the consumer moved on would restore a stale id into the
-    consumer's context (and under ASGI each step may run in another context altogether).
-    """
-
-    async def wrapped() -> AsyncIterator[Any]:
-        iterator = aiter(events)
-        try:
-            while True:
-                token = set_request_id(request_id)
-                try:
-                    event = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    reset_request_id(token)
-                yield event
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                token = set_request_id(request_id)
-                try:
-                    await aclose()
-                finally:
-                    reset_request_id(token)
-
-    return wrapped()
-
-
-def bind_request_id_sync(events: Iterator[Any], *, request_id: str | None) -> Iterator[Any]:
-    """`bind_request_id` for a sync stream (WSGI)."""
-
-    def wrapped() -> Iterator[Any]:
-        iterator = iter(events)
-        try:
-            while True:
-                token = set_request_id(request_id)
-                try:
-                    event = next(iterator)
-                except StopIteration:
-                    return
-                finally:
-                    reset_request_id(token)
-                yield event
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                token = set_request_id(request_id)
-                try:
-                    close()
-                finally:
-                    reset_request_id(token)
-
-    return wrapped()

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from chatengine.exceptions import error_body, log_error
 from chatengine.openapi import Tags, error_responses, session_id_parameter
-from chatengine.request_id import get_request_id
+from chatengine.request_id import bind_request_id, get_request_id
 from chatengine.validation import validated, validated_query
 from conversations import selectors
 from conversations.idempotency import Checkpoint, idempotent
@@ -61,13 +61,13 @@ def _render(event: services.StreamEvent) -> bytes:
 async def _async_body(
     prepared: services.PreparedReply, request_id: str | None
 ) -> AsyncIterator[bytes]:
-    events = services.bind_request_id(services.astream_reply(prepared), request_id=request_id)
+    events = bind_request_id(services.astream_reply(prepared), request_id=request_id)
     async for event in events:
         yield _render(event)
 
 
 def _sync_body(prepared: services.PreparedReply, request_id: str | None) -> Iterator[bytes]:
-    events = services.bind_request_id_sync(services.stream_reply(prepared), request_id=request_id)
+    events = bind_request_id(services.stream_reply(prepared), request_id=request_id)
     for event in events:
         yield _render(event)
 
