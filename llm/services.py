@@ -21,6 +21,7 @@ from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from conversations import idempotency, selectors, services
 from conversations.models import ChatSession, Message
+from llm.catalog import for_model
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
 from llm.tokens import TokenCounter, counter_for_model
@@ -33,15 +34,10 @@ INTERRUPTED = "interrupted"
 
 
 def context_window_for_model(model: str) -> int:
-    """The model's context window: settings registry (exact, then longest prefix), else the
-    default."""
-    table: dict[str, int] = settings.LLM_MODEL_CONTEXT_WINDOWS
-    if model in table:
-        return table[model]
-    prefixes = [name for name in table if model.startswith(name)]
-    if prefixes:
-        return table[max(prefixes, key=len)]
-    return settings.LLM_DEFAULT_CONTEXT_TOKENS
+    """The model's context window: settings.LLM_MODEL_CONTEXT_WINDOWS (llm.catalog.for_model),
+    else the default."""
+    window = for_model(settings.LLM_MODEL_CONTEXT_WINDOWS, model)
+    return settings.LLM_DEFAULT_CONTEXT_TOKENS if window is None else window
 
 
 def resolve_model(*, session: ChatSession, model: str | None = None) -> str:
