@@ -123,14 +123,20 @@ def append_message(
     name: str = "",
     metadata: dict[str, Any] | None = None,
     token_count: int | None = None,
-    **reply_fields: Any,
+    tool_calls: list[dict[str, Any]] | None = None,
+    tool_call_id: str = "",
+    model: str | None = None,
+    usage: dict[str, Any] | None = None,
+    finish_reason: str | None = None,
+    latency_ms: int | None = None,
+    context: dict[str, Any] | None = None,
 ) -> Message:
     """Append a message at the session's next seq and bump its counters, in one transaction.
 
     The session row is locked (SELECT ... FOR UPDATE) so concurrent appends to one session
     queue up and get seq n+1, n+2, ... with no gap and no duplicate. Raises `Conflict` on an
-    archived session. `reply_fields` are the optional Message columns (tool_calls,
-    tool_call_id, model, usage, finish_reason, latency_ms, context).
+    archived session. `tool_calls` and `tool_call_id` are OpenAI's tool calling; `model`,
+    `usage`, `finish_reason`, `latency_ms` and `context` are set only on generated replies.
 
     `token_count` is counted here, once, unless the caller already counted it (a reply
     counts the new message before storing it, to check that it fits).
@@ -142,37 +148,22 @@ def append_message(
             role=role,
             content=content,
             name=name,
-            tool_calls=reply_fields.get("tool_calls"),
-            tool_call_id=reply_fields.get("tool_call_id", ""),
+            tool_calls=tool_calls,
+            tool_call_id=tool_call_id,
         )
-    return _append_message_locked(
-        session=session,
-        role=role,
-        content=content,
-        name=name,
-        metadata=metadata,
-        token_count=token_count,
-        **reply_fields,
-    )
-
-
-def _append_message_locked(
-    *,
-    session: ChatSession,
-    role: str,
-    content: str,
-    name: str,
-    metadata: dict[str, Any] | None,
-    token_count: int,
-    **reply_fields: Any,
-) -> Message:
     fields = {
         "role": role,
         "content": content,
         "name": name,
         "metadata": metadata or {},
         "token_count": token_count,
-        **reply_fields,
+        "tool_calls": tool_calls,
+        "tool_call_id": tool_call_id,
+        "model": model,
+        "usage": usage,
+        "finish_reason": finish_reason,
+        "latency_ms": latency_ms,
+        "context": context,
     }
     if connection.vendor == "postgresql" and _SINGLE_STATEMENT_APPEND:
         message, previous, current = _append_row_single_statement(session=session, fields=fields)

@@ -108,6 +108,13 @@ class TestAppendMessage:
             message.token_count,
         )
 
+    def test_an_unknown_field_is_a_type_error_and_stores_nothing(self):
+        # It used to be dropped silently on PostgreSQL and rejected only on SQLite.
+        session = ChatSessionFactory()
+        with pytest.raises(TypeError):
+            services.append_message(session=session, role="user", content="hi", colour="red")
+        assert not Message.objects.filter(session=session).exists()
+
     def test_a_deleted_session_is_not_found(self):
         session = ChatSessionFactory()
         ChatSession.objects.filter(pk=session.pk).delete()
