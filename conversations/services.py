@@ -165,10 +165,8 @@ def append_message(
         "latency_ms": latency_ms,
         "context": context,
     }
-    if connection.vendor == "postgresql" and _SINGLE_STATEMENT_APPEND:
-        message, previous, current = _append_row_single_statement(session=session, fields=fields)
-    else:
-        message, previous, current = _append_row_portable(session=session, fields=fields)
+    append_row = APPEND_ROW_BY_VENDOR.get(connection.vendor, _append_row_portable)
+    message, previous, current = append_row(session=session, fields=fields)
     # Write-through only once committed: a rolled-back append must never reach the cache.
     transaction.on_commit(
         partial(
@@ -206,10 +204,6 @@ class _Counters:
     @classmethod
     def of(cls, session: ChatSession) -> "_Counters":
         return cls(**{field: getattr(session, field) for field in _STAMP_FIELDS})
-
-
-# The PostgreSQL path below; tests switch it off to run the portable one on PostgreSQL too.
-_SINGLE_STATEMENT_APPEND = True
 
 
 @transaction.atomic
@@ -327,6 +321,10 @@ def _single_statement_template() -> tuple[str, list[Field]]:
         FROM locked LEFT JOIN bumped ON true LEFT JOIN inserted ON true
     """
     return sql, inserted
+
+
+# How each database appends a row; any other runs the portable ORM path.
+APPEND_ROW_BY_VENDOR = {"postgresql": _append_row_single_statement}
 
 
 def _archived() -> Conflict:
