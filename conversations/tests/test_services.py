@@ -115,7 +115,7 @@ class TestAppendMessage:
         )
 
     def test_an_unknown_field_is_a_type_error_and_stores_nothing(self):
-        # It used to be dropped silently on PostgreSQL and rejected only on SQLite.
+        # On every database: the single statement must not drop what it has no column for.
         session = ChatSessionFactory()
         with pytest.raises(TypeError):
             services.append_message(session=session, role="user", content="hi", colour="red")

@@ -1,3 +1,4 @@
+import time
 from contextvars import ContextVar
 
 import pytest
@@ -71,8 +72,11 @@ class TestTokenCountAtWrite:
 @pytest.mark.django_db
 class TestReply:
     def test_it_stores_the_user_message_and_the_reply_with_what_went_into_it(self, fake_openai):
+        fake_openai.latency_ms = 60  # the provider call takes at least this long
         session = ChatSessionFactory(model="gpt-4o-mini")
+        started = time.monotonic()
         result = services.reply(session=session, content="Hello?", metadata={"k": "v"})
+        elapsed_ms = (time.monotonic() - started) * 1000
         user, reply = result.user_message, result.message
         assert (user.seq, user.role, user.content, user.metadata) == (
             1,
@@ -88,7 +92,7 @@ class TestReply:
             reply.usage["total_tokens"]
             == reply.usage["prompt_tokens"] + reply.usage["completion_tokens"]
         )
-        assert reply.latency_ms >= 0
+        assert 60 <= reply.latency_ms <= elapsed_ms  # the provider call, in milliseconds
         assert reply.metadata == {}
         assert reply.context == {
             "first_seq": 1,
