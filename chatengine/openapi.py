@@ -10,9 +10,9 @@
 - `ErrorEnvelopeSerializer` is the one error schema (`ErrorEnvelope`), `paginated()` the list
   envelope, `session_id_parameter` the session path parameter, `Tags` the operation tags.
 - `BearerSchemeExtension` documents `Authorization: Bearer <token>` as the security scheme.
-- `check_operations_documented` (a postprocessing hook) warns, so that
-  `spectacular --fail-on-warn` fails, when an operation lacks a summary, a description, a
-  known tag, or an example of its request body or success response.
+- `document_tags_and_check_operations` (the postprocessing hook) lists the tags used and
+  warns, so that `spectacular --fail-on-warn` fails, when an operation lacks a summary, a
+  description, a known tag, or an example of its request body or success response.
 """
 
 from typing import Any

@@ -180,20 +180,6 @@ def _newest_messages(*, session: ChatSession, count: int) -> list[Message]:
     )
 
 
-def iter_messages_newest_first(*, session: ChatSession, batch_size: int = 100) -> Iterator[Message]:
-    """The session's messages from the newest back, read lazily in keyset batches.
-
-    Stop iterating and nothing older is read: the context builder takes only what fits.
-    """
-    before = None
-    while True:
-        page = list_messages(session=session, limit=batch_size, before=before, order="desc")
-        yield from page.items
-        if not page.has_more:
-            return
-        before = page.items[-1].seq
-
-
 # --- Support admin reads ------------------------------------------------------------------
 # Not scoped to a user: only the admin (staff, checked by Django's admin) calls these.
 

@@ -139,10 +139,6 @@ class TestSamePagesFromCacheAndDatabase:
                 cursor = int(page.next_params[key])
             assert got == expected
 
-    def test_the_newest_first_iterator_matches(self, history_path, session):
-        got = list(selectors.iter_messages_newest_first(session=session, batch_size=3))
-        assert rows(got) == db_rows(session, order="desc")
-
     def test_the_cache_path_really_serves_from_the_tail(self, history_path, session):
         first = selectors.list_messages(session=session, limit=3, order="desc")
         second = selectors.list_messages(session=session, limit=3, order="desc")
