@@ -26,7 +26,7 @@ from redis.crc import key_slot
 from chatengine.renderers import dumps
 from chatengine.settings import redis_cache_options
 from conversations import cache as history_cache
-from conversations import selectors, services
+from conversations import cache_encoding, selectors, services
 from conversations.cache_store import session_key
 from conversations.models import ChatSession, Message
 from conversations.serializers import message_representation
@@ -271,6 +271,16 @@ class TestFreshAfterWrites:
         before = history_cache.session_stamp(fresh(session))
         Message.objects.filter(session=session, seq=3).delete()
         assert history_cache.session_stamp(fresh(session)) != before
+
+    def test_a_tail_written_with_another_field_list_is_rebuilt_not_served(
+        self, session, monkeypatch
+    ):
+        # As another release's process would see the tail the fixture built: its stamp
+        # carries the field list, so it matches nothing here. No key-prefix bump needed.
+        monkeypatch.setattr(cache_encoding, "LAYOUT", "another-list")
+        page = selectors.list_messages(session=fresh(session), limit=3, order="desc")
+        assert rows(page.items) == db_rows(session, order="desc")[:3]
+        assert (events()["hit"], events()["rebuild"]) == (0, 2)
 
     def test_a_tail_with_another_field_layout_is_dropped_not_served(self, session):
         store = history_cache._store()
