@@ -14,6 +14,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from chatengine.db import fetch_instance, fetch_instances
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
+from conversations.cache_encoding import encode_message
 from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message
 
 T = TypeVar("T")
@@ -158,7 +159,7 @@ def _history_page(
         has_more = len(rows) > limit
         rows = rows[:limit]
         last_seq = rows[-1].seq if rows else None
-        items = [history_cache.encode_message(m) for m in rows] if rendered else rows
+        items = [encode_message(m) for m in rows] if rendered else rows
     next_params = None
     if has_more:
         key = "after" if order == "asc" else "before"

@@ -18,6 +18,7 @@ from chatengine.events import log_event
 from chatengine.exceptions import Conflict
 from chatengine.metrics import MESSAGES_APPENDED
 from conversations import cache as history_cache
+from conversations.cache_encoding import session_stamp
 from conversations.models import ChatSession, Message
 
 # Pure token counting (no models, no I/O beyond loading an encoding file once): counting at
@@ -172,8 +173,8 @@ def append_message(
         partial(
             history_cache.record_append,
             message=message,
-            previous_stamp=history_cache.session_stamp(previous),
-            stamp=history_cache.session_stamp(current),
+            previous_stamp=session_stamp(previous),
+            stamp=session_stamp(current),
         )
     )
     # Keep the caller's instance in step with what was committed.
