@@ -1,6 +1,7 @@
 """Input serializers validate what callers send; output serializers shape what we return."""
 
 from collections.abc import Mapping
+from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
@@ -444,6 +445,103 @@ class MessageCreateInputSerializer(serializers.Serializer):
     def field_names(cls) -> set[str]:
         """Every field some role takes."""
         return {name for v in cls.variants for name in v._declared_fields}
+
+
+# --- A message of an import line (conversations/transfer.py) -----------------------------
+class GeneratedReplyInputSerializer(AssistantToolCallsMessageInputSerializer):
+    """An assistant message the engine generated, as an import line carries it: its content is
+    what the model said (blank, or longer than an appended message may be), with or without
+    tool calls; the rest as an appended assistant message."""
+
+    content = StrictCharField(allow_blank=True)
+    tool_calls = ToolCallsField(required=False)
+
+
+class AwareDateTimeField(serializers.Field):
+    """An ISO 8601 date-time with its UTC offset, parsed exactly (no timezone guessed)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"Expected a string, got {type(data).__name__}.")
+        try:
+            parsed = datetime.fromisoformat(data)
+        except ValueError:
+            raise serializers.ValidationError(
+                f"Not an ISO 8601 date-time: {data[:40]!r}."
+            ) from None
+        if parsed.tzinfo is None:
+            raise serializers.ValidationError("Needs a UTC offset (e.g. +00:00).")
+        return parsed
+
+
+def _column_max_length(name: str) -> int:
+    return Message._meta.get_field(name).max_length
+
+
+class MessageRecordSerializer(serializers.Serializer):
+    """A message of an import line: what an appended message takes, validated as the API does
+    (MessageCreateInputSerializer; a generated reply, one with a `finish_reason`, by
+    GeneratedReplyInputSerializer), and the columns only an import carries (declared here).
+
+    A line spells "no tool calls" and "answers no call" with the column's empty value, where
+    the API input leaves the field out. `usage` and `context` are checked, then kept as sent.
+    """
+
+    id = StrictIntegerField(min_value=1, allow_null=True, required=False, default=None)
+    seq = StrictIntegerField(min_value=1)
+    token_count = StrictIntegerField(min_value=0, required=False, default=0)
+    model = StrictCharField(
+        max_length=_column_max_length("model"),
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        default=None,
+    )
+    usage = UsageSerializer(allow_null=True, required=False, default=None)
+    finish_reason = StrictCharField(
+        max_length=_column_max_length("finish_reason"),
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        default=None,
+    )
+    latency_ms = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
+    context = ContextRecordSerializer(allow_null=True, required=False, default=None)
+    created_at = AwareDateTimeField()
+
+    def to_internal_value(self, data):
+        if not isinstance(data, Mapping):
+            return super().to_internal_value(data)
+        input_names = MessageCreateInputSerializer.field_names()
+        sent = {
+            name: value
+            for name, value in data.items()
+            if name in input_names
+            and not (
+                name in ("tool_calls", "tool_call_id")
+                and value == Message._meta.get_field(name).get_default()
+            )
+        }
+        generated = data.get("finish_reason") is not None
+        message_serializer = (
+            GeneratedReplyInputSerializer() if generated else MessageCreateInputSerializer()
+        )
+        errors, values = {}, {}
+        try:
+            values.update(message_serializer.run_validation(sent))
+        except serializers.ValidationError as exc:
+            errors.update(exc.detail)
+        try:
+            values.update(
+                super().to_internal_value({k: v for k, v in data.items() if k not in input_names})
+            )
+        except serializers.ValidationError as exc:
+            errors.update(exc.detail)
+        if errors:
+            raise serializers.ValidationError(errors)
+        for name in ("usage", "context"):
+            values[name] = data.get(name)
+        return values
 
 
 @extend_schema_field(UsageSerializer(allow_null=True))
