@@ -22,11 +22,14 @@ class UsageRecord(models.Model):
     )
     # Kept when the session (or message) is deleted: the tokens were spent all the same, and
     # the monthly quota still counts them. No constraint and no cascade, so deleting a
-    # session never has to visit its ledger.
+    # session never has to visit its ledger. Null: a reply stored nowhere (the OpenAI-style
+    # API's `store: false`).
     session = models.ForeignKey(
         "conversations.ChatSession",
         on_delete=models.DO_NOTHING,
         db_constraint=False,
+        null=True,
+        blank=True,
         related_name="+",
     )
     message_id = models.BigIntegerField(null=True, blank=True)  # the reply; null for a title

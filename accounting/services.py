@@ -22,7 +22,7 @@ def record_usage(
     message_id: int | None = None,
     at: datetime | None = None,
 ) -> UsageRecord | None:
-    """Store one call's usage and add it to the session's and the user's day totals.
+    """Store one call's usage and add it to the session's (if any) and the user's day totals.
 
     Joins the caller's transaction (a reply stores its message and this together), else
     runs in its own. A call without reported usage records nothing.
@@ -45,7 +45,8 @@ def record_usage(
             created_at=at,
         )
         amounts = [1, input_tokens, output_tokens, cost or 0, 0 if cost is not None else 1]
-        _add(SessionUsage, key={"session_id": session_id}, amounts=amounts)
+        if session_id is not None:
+            _add(SessionUsage, key={"session_id": session_id}, amounts=amounts)
         _add(DailyUsage, key={"user_id": user_id, "day": at.date()}, amounts=amounts)
     return record
 

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "conversations",
     "llm",
     "accounting",
+    "openai_api",
 ]
 
 MIDDLEWARE = [

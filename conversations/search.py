@@ -232,23 +232,27 @@ def _search_postgresql(
 
     message_table = Message._meta.db_table
     session_table = ChatSession._meta.db_table
-    message_where = ["s.user_id = %s", f"{tsvector_sql('m.content')} @@ {query}"]
-    message_params: list = [user.pk, *query_params]
+    # The matches come from one scan of the GIN index, materialized, and only then are kept
+    # to the user's sessions (a hash join): left to itself the planner probes the index once
+    # per session of the user (bench: 6 s instead of 0.4 s for a common word, 40 ms instead
+    # of 0.1 ms for a rare one).
+    match_where = [f"{tsvector_sql('m.content')} @@ {query}"]
+    match_params: list = [*query_params]
     session_where = ["s.user_id = %s", f"{tsvector_sql('s.title')} @@ {query}"]
     session_params: list = [user.pk, *query_params]
     if session is not None:
-        message_where.append("m.session_id = %s")
-        message_params.append(session.pk)
+        match_where.append("m.session_id = %s")
+        match_params.append(session.pk)
         session_where.append("s.id = %s")
         session_params.append(session.pk)
     if role is not None:
-        message_where.append("m.role = %s")
-        message_params.append(role)
+        match_where.append("m.role = %s")
+        match_params.append(role)
         session_where.append("false")  # a title has no role
     for column, op, value in (("created_at", ">=", since), ("created_at", "<", until)):
         if value is not None:
-            message_where.append(f"m.{column} {op} %s")
-            message_params.append(value)
+            match_where.append(f"m.{column} {op} %s")
+            match_params.append(value)
             session_where.append(f"s.{column} {op} %s")
             session_params.append(value)
     keyset, keyset_params = "", []
@@ -256,18 +260,21 @@ def _search_postgresql(
         keyset = 'WHERE (hits.rank, hits.key) < (%s::real, %s COLLATE "C")'
         keyset_params = list(after)
     sql = f"""
+        WITH matched AS MATERIALIZED (
+            SELECT m.id, m.session_id FROM {message_table} m
+            WHERE {" AND ".join(match_where)}
+        ), candidates AS (
+            SELECT matched.id FROM matched JOIN {session_table} s ON s.id = matched.session_id
+            WHERE s.user_id = %s
+            ORDER BY matched.id DESC
+            LIMIT %s
+        )
         SELECT hits.kind, hits.message_id, hits.session_id, hits.rank
         FROM (
             SELECT 'message' AS kind, m.id AS message_id, m.session_id,
                    ts_rank({tsvector_sql("m.content")}, {query}) AS rank,
                    ('m' || lpad(m.id::text, 19, '0')) COLLATE "C" AS key
-            FROM (
-                SELECT m.id FROM {message_table} m JOIN {session_table} s
-                    ON s.id = m.session_id
-                WHERE {" AND ".join(message_where)}
-                ORDER BY m.id DESC
-                LIMIT %s
-            ) AS candidates JOIN {message_table} m ON m.id = candidates.id
+            FROM candidates JOIN {message_table} m ON m.id = candidates.id
             UNION ALL
             SELECT 'session', NULL, s.id,
                    ts_rank({tsvector_sql("s.title")}, {query}),
@@ -280,9 +287,10 @@ def _search_postgresql(
         LIMIT %s
     """
     params = [
-        *query_params,
-        *message_params,
+        *match_params,
+        user.pk,
         settings.CHATENGINE_SEARCH_MAX_RANKED,
+        *query_params,
         *query_params,
         *session_params,
         *keyset_params,

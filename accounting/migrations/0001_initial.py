@@ -54,7 +54,7 @@ class Migration(migrations.Migration):
                 ('output_tokens', models.PositiveIntegerField()),
                 ('cost', models.DecimalField(blank=True, decimal_places=10, max_digits=20, null=True)),
                 ('created_at', models.DateTimeField()),
-                ('session', models.ForeignKey(db_constraint=False, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='conversations.chatsession')),
+                ('session', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='+', to='conversations.chatsession')),
                 ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='usage_records', to=settings.AUTH_USER_MODEL)),
             ],
             options={
