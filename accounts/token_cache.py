@@ -36,6 +36,7 @@ class _Entry:
     user_values: list[Any]
     until: float  # time.monotonic()
     db: str | None
+    user_model: type
 
 
 _entries: dict[str, _Entry] = {}
@@ -52,9 +53,8 @@ def get(digest: str) -> ApiToken | None:
     entry = _entries.get(digest)
     if entry is None or entry.until <= time.monotonic():
         return None
-    user_model = get_user_model()
     token = ApiToken.from_db(entry.db, _attnames(ApiToken), entry.token_values)
-    token.user = user_model.from_db(entry.db, _attnames(user_model), entry.user_values)
+    token.user = entry.user_model.from_db(entry.db, _attnames(entry.user_model), entry.user_values)
     return token
 
 
@@ -64,11 +64,13 @@ def put(digest: str, token: ApiToken) -> None:
     if ttl <= 0:
         return
     now = time.monotonic()
+    user_model = type(token.user)
     entry = _Entry(
         token_values=[getattr(token, name) for name in _attnames(ApiToken)],
-        user_values=[getattr(token.user, name) for name in _attnames(get_user_model())],
+        user_values=[getattr(token.user, name) for name in _attnames(user_model)],
         until=now + ttl,
         db=token._state.db,
+        user_model=user_model,
     )
     with _lock:
         if len(_entries) >= MAX_ENTRIES:
