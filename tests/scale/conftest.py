@@ -111,6 +111,9 @@ def scale():
             pytest.fail(f"{reason} (CHATENGINE_REQUIRE_SERVICES=1 makes this a failure)")
         pytest.skip(reason)
     existing = env.load()
+    if existing is not None and not env.alive(existing):
+        env.down()  # left over from a run that did not stop it (its processes are gone)
+        existing = None
     started = existing is None
     state = env.up() if started else existing
     try:

@@ -320,6 +320,12 @@ def _ready(url: str) -> bool:
         return False
 
 
+def alive(state: dict) -> bool:
+    """Whether a recorded environment is fully up and answering."""
+    nodes = state.get("nodes", [])
+    return bool(state.get("ready") and nodes) and all(_ready(node["url"]) for node in nodes)
+
+
 def _start_nodes(state: dict) -> None:
     state["nodes"] = []
     for index in range(NODES):
