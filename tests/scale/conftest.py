@@ -121,7 +121,10 @@ def scale():
         if not keys_path.exists():
             # Through PgBouncer, as the nodes run it: a command working there too.
             keys_path.write_text(env.manage("shell", "-c", _USERS).strip().splitlines()[-1])
-        yield Scale(state=state, keys=json.loads(keys_path.read_text()))
+        scale = Scale(state=state, keys=json.loads(keys_path.read_text()))
+        yield scale
+        for client in scale._clients.values():
+            client.close()
     finally:
         if started:
             env.down()

@@ -338,6 +338,8 @@ def _start_nodes(state: dict) -> None:
             [
                 *(sys.executable, "-m", "uvicorn", "chatengine.asgi:application"),
                 *("--host", "127.0.0.1", "--port", str(port), "--no-access-log"),
+                # Stopping does not wait on clients' idle keep-alive connections.
+                *("--timeout-graceful-shutdown", "2"),
             ],
             cwd=ROOT,
             env=env,
