@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.db import DEFAULT_DB_ALIAS
 
 from chatengine import replica
@@ -105,3 +106,21 @@ def test_a_replica_that_refuses_connections_is_tried_once_then_left_alone():
     assert out["later"] == ["default"]
     assert out["attempts"] == 1  # the back-off: 100 more reads, no new connection attempt
     assert out["later_s"] < 0.5
+
+
+def test_the_redis_client_is_none_without_redis(settings):
+    from chatengine import redis as chatengine_redis
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    assert chatengine_redis.client() is None
+
+
+@pytest.mark.redis
+def test_the_redis_client_is_the_django_caches_connection_without_a_cluster(redis_url):
+    from django_redis import get_redis_connection
+
+    from chatengine import redis as chatengine_redis
+
+    client = chatengine_redis.client()
+    assert client is get_redis_connection("default")
+    assert client.ping()
