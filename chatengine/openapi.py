@@ -10,9 +10,9 @@
 - `ErrorEnvelopeSerializer` is the one error schema (`ErrorEnvelope`), `paginated()` the list
   envelope, `session_id_parameter` the session path parameter, `Tags` the operation tags.
 - `BearerSchemeExtension` documents `Authorization: Bearer <token>` as the security scheme.
-- `check_operations_documented` (a postprocessing hook) warns, so that
-  `spectacular --fail-on-warn` fails, when an operation lacks a summary, a description, a
-  known tag, or an example of its request body or success response.
+- `document_tags_and_check_operations` (the postprocessing hook) lists the tags used and
+  warns, so that `spectacular --fail-on-warn` fails, when an operation lacks a summary, a
+  description, a known tag, or an example of its request body or success response.
 """
 
 from typing import Any
@@ -46,6 +46,7 @@ class Tags:
     REPLIES = "replies"
     TOKENS = "tokens"
     HEALTH = "health"
+    OPENAI = "openai"
 
 
 # In this order in the documentation; only the tags some operation uses are listed.
@@ -55,6 +56,8 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     Tags.REPLIES: "LLM replies to a session's history, as JSON or as a server-sent event stream.",
     Tags.TOKENS: "Your API keys: create one (its key is shown once), list them, revoke one.",
     Tags.HEALTH: "Liveness, readiness and metrics for operators (no authentication).",
+    Tags.OPENAI: "OpenAI-compatible Conversations and Responses under `/v1/`, for the stock "
+    "`openai` SDK: the same sessions and messages, errors in OpenAI's shape.",
 }
 
 

@@ -1,11 +1,13 @@
 """Input serializers validate what callers send; output serializers shape what we return."""
 
+from collections.abc import Callable
+
 from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chatengine.openapi import document_metadata_field
+from conversations import fields as message_fields
 from conversations.models import ChatSession, Message
 from llm.catalog import NOT_ALLOWED, is_allowed_model
 
@@ -413,34 +415,11 @@ class ToolCallsOutputField(serializers.JSONField):
     pass
 
 
-def message_representation(message: Message) -> dict:
-    """A message as the API shows it: what MessageSerializer's fields produce, built directly.
-
-    Every history page and append returns messages, and the cache stores them in this form
-    (conversations/cache.py); DRF's field-by-field machinery cost ~60 us a message.
-    conversations/tests/test_serializers.py checks it against the fields it stands for.
-    """
-    created_at = timezone.localtime(message.created_at).isoformat()
-    if created_at.endswith("+00:00"):
-        created_at = created_at[:-6] + "Z"
-    return {
-        "id": message.id,
-        "session": str(message.session_id),
-        "seq": message.seq,
-        "role": message.role,
-        "content": message.content,
-        "name": message.name,
-        "metadata": message.metadata,
-        "token_count": message.token_count,
-        "tool_calls": message.tool_calls,
-        "tool_call_id": message.tool_call_id,
-        "model": message.model,
-        "usage": message.usage,
-        "finish_reason": message.finish_reason,
-        "latency_ms": message.latency_ms,
-        "context": message.context,
-        "created_at": created_at,
-    }
+# A message as the API shows it: what MessageSerializer's fields produce, built directly from
+# the field list (conversations/fields.py). Every history page and append returns messages, and
+# the cache stores them in this form (conversations/cache_encoding.py).
+# conversations/tests/test_serializers.py checks it against the fields it stands for.
+message_representation: Callable[[Message], dict] = message_fields.representation_function()
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -454,24 +433,7 @@ class MessageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = [
-            "id",
-            "session",
-            "seq",
-            "role",
-            "content",
-            "name",
-            "metadata",
-            "token_count",
-            "tool_calls",
-            "tool_call_id",
-            "model",
-            "usage",
-            "finish_reason",
-            "latency_ms",
-            "context",
-            "created_at",
-        ]
+        fields = message_fields.api_names()
         read_only_fields = fields
 
     def to_representation(self, instance: Message) -> dict:

@@ -22,6 +22,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
 from django.db.models import QuerySet
 
 from chatengine.events import log_event
+from conversations import fields as message_fields
 from conversations.models import ChatSession, Message
 
 SESSION_FIELDS = (
@@ -39,23 +40,8 @@ SESSION_FIELDS = (
     "created_at",
     "updated_at",
 )
-MESSAGE_FIELDS = (
-    "id",
-    "seq",
-    "role",
-    "content",
-    "name",
-    "metadata",
-    "token_count",
-    "tool_calls",
-    "tool_call_id",
-    "model",
-    "usage",
-    "finish_reason",
-    "latency_ms",
-    "context",
-    "created_at",
-)
+# Declared in conversations/fields.py with the API and admin lists.
+MESSAGE_FIELDS = message_fields.export_names()
 
 EXPORT_SESSION_CHUNK = 200
 EXPORT_MESSAGE_BATCH = 1000
@@ -87,9 +73,18 @@ def session_to_record(session: ChatSession) -> dict[str, Any]:
     }
 
 
+_EXPORTED = [f for f in message_fields.MESSAGE_FIELDS if f.export]
+
+
 def message_to_record(message: Message) -> dict[str, Any]:
-    record = {name: getattr(message, name) for name in MESSAGE_FIELDS}
-    record["created_at"] = iso(message.created_at)
+    record = {}
+    for f in _EXPORTED:
+        value = getattr(message, f.attr)
+        if f.kind == "datetime":
+            value = iso(value)
+        elif f.kind == "uuid":
+            value = str(value)
+        record[f.name] = value
     return record
 
 
