@@ -76,6 +76,62 @@ def test_throttles_count_on_the_cluster(cluster_cache, user, auth_client, settin
     assert statuses == [200, 200, 200, 429]
 
 
+def _events() -> dict[str, float]:
+    from chatengine.metrics import CACHE_EVENTS
+
+    return {e: CACHE_EVENTS.labels(event=e)._value.get() for e in ("hit", "miss", "error")}
+
+
+@pytest.mark.django_db
+def test_the_history_cache_runs_its_scripts_on_the_cluster(
+    cluster_cache, auth_client, django_capture_on_commit_callbacks
+):
+    from chatengine import redis as chatengine_redis
+    from conversations.cache_store import session_key
+
+    sid = auth_client.post("/api/v1/sessions/", {"title": "cluster"}, format="json").json()["id"]
+    url = f"/api/v1/sessions/{sid}/messages/"
+    with django_capture_on_commit_callbacks(execute=True):
+        auth_client.post(url, {"role": "user", "content": "one"}, format="json")
+    before = _events()
+    assert [m["seq"] for m in auth_client.get(url).json()["results"]] == [1]  # rebuild script
+    with django_capture_on_commit_callbacks(execute=True):  # the write-through append script
+        auth_client.post(url, {"role": "user", "content": "two"}, format="json")
+    assert [m["content"] for m in auth_client.get(url).json()["results"]] == ["one", "two"]
+    after = _events()
+    assert after["hit"] == before["hit"] + 1  # read script: the appended tail, served
+    assert after["error"] == before["error"]  # no CROSSSLOT, no MOVED left unfollowed
+    cluster = chatengine_redis.client()
+    tail, meta = session_key(sid, "tail"), session_key(sid, "meta")
+    assert cluster.keyslot(tail) == cluster.keyslot(meta)
+    assert cluster.zcard(tail) == 2
+    auth_client.delete(f"/api/v1/sessions/{sid}/")
+
+
+def test_cache_stats_counts_the_tails_on_every_master(scale):
+    sessions = [
+        scale.api(0).post("/sessions/", json={"title": f"stats {i}"}).json()["id"] for i in range(6)
+    ]
+    for sid in sessions:
+        scale.api(0).post(f"/sessions/{sid}/messages/", json={"role": "user", "content": "x"})
+        scale.api(1).get(f"/sessions/{sid}/messages/")
+    masters = {
+        port
+        for port in env.REDIS_PORTS
+        for sid in sessions
+        if env.redis_cli(port, "exists", f"chatengine:v3:{{{sid}}}:tail").strip() == "1"
+        and "role:master" in env.redis_cli(port, "info", "replication")
+    }
+    cached = sum(
+        int(env.redis_cli(port, "eval", "return #redis.call('keys', ARGV[1])", "0", "*}:meta"))
+        for port in env.REDIS_PORTS
+        if "role:master" in env.redis_cli(port, "info", "replication")
+    )
+    out = dict(line.rsplit(None, 1) for line in env.manage("cache_stats").splitlines()[:2])
+    assert len(masters) > 1  # the tails are spread, so a count from one node would be short
+    assert int(out["cached sessions"]) == cached >= len(sessions)
+
+
 def test_readyz_of_each_node_checks_the_cluster(scale):
     import requests
 
