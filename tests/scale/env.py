@@ -391,18 +391,22 @@ def up() -> dict:
     return state
 
 
-def _kill(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    for _ in range(100):
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
+def _stop_nodes(pids: list[int], *, grace_s: float = 3.0) -> None:
+    """SIGTERM every node's process group, then SIGKILL what is left after `grace_s`."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
 
 
 def down() -> None:
@@ -410,8 +414,7 @@ def down() -> None:
     state = load()
     if state is None:
         return
-    for node in state.get("nodes", []):
-        _kill(node["pid"])
+    _stop_nodes([node["pid"] for node in state.get("nodes", [])])
     if "pgbouncer" in state:
         pidfile = Path(state["pgbouncer"]["pidfile"])
         if pidfile.exists():
