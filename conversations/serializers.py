@@ -1,9 +1,11 @@
 """Input serializers validate what callers send; output serializers shape what we return."""
 
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
@@ -447,7 +449,7 @@ class MessageCreateInputSerializer(serializers.Serializer):
         return {name for v in cls.variants for name in v._declared_fields}
 
 
-# --- A message of an import line (conversations/transfer.py) -----------------------------
+# --- A line of the import (conversations/import_format.py) --------------------------------
 class GeneratedReplyInputSerializer(AssistantToolCallsMessageInputSerializer):
     """An assistant message the engine generated, as an import line carries it: its content is
     what the model said (blank, or longer than an appended message may be), with or without
@@ -476,6 +478,37 @@ class AwareDateTimeField(serializers.Field):
 
 def _column_max_length(name: str) -> int:
     return Message._meta.get_field(name).max_length
+
+
+class SessionRecordSerializer(SessionUpdateInputSerializer):
+    """A session of an import line, without its messages: what the API takes for a session,
+    validated as the API does (SessionUpdateInputSerializer: title, system_prompt, the model
+    allow-list, metadata's limits, archived), and the columns only an import carries (declared
+    here). `user` is the owner's username; the counters are checked against the messages."""
+
+    id = StrictCharField()
+    user = StrictCharField()
+    message_count = StrictIntegerField(min_value=0, required=False, default=None)
+    total_tokens = StrictIntegerField(min_value=0, required=False, default=None)
+    last_seq = StrictIntegerField(min_value=0, required=False, default=None)
+    last_message_at = AwareDateTimeField(allow_null=True, required=False, default=None)
+    created_at = AwareDateTimeField()
+    updated_at = AwareDateTimeField()
+
+    def validate_id(self, value: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise serializers.ValidationError(f"Not a UUID: {value[:40]!r}.") from None
+
+    def validate_user(self, value: str) -> str:
+        User = get_user_model()
+        max_length = User._meta.get_field(User.USERNAME_FIELD).max_length
+        if max_length is not None and len(value) > max_length:
+            raise serializers.ValidationError(
+                f"Ensure this field has no more than {max_length} characters."
+            )
+        return value
 
 
 class MessageRecordSerializer(serializers.Serializer):
