@@ -159,19 +159,7 @@ class SessionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ChatSession
-        fields = [
-            "id",
-            "title",
-            "system_prompt",
-            "model",
-            "metadata",
-            "archived",
-            "message_count",
-            "total_tokens",
-            "last_message_at",
-            "created_at",
-            "updated_at",
-        ]
+        fields = list(message_fields.SESSION_API_FIELDS)
         read_only_fields = fields
 
 

@@ -26,22 +26,8 @@ from chatengine.events import log_event
 from conversations import fields as message_fields
 from conversations.models import ChatSession, Message
 
-SESSION_FIELDS = (
-    "id",
-    "user",
-    "title",
-    "system_prompt",
-    "model",
-    "metadata",
-    "archived",
-    "message_count",
-    "total_tokens",
-    "last_message_at",
-    "last_seq",
-    "created_at",
-    "updated_at",
-)
-# Declared in conversations/fields.py with the API and admin lists.
+# Both declared in conversations/fields.py with the API and admin lists.
+SESSION_FIELDS = message_fields.session_export_names()
 MESSAGE_FIELDS = message_fields.export_names()
 
 EXPORT_SESSION_CHUNK = 200
