@@ -6,7 +6,6 @@ kind (gunicorn = WSGI, uvicorn = ASGI; the echo provider or the fake OpenAI serv
 server only reads the database: every test makes its own user, token and rows.
 """
 
-
 import openai
 import pytest
 
