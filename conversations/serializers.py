@@ -21,6 +21,11 @@ METADATA_MAX_VALUE_CHARS = 512
 MAX_SEQ = 2_147_483_647  # the seq column's range; larger cursors would overflow the query
 
 
+def _column_max_length(model, name: str) -> int:
+    # A text field's limit is its column's: stated once, in the model.
+    return model._meta.get_field(name).max_length
+
+
 def _reject_unencodable(value: str) -> None:
     # json.loads accepts lone surrogates ("\ud800"); no database can store them.
     try:
@@ -59,7 +64,7 @@ class ModelNameField(StrictCharField):
     default_error_messages = {"not_allowed": NOT_ALLOWED}
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", 128)
+        kwargs.setdefault("max_length", _column_max_length(ChatSession, "model"))
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
@@ -137,7 +142,9 @@ class StrictInputSerializer(serializers.Serializer):
 
 # --- Sessions -----------------------------------------------------------------------------
 class SessionCreateInputSerializer(StrictInputSerializer):
-    title = StrictCharField(required=False, allow_blank=True, max_length=255)
+    title = StrictCharField(
+        required=False, allow_blank=True, max_length=_column_max_length(ChatSession, "title")
+    )
     system_prompt = StrictCharField(
         required=False, allow_blank=True, max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS
     )
@@ -332,7 +339,10 @@ def _content_field(*, allow_blank: bool = False) -> serializers.Field:
 class _MessageInputVariant(StrictInputSerializer):
     content = _content_field()
     name = StrictCharField(
-        required=False, allow_blank=True, max_length=64, help_text="Optional author name."
+        required=False,
+        allow_blank=True,
+        max_length=_column_max_length(Message, "name"),
+        help_text="Optional author name.",
     )
     metadata = MetadataField(required=False)
 
@@ -464,10 +474,6 @@ class AwareDateTimeField(serializers.Field):
         return parsed
 
 
-def _column_max_length(name: str) -> int:
-    return Message._meta.get_field(name).max_length
-
-
 class SessionRecordSerializer(SessionUpdateInputSerializer):
     """A session of an import line, without its messages: what the API takes for a session,
     validated as the API does (SessionUpdateInputSerializer: title, system_prompt, the model
@@ -512,7 +518,7 @@ class MessageRecordSerializer(serializers.Serializer):
     seq = StrictIntegerField(min_value=1)
     token_count = StrictIntegerField(min_value=0, required=False, default=0)
     model = StrictCharField(
-        max_length=_column_max_length("model"),
+        max_length=_column_max_length(Message, "model"),
         allow_blank=True,
         allow_null=True,
         required=False,
@@ -520,7 +526,7 @@ class MessageRecordSerializer(serializers.Serializer):
     )
     usage = UsageSerializer(allow_null=True, required=False, default=None)
     finish_reason = StrictCharField(
-        max_length=_column_max_length("finish_reason"),
+        max_length=_column_max_length(Message, "finish_reason"),
         allow_blank=True,
         allow_null=True,
         required=False,
