@@ -1,9 +1,11 @@
 """Input serializers validate what callers send; output serializers shape what we return."""
 
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
@@ -17,6 +19,11 @@ METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_CHARS = 64
 METADATA_MAX_VALUE_CHARS = 512
 MAX_SEQ = 2_147_483_647  # the seq column's range; larger cursors would overflow the query
+
+
+def _column_max_length(model, name: str) -> int:
+    # A text field's limit is its column's: stated once, in the model.
+    return model._meta.get_field(name).max_length
 
 
 def _reject_unencodable(value: str) -> None:
@@ -57,7 +64,7 @@ class ModelNameField(StrictCharField):
     default_error_messages = {"not_allowed": NOT_ALLOWED}
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", 128)
+        kwargs.setdefault("max_length", _column_max_length(ChatSession, "model"))
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
@@ -135,7 +142,9 @@ class StrictInputSerializer(serializers.Serializer):
 
 # --- Sessions -----------------------------------------------------------------------------
 class SessionCreateInputSerializer(StrictInputSerializer):
-    title = StrictCharField(required=False, allow_blank=True, max_length=255)
+    title = StrictCharField(
+        required=False, allow_blank=True, max_length=_column_max_length(ChatSession, "title")
+    )
     system_prompt = StrictCharField(
         required=False, allow_blank=True, max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS
     )
@@ -157,19 +166,7 @@ class SessionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ChatSession
-        fields = [
-            "id",
-            "title",
-            "system_prompt",
-            "model",
-            "metadata",
-            "archived",
-            "message_count",
-            "total_tokens",
-            "last_message_at",
-            "created_at",
-            "updated_at",
-        ]
+        fields = list(message_fields.SESSION_API_FIELDS)
         read_only_fields = fields
 
 
@@ -342,7 +339,10 @@ def _content_field(*, allow_blank: bool = False) -> serializers.Field:
 class _MessageInputVariant(StrictInputSerializer):
     content = _content_field()
     name = StrictCharField(
-        required=False, allow_blank=True, max_length=64, help_text="Optional author name."
+        required=False,
+        allow_blank=True,
+        max_length=_column_max_length(Message, "name"),
+        help_text="Optional author name.",
     )
     metadata = MetadataField(required=False)
 
@@ -447,7 +447,7 @@ class MessageCreateInputSerializer(serializers.Serializer):
         return {name for v in cls.variants for name in v._declared_fields}
 
 
-# --- A message of an import line (conversations/transfer.py) -----------------------------
+# --- A line of the import (conversations/import_format.py) --------------------------------
 class GeneratedReplyInputSerializer(AssistantToolCallsMessageInputSerializer):
     """An assistant message the engine generated, as an import line carries it: its content is
     what the model said (blank, or longer than an appended message may be), with or without
@@ -474,8 +474,35 @@ class AwareDateTimeField(serializers.Field):
         return parsed
 
 
-def _column_max_length(name: str) -> int:
-    return Message._meta.get_field(name).max_length
+class SessionRecordSerializer(SessionUpdateInputSerializer):
+    """A session of an import line, without its messages: what the API takes for a session,
+    validated as the API does (SessionUpdateInputSerializer: title, system_prompt, the model
+    allow-list, metadata's limits, archived), and the columns only an import carries (declared
+    here). `user` is the owner's username; the counters are checked against the messages."""
+
+    id = StrictCharField()
+    user = StrictCharField()
+    message_count = StrictIntegerField(min_value=0, required=False, default=None)
+    total_tokens = StrictIntegerField(min_value=0, required=False, default=None)
+    last_seq = StrictIntegerField(min_value=0, required=False, default=None)
+    last_message_at = AwareDateTimeField(allow_null=True, required=False, default=None)
+    created_at = AwareDateTimeField()
+    updated_at = AwareDateTimeField()
+
+    def validate_id(self, value: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise serializers.ValidationError(f"Not a UUID: {value[:40]!r}.") from None
+
+    def validate_user(self, value: str) -> str:
+        User = get_user_model()
+        max_length = User._meta.get_field(User.USERNAME_FIELD).max_length
+        if max_length is not None and len(value) > max_length:
+            raise serializers.ValidationError(
+                f"Ensure this field has no more than {max_length} characters."
+            )
+        return value
 
 
 class MessageRecordSerializer(serializers.Serializer):
@@ -491,7 +518,7 @@ class MessageRecordSerializer(serializers.Serializer):
     seq = StrictIntegerField(min_value=1)
     token_count = StrictIntegerField(min_value=0, required=False, default=0)
     model = StrictCharField(
-        max_length=_column_max_length("model"),
+        max_length=_column_max_length(Message, "model"),
         allow_blank=True,
         allow_null=True,
         required=False,
@@ -499,7 +526,7 @@ class MessageRecordSerializer(serializers.Serializer):
     )
     usage = UsageSerializer(allow_null=True, required=False, default=None)
     finish_reason = StrictCharField(
-        max_length=_column_max_length("finish_reason"),
+        max_length=_column_max_length(Message, "finish_reason"),
         allow_blank=True,
         allow_null=True,
         required=False,

@@ -1,18 +1,16 @@
 """Input and output shapes of the reply and context endpoints."""
 
-from django.conf import settings
 from rest_framework import serializers
 
 from conversations.models import Message
 from conversations.serializers import (
     MODEL_HELP,
     MessageSerializer,
-    MetadataField,
     ModelNameField,
-    StrictCharField,
     StrictInputSerializer,
     StrictIntegerField,
     ToolCallSerializer,
+    UserMessageInputSerializer,
 )
 from llm.types import Context
 
@@ -23,13 +21,20 @@ STREAM_PATH = "/api/v1/sessions/{id}/reply/stream/"
 STREAM_MOVED = f"Streaming has its own endpoint: POST {STREAM_PATH} (same body, no `stream`)."
 
 
+def _user_message_field(name: str, **overrides) -> serializers.Field:
+    """A copy of the user message input's field `name`, optional."""
+    declared = UserMessageInputSerializer._declared_fields[name]
+    return type(declared)(*declared._args, **{**declared._kwargs, "required": False, **overrides})
+
+
 class _ReplyFields(StrictInputSerializer):
     """What a reply takes, streamed or not. Every field is optional; unknown fields are
     refused."""
 
-    content = StrictCharField(
-        required=False,
-        max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS,
+    # A user message's own fields (one definition of content's length and metadata's limits),
+    # optional here.
+    content = _user_message_field(
+        "content",
         help_text="A new user message, appended before replying. Leave it out to reply to the "
         "history as it is (the session must then have messages).",
     )
@@ -46,7 +51,7 @@ class _ReplyFields(StrictInputSerializer):
         "the history sent gets the model's window minus this. More than the window leaves is "
         "a 422.",
     )
-    metadata = MetadataField(required=False)
+    metadata = _user_message_field("metadata")
 
 
 class ReplyInputSerializer(_ReplyFields):
