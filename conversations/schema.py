@@ -125,3 +125,26 @@ MESSAGE_PAGE = OpenApiExample(
     response_only=True,
     status_codes=["200"],
 )
+
+
+SUMMARY_PAGE = OpenApiExample(
+    "A page of summaries",
+    value={
+        "results": [
+            {
+                "id": 12,
+                "covers_from_seq": 1,
+                "covers_to_seq": 40,
+                "text": "Ana is planning a day in Lisbon: Belém in the morning, Alfama after.",
+                "token_count": 41,
+                "model": "gpt-4o-mini",
+                "usage": {"prompt_tokens": 612, "completion_tokens": 24, "total_tokens": 636},
+                "created_at": "2026-03-01T10:15:00Z",
+            }
+        ],
+        "next": None,
+        "has_more": False,
+    },
+    response_only=True,
+    status_codes=["200"],
+)

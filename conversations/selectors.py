@@ -14,7 +14,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from chatengine.db import fetch_instance, fetch_instances
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
-from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message
+from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message, Summary
 
 T = TypeVar("T")
 
@@ -278,4 +278,38 @@ def list_system_messages(*, session: ChatSession) -> list[Message]:
         where=("session_id", "role"),
         params=[session.pk, Message.Role.SYSTEM.value],
         order_by=("seq",),
+    )
+
+
+# --- Rolling summaries (llm/summaries.py) ---------------------------------------------------
+def latest_summary(*, session: ChatSession) -> Summary | None:
+    """The session's summary covering the most messages (one probe of its unique index)."""
+    return Summary.objects.filter(session=session).order_by("-covers_to_seq").first()
+
+
+def summary_starting_at(*, session: ChatSession, covers_from_seq: int) -> Summary | None:
+    return Summary.objects.filter(session=session, covers_from_seq=covers_from_seq).first()
+
+
+def list_summaries(*, session: ChatSession, limit: int, after: int | None = None) -> Page[Summary]:
+    """A keyset page of the session's summaries, oldest range first (`after`: a covers_to_seq)."""
+    rows = Summary.objects.filter(session=session)
+    if after is not None:
+        rows = rows.filter(covers_to_seq__gt=after)
+    items = list(rows.order_by("covers_to_seq")[: limit + 1])
+    has_more = len(items) > limit
+    items = items[:limit]
+    next_params = {"after": str(items[-1].covers_to_seq)} if has_more else None
+    return Page(items=items, has_more=has_more, next_params=next_params)
+
+
+def list_messages_to_fold(
+    *, session: ChatSession, from_seq: int, to_seq: int, limit: int
+) -> list[Message]:
+    """Messages from_seq..to_seq in seq order (at most `limit`), minus the pinned and system
+    ones, which every context sends anyway: what one summary folds, read by the seq index."""
+    return list(
+        Message.objects.filter(session=session, seq__gte=from_seq, seq__lte=to_seq)
+        .exclude(role=Message.Role.SYSTEM)
+        .order_by("seq")[:limit]
     )

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chatengine.openapi import document_metadata_field
-from conversations.models import ChatSession, Message
+from conversations.models import ChatSession, Message, Summary
 from llm.catalog import NOT_ALLOWED, is_allowed_model
 
 METADATA_MAX_KEYS = 16
@@ -128,6 +128,13 @@ class SessionCreateInputSerializer(StrictInputSerializer):
         + MODEL_HELP,
     )
     metadata = MetadataField(required=False)
+    context_strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices,
+        required=False,
+        help_text="What a reply does with history that no longer fits: `window` leaves it "
+        "out, `summary` folds it into a rolling summary sent in its place. Absent on create: "
+        "the server's `LLM_CONTEXT_STRATEGY`.",
+    )
 
 
 class SessionUpdateInputSerializer(SessionCreateInputSerializer):
@@ -146,6 +153,7 @@ class SessionSerializer(serializers.ModelSerializer):
             "model",
             "metadata",
             "archived",
+            "context_strategy",
             "message_count",
             "total_tokens",
             "last_message_at",
@@ -219,6 +227,15 @@ class UsageSerializer(serializers.Serializer):
     total_tokens = serializers.IntegerField(min_value=0)
 
 
+class SummaryRefSerializer(serializers.Serializer):
+    """The rolling summary a context sent in place of messages 1..covers_to_seq."""
+
+    id = serializers.IntegerField(help_text="The summary's id (GET .../summaries/).")
+    covers_from_seq = serializers.IntegerField(help_text="Always 1: a summary covers 1..N.")
+    covers_to_seq = serializers.IntegerField(help_text="N: the last message it stands for.")
+    tokens = serializers.IntegerField(min_value=0, help_text="Tokens of the message sent.")
+
+
 class ContextRecordSerializer(serializers.Serializer):
     """What went into a reply: which history was sent and its token count."""
 
@@ -233,6 +250,17 @@ class ContextRecordSerializer(serializers.Serializer):
     tokens = serializers.IntegerField(min_value=0, help_text="Prompt tokens, as counted here.")
     budget = serializers.IntegerField(help_text="Prompt tokens the model's window allowed.")
     encoding = serializers.CharField(help_text="The tiktoken encoding used to count.")
+    strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices,
+        required=False,
+        help_text="The session's context strategy then (absent on replies stored before it "
+        "existed: `window`).",
+    )
+    summary = SummaryRefSerializer(
+        allow_null=True,
+        required=False,
+        help_text="The summary sent in place of the older messages; null if none.",
+    )
 
 
 TOOL_CALLS_HELP = (
@@ -501,3 +529,42 @@ class HistoryQuerySerializer(serializers.Serializer):
         default="asc",
         help_text="`asc`: oldest first; `desc`: newest first.",
     )
+
+
+class SummaryListQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, default=50, min_value=1, max_value=200, help_text="Page size."
+    )
+    after = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Only summaries with a greater `covers_to_seq` (exclusive).",
+    )
+
+
+class SummarySerializer(serializers.ModelSerializer):
+    """A stored rolling summary of messages 1..covers_to_seq."""
+
+    usage = UsageField(read_only=True, help_text="The summarising call's own usage.")
+
+    class Meta:
+        model = Summary
+        fields = [
+            "id",
+            "covers_from_seq",
+            "covers_to_seq",
+            "text",
+            "token_count",
+            "model",
+            "usage",
+            "created_at",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "covers_from_seq": {
+                "help_text": "The first message this summary newly folded (the previous "
+                "one covered 1..covers_from_seq-1); it stands for 1..covers_to_seq."
+            },
+            "token_count": {"help_text": "Tokens of the system message that carries it."},
+        }

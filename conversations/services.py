@@ -26,7 +26,14 @@ from conversations.models import ChatSession, Message
 from llm.tokens import counter_for_model
 from llm.types import ToolCall
 
-_SESSION_EDITABLE_FIELDS = ("title", "system_prompt", "model", "metadata", "archived")
+_SESSION_EDITABLE_FIELDS = (
+    "title",
+    "system_prompt",
+    "model",
+    "metadata",
+    "archived",
+    "context_strategy",
+)
 
 
 def create_session(
@@ -36,14 +43,17 @@ def create_session(
     system_prompt: str = "",
     model: str = "",
     metadata: dict[str, Any] | None = None,
+    context_strategy: str | None = None,
 ) -> ChatSession:
-    """Create an empty chat session owned by `user`."""
+    """Create an empty chat session owned by `user` (`context_strategy` None: the server's
+    LLM_CONTEXT_STRATEGY)."""
     session = ChatSession.objects.create(
         user=user,
         title=title,
         system_prompt=system_prompt,
         model=model,
         metadata=metadata or {},
+        context_strategy=context_strategy or settings.LLM_CONTEXT_STRATEGY,
     )
     transaction.on_commit(
         lambda: log_event(
@@ -54,7 +64,8 @@ def create_session(
 
 
 def update_session(*, session: ChatSession, **changes: Any) -> ChatSession:
-    """Change a session's editable fields (title, system_prompt, model, metadata, archived)."""
+    """Change a session's editable fields (title, system_prompt, model, metadata, archived,
+    context_strategy)."""
     unknown = set(changes) - set(_SESSION_EDITABLE_FIELDS)
     if unknown:
         raise TypeError(f"update_session() got non-editable fields: {sorted(unknown)}")

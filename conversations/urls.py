@@ -12,4 +12,9 @@ urlpatterns = [
         views.MessageListCreateView.as_view(),
         name="message-list",
     ),
+    path(
+        "sessions/<str:session_id>/summaries/",
+        views.SummaryListView.as_view(),
+        name="summary-list",
+    ),
 ]

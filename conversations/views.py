@@ -26,6 +26,8 @@ from conversations.serializers import (
     SessionListQuerySerializer,
     SessionSerializer,
     SessionUpdateInputSerializer,
+    SummaryListQuerySerializer,
+    SummarySerializer,
 )
 
 
@@ -106,9 +108,10 @@ class SessionDetailView(APIView):
     @extend_schema(
         operation_id="sessions_partial_update",
         summary="Change a session",
-        description="Change any of `title`, `system_prompt`, `model`, `metadata` (replaced "
-        "whole) and `archived`; fields you leave out keep their value. An archived session "
-        "refuses new messages until it is unarchived. `PUT` is not supported (405).",
+        description="Change any of `title`, `system_prompt`, `model`, `context_strategy`, "
+        "`metadata` (replaced whole) and `archived`; fields you leave out keep their value. "
+        "An archived session refuses new messages until it is unarchived. `PUT` is not "
+        "supported (405).",
         tags=[Tags.SESSIONS],
         request=SessionUpdateInputSerializer,
         responses={200: OpenApiResponse(SessionSerializer, "The session as changed.")},
@@ -191,3 +194,28 @@ class MessageListCreateView(APIView):
         data = validated(MessageCreateInputSerializer, request.data)
         message = services.append_message(session=session, **data)
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(parameters=[session_id_parameter])
+class SummaryListView(APIView):
+    @extend_schema(
+        operation_id="summaries_list",
+        summary="List a session's rolling summaries",
+        description="The summaries a `summary`-strategy session made of the messages that "
+        "left its context window, oldest range first. Each stands for messages "
+        "1..`covers_to_seq` and folded the one before it plus messages "
+        "`covers_from_seq`..`covers_to_seq`, so their ranges tile the history with no gap "
+        "or overlap. The messages themselves are never changed.",
+        tags=[Tags.MESSAGES],
+        parameters=[SummaryListQuerySerializer],
+        responses={
+            200: OpenApiResponse(paginated(SummarySerializer), "A page of summaries."),
+            **error_responses(400),
+        },
+        examples=[schema.SUMMARY_PAGE],
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        query = validated_query(SummaryListQuerySerializer, request)
+        page = selectors.list_summaries(session=session, **query)
+        return paginated_response(request, page, SummarySerializer)

@@ -3,7 +3,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from conversations.models import Message
+from conversations.models import ChatSession, Message
 from conversations.serializers import (
     MODEL_HELP,
     MessageSerializer,
@@ -11,6 +11,7 @@ from conversations.serializers import (
     ModelNameField,
     StrictCharField,
     StrictInputSerializer,
+    SummaryRefSerializer,
     ToolCallSerializer,
 )
 from llm.types import Context
@@ -103,7 +104,16 @@ class ContextSummarySerializer(serializers.Serializer):
         min_value=0, help_text="History messages sent (the `system_prompt` not counted)."
     )
     messages_dropped = serializers.IntegerField(
-        min_value=0, help_text="Older history messages left out to fit the budget."
+        min_value=0,
+        help_text="Older history messages left out to fit the budget (under the `summary` "
+        "strategy, those the summary stands for count here too).",
+    )
+    strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices, help_text="The session's context strategy."
+    )
+    summary = SummaryRefSerializer(
+        allow_null=True,
+        help_text="The summary sent in place of messages 1..covers_to_seq; null if none.",
     )
 
 
@@ -159,6 +169,8 @@ def context_summary(context: Context) -> dict:
         "budget": context.budget,
         "messages_included": context.messages_included,
         "messages_dropped": context.messages_dropped,
+        "strategy": context.strategy,
+        "summary": context.summary.as_record() if context.summary else None,
     }
 
 

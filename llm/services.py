@@ -22,6 +22,7 @@ from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from chatengine.request_id import reset_request_id, set_request_id
 from conversations import idempotency, selectors, services
 from conversations.models import ChatSession, Message
+from llm import summaries
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
 from llm.tokens import TokenCounter, counter_for_model
@@ -127,6 +128,7 @@ def build_context(
             )
 
     pinned = [history_message(m) for m in system_rows]
+    summary_options = summaries.builder_options(session=session)
     return select_messages(
         system_prompt=session.system_prompt,
         system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
@@ -135,6 +137,7 @@ def build_context(
         total_messages=session.message_count + len(pending),
         budget=budget,
         encoding=counter.encoding_name,
+        **summary_options,
     )
 
 
@@ -199,7 +202,9 @@ def prepare_reply(
         return PreparedReply(
             session=session,
             user_message=stored,
-            context=build_context(session, model=model, max_output_tokens=max_output_tokens),
+            context=_context_for_reply(
+                session, model=model, max_output_tokens=max_output_tokens, counter=counter
+            ),
             model=model,
             max_output_tokens=max_output_tokens,
             metadata=None,
@@ -214,8 +219,8 @@ def prepare_reply(
             content=content,
             token_count=counter.count_message(role=Message.Role.USER, content=content),
         )
-    context = build_context(
-        session, model=model, max_output_tokens=max_output_tokens, pending=pending
+    context = _context_for_reply(
+        session, model=model, max_output_tokens=max_output_tokens, counter=counter, pending=pending
     )
     user_message = None
     if pending is not None:
@@ -248,6 +253,33 @@ def prepare_reply(
         metadata=None if user_message is not None else metadata,
         counter=counter,
         provider=get_provider(),
+    )
+
+
+def _context_for_reply(
+    session: ChatSession,
+    *,
+    model: str,
+    max_output_tokens: int,
+    counter: TokenCounter,
+    pending: HistoryMessage | None = None,
+) -> Context:
+    """build_context, after folding what left the window into the summary (summary strategy,
+    llm/summaries.py); before the user message is stored, so a summarising call holds no
+    transaction and a rejected request stores nothing."""
+    return summaries.context_for_reply(
+        session=session,
+        build=lambda: build_context(
+            session, model=model, max_output_tokens=max_output_tokens, pending=pending
+        ),
+        model=model,
+        counter=counter,
+        provider=get_provider(),
+        input_budget=compute_budget(
+            context_window=context_window_for_model(model),
+            max_output_tokens=max_output_tokens,
+            safety_margin=settings.LLM_CONTEXT_SAFETY_MARGIN,
+        ),
     )
 
 
