@@ -5,11 +5,11 @@ those the request id is re-established around every chunk and the access line is
 the stream ends, with the full duration.
 """
 
+import functools
 import logging
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 
 from django.core.signals import got_request_exception
 from django.utils.functional import SimpleLazyObject, empty
@@ -17,10 +17,12 @@ from rest_framework.response import Response as DRFResponse
 
 from chatengine import exceptions, headers
 from chatengine.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
-from chatengine.request_id import new_request_id, reset_request_id, set_request_id
+from chatengine.request_id import bind_request_id, new_request_id, reset_request_id, set_request_id
 from chatengine.routing import is_api_path
 
 REQUEST_ID_HEADER = headers.REQUEST_ID
+# Read from META directly: `request.headers` builds a dict of every header on first use.
+_REQUEST_ID_META = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 UNMATCHED_ROUTE = "<unmatched>"
 _KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
@@ -37,7 +39,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        request_id = new_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request_id = new_request_id(request.META.get(_REQUEST_ID_META))
         request.request_id = request_id
         token = set_request_id(request_id)
         try:
@@ -46,44 +48,10 @@ class RequestIdMiddleware:
             reset_request_id(token)
         response[REQUEST_ID_HEADER] = request_id
         if response.streaming:
-            response.streaming_content = _with_request_id(response, request_id)
+            response.streaming_content = bind_request_id(
+                response.streaming_content, request_id=request_id
+            )
         return response
-
-
-def _with_request_id(response, request_id: str) -> Iterator[bytes] | AsyncIterator[bytes]:
-    # Set and reset inside one step, never across a `yield`: under ASGI each step may run in a
-    # different thread and context, and a contextvar token can only be reset where it was set.
-    # Take the body now: once reassigned, `response.streaming_content` is this wrapper.
-    content = response.streaming_content
-    if response.is_async:
-
-        async def agen():
-            iterator = aiter(content)
-            while True:
-                token = set_request_id(request_id)
-                try:
-                    chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    reset_request_id(token)
-                yield chunk
-
-        return agen()
-
-    def gen():
-        iterator = iter(content)
-        while True:
-            token = set_request_id(request_id)
-            try:
-                chunk = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                reset_request_id(token)
-            yield chunk
-
-    return gen()
 
 
 def route_template(request) -> str | None:
@@ -91,7 +59,12 @@ def route_template(request) -> str | None:
     match = getattr(request, "resolver_match", None)
     if match is None or match.route is None:
         return None
-    route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", match.route)  # path() converters
+    return _template_of(match.route)
+
+
+@functools.lru_cache(maxsize=1024)  # one entry per URL pattern: the set is the URLconf's
+def _template_of(pattern: str) -> str:
+    route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", pattern)  # path() converters
     route = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", route)  # re_path() named groups
     return "/" + route.replace("^", "").replace("$", "")
 
@@ -146,10 +119,9 @@ def _record(request, response, started: float) -> None:
     route = route_template(request)
     method = request.method if request.method in _KNOWN_METHODS else "OTHER"
     status = response.status_code
-    HTTP_REQUESTS.labels(method=method, route=route or UNMATCHED_ROUTE, status=status).inc()
-    HTTP_REQUEST_DURATION.labels(
-        method=method, route=route or UNMATCHED_ROUTE, status=status
-    ).observe(duration)
+    requests, durations = _series(method, route or UNMATCHED_ROUTE, status)
+    requests.inc()
+    durations.observe(duration)
 
     fields = {
         # Explicit: a streamed response finishes after the request's context is gone.
@@ -167,6 +139,13 @@ def _record(request, response, started: float) -> None:
     access_logger.info(
         "%s %s %s %.1fms", method, fields["path"], status, fields["duration_ms"], extra=fields
     )
+
+
+@functools.lru_cache(maxsize=4096)  # bounded anyway: known methods x routes x statuses
+def _series(method: str, route: str, status: int):
+    # `labels()` validates and locks on every call; the series it returns never change.
+    labels = {"method": method, "route": route, "status": status}
+    return HTTP_REQUESTS.labels(**labels), HTTP_REQUEST_DURATION.labels(**labels)
 
 
 def _user_id(request):

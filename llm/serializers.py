@@ -11,26 +11,13 @@ from conversations.serializers import (
     ModelNameField,
     StrictCharField,
     StrictInputSerializer,
+    StrictIntegerField,
     SummaryRefSerializer,
     ToolCallSerializer,
 )
 from llm.types import Context
 
 MAX_OUTPUT_TOKENS_LIMIT = 1_000_000
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """A JSON integer only: no "5", no true. `5.0` is one (JSON Schema calls every number with
-    no fractional part an integer, so clients and the schema's validators may send it)."""
-
-    default_error_messages = {"invalid": "Expected an integer, got {input_type}."}
-
-    def to_internal_value(self, data):
-        if isinstance(data, float) and data.is_integer():
-            data = int(data)
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid", input_type=type(data).__name__)
-        return super().to_internal_value(data)
 
 
 STREAM_PATH = "/api/v1/sessions/{id}/reply/stream/"
@@ -126,12 +113,6 @@ class ReplySerializer(serializers.Serializer):
         "`latency_ms` and `context` filled in."
     )
     context = ContextSummarySerializer()
-
-
-class ReplyDeltaSerializer(serializers.Serializer):
-    delta = serializers.CharField(
-        allow_blank=True, trim_whitespace=False, help_text="The next piece of the reply's text."
-    )
 
 
 class ContextMessageSerializer(serializers.Serializer):

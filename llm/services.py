@@ -19,10 +19,10 @@ from django.db import transaction
 from chatengine.events import log_event
 from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
-from chatengine.request_id import reset_request_id, set_request_id
 from conversations import idempotency, selectors, services
 from conversations.models import ChatSession, Message
 from llm import summaries
+from llm.catalog import for_model
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
 from llm.tokens import TokenCounter, counter_for_model
@@ -35,15 +35,10 @@ INTERRUPTED = "interrupted"
 
 
 def context_window_for_model(model: str) -> int:
-    """The model's context window: settings registry (exact, then longest prefix), else the
-    default."""
-    table: dict[str, int] = settings.LLM_MODEL_CONTEXT_WINDOWS
-    if model in table:
-        return table[model]
-    prefixes = [name for name in table if model.startswith(name)]
-    if prefixes:
-        return table[max(prefixes, key=len)]
-    return settings.LLM_DEFAULT_CONTEXT_TOKENS
+    """The model's context window: settings.LLM_MODEL_CONTEXT_WINDOWS (llm.catalog.for_model),
+    else the default."""
+    window = for_model(settings.LLM_MODEL_CONTEXT_WINDOWS, model)
+    return settings.LLM_DEFAULT_CONTEXT_TOKENS if window is None else window
 
 
 def resolve_model(*, session: ChatSession, model: str | None = None) -> str:
@@ -180,10 +175,13 @@ def prepare_reply(
     model: str | None = None,
     max_output_tokens: int | None = None,
     metadata: dict[str, Any] | None = None,
+    checkpoint: idempotency.Checkpoint | None = None,
 ) -> PreparedReply:
     """Validate, build the context (with the new message counted) and only then store it.
 
     Anything rejected here (archived session, empty session, context overflow) stores nothing.
+    `checkpoint` (the request's Idempotency-Key, if any) records the stored user message with
+    it, so a retry after a failed LLM call reuses that message instead of storing it twice.
     """
     if session.archived:
         raise Conflict("The session is archived; unarchive it to add messages.")
@@ -195,7 +193,7 @@ def prepare_reply(
     model = resolve_model(session=session, model=model)
     max_output_tokens = max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS
     counter = counter_for_model(model)
-    stored = _user_message_of_a_failed_attempt(session=session)
+    stored = _user_message_of_a_failed_attempt(session=session, checkpoint=checkpoint)
     if stored is not None:
         # A retry (same Idempotency-Key) of a reply whose LLM call failed: its user message
         # is already in the history; ask again without storing it twice.
@@ -234,11 +232,11 @@ def prepare_reply(
                 token_count=pending.token_count,
             )
 
-        if idempotency.has_claim():
+        if checkpoint is not None:
             # Short: the message and its key's checkpoint commit together, never the LLM call.
             with transaction.atomic():
                 user_message = store_user_message()
-                idempotency.save_progress(user_message_id=user_message.pk)
+                checkpoint.save(user_message_id=user_message.pk)
         else:
             # The append is its own transaction; wrapping it would only add a savepoint (or a
             # BEGIN/COMMIT) round trip pair before the LLM call.
@@ -283,9 +281,13 @@ def _context_for_reply(
     )
 
 
-def _user_message_of_a_failed_attempt(*, session: ChatSession) -> Message | None:
+def _user_message_of_a_failed_attempt(
+    *, session: ChatSession, checkpoint: idempotency.Checkpoint | None
+) -> Message | None:
     """The user message an earlier attempt with this request's Idempotency-Key stored."""
-    message_id = idempotency.current_progress().get("user_message_id")
+    if checkpoint is None:
+        return None
+    message_id = checkpoint.progress.get("user_message_id")
     if message_id is None:
         return None
     return Message.objects.filter(pk=message_id, session=session).first()
@@ -570,64 +572,3 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
         raise
     message = await sync_to_async(state.finish)()
     yield Completed(message)
-
-
-def bind_request_id(events: AsyncIterator[Any], *, request_id: str | None) -> AsyncIterator[Any]:
-    """Keep the request id in logs of a stream that outlives the request middleware.
-
-    Take `request_id` from `get_request_id()` while the request is being handled: by the
-    time the body is iterated, the middleware has already reset it. The id is set and reset
-    around each step (and around closing the stream, whose clean-up logs too), never across
-    a `yield`: a token reset after the consumer moved on would restore a stale id into the
-    consumer's context (and under ASGI each step may run in another context altogether).
-    """
-
-    async def wrapped() -> AsyncIterator[Any]:
-        iterator = aiter(events)
-        try:
-            while True:
-                token = set_request_id(request_id)
-                try:
-                    event = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    reset_request_id(token)
-                yield event
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                token = set_request_id(request_id)
-                try:
-                    await aclose()
-                finally:
-                    reset_request_id(token)
-
-    return wrapped()
-
-
-def bind_request_id_sync(events: Iterator[Any], *, request_id: str | None) -> Iterator[Any]:
-    """`bind_request_id` for a sync stream (WSGI)."""
-
-    def wrapped() -> Iterator[Any]:
-        iterator = iter(events)
-        try:
-            while True:
-                token = set_request_id(request_id)
-                try:
-                    event = next(iterator)
-                except StopIteration:
-                    return
-                finally:
-                    reset_request_id(token)
-                yield event
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                token = set_request_id(request_id)
-                try:
-                    close()
-                finally:
-                    reset_request_id(token)
-
-    return wrapped()

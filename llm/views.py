@@ -13,10 +13,10 @@ from rest_framework.views import APIView
 
 from chatengine.exceptions import error_body, log_error
 from chatengine.openapi import Tags, error_responses, session_id_parameter
-from chatengine.request_id import get_request_id
+from chatengine.request_id import bind_request_id, get_request_id
 from chatengine.validation import validated, validated_query
 from conversations import selectors
-from conversations.idempotency import idempotent
+from conversations.idempotency import Checkpoint, idempotent
 from conversations.serializers import MessageSerializer
 from llm import schema, services
 from llm.serializers import (
@@ -61,13 +61,13 @@ def _render(event: services.StreamEvent) -> bytes:
 async def _async_body(
     prepared: services.PreparedReply, request_id: str | None
 ) -> AsyncIterator[bytes]:
-    events = services.bind_request_id(services.astream_reply(prepared), request_id=request_id)
+    events = bind_request_id(services.astream_reply(prepared), request_id=request_id)
     async for event in events:
         yield _render(event)
 
 
 def _sync_body(prepared: services.PreparedReply, request_id: str | None) -> Iterator[bytes]:
-    events = services.bind_request_id_sync(services.stream_reply(prepared), request_id=request_id)
+    events = bind_request_id(services.stream_reply(prepared), request_id=request_id)
     for event in events:
         yield _render(event)
 
@@ -135,10 +135,10 @@ class ReplyView(APIView):
         ],
     )
     @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
-    def post(self, request: Request, session_id: str) -> Response:
+    def post(self, request: Request, session_id: str, checkpoint: Checkpoint | None) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         data = validated(ReplyInputSerializer, request.data)
-        prepared = services.prepare_reply(session=session, **data)
+        prepared = services.prepare_reply(session=session, checkpoint=checkpoint, **data)
         result = services.complete_reply(prepared)
         body = reply_body(
             user_message=result.user_message, message=result.message, context=result.context
@@ -178,10 +178,12 @@ class ReplyStreamView(APIView):
         ],
     )
     @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
-    def post(self, request: Request, session_id: str) -> StreamingHttpResponse:
+    def post(
+        self, request: Request, session_id: str, checkpoint: Checkpoint | None
+    ) -> StreamingHttpResponse:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         data = validated(ReplyStreamInputSerializer, request.data)
-        prepared = services.prepare_reply(session=session, **data)
+        prepared = services.prepare_reply(session=session, checkpoint=checkpoint, **data)
         # Under ASGI an async body holds no thread while the model talks, and Django cancels
         # it when the client disconnects; under WSGI a sync body streams just as incrementally.
         # The body runs after the middleware returned: hand it the request id now.

@@ -228,7 +228,11 @@ def plan_unstored(
 
 
 def plan_response(
-    *, user: AbstractBaseUser, data: dict, request: ResponseRequest
+    *,
+    user: AbstractBaseUser,
+    data: dict,
+    request: ResponseRequest,
+    checkpoint: idempotency.Checkpoint | None = None,
 ) -> PlannedResponse:
     """Store the input and prepare the reply (one transaction, committed on return)."""
     if not request.store:
@@ -247,7 +251,7 @@ def plan_response(
     )
     # An Idempotency-Key retry after a failed LLM call: what the first attempt stored (the new
     # conversation, the input items) is reused, never stored twice.
-    progress = idempotency.current_progress()
+    progress = checkpoint.progress if checkpoint else {}
     with transaction.atomic():
         session = source
         if session is None and progress.get("openai_session_id"):
@@ -265,11 +269,13 @@ def plan_response(
             )
         else:
             stored = append_items(session=working, items=earlier)
-            idempotency.save_progress(
-                openai_session_id=str(session.pk), openai_input_ids=[m.pk for m in stored]
-            )
+            if checkpoint:
+                checkpoint.save(
+                    openai_session_id=str(session.pk), openai_input_ids=[m.pk for m in stored]
+                )
         prepared = replies.prepare_reply(
             session=working,
+            checkpoint=checkpoint,
             content=last.content if last is not None else None,
             model=data.get("model"),
             max_output_tokens=request.max_output_tokens,

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from chatengine.exceptions import ApplicationError, log_error
+from chatengine.request_id import bind_request_id
 from llm import services as replies
 from openai_api import serializers
 from openai_api.errors import openai_error_body
@@ -139,9 +140,7 @@ class ResponseEvents:
 def sync_body(plan: PlannedResponse, request_id: str | None) -> Iterator[bytes]:
     events = ResponseEvents(plan)
     yield from events.start()
-    stream = replies.bind_request_id_sync(
-        replies.stream_reply(plan.prepared), request_id=request_id
-    )
+    stream = bind_request_id(replies.stream_reply(plan.prepared), request_id=request_id)
     try:
         for event in stream:
             if isinstance(event, replies.Delta):
@@ -156,7 +155,7 @@ async def async_body(plan: PlannedResponse, request_id: str | None) -> AsyncIter
     events = ResponseEvents(plan)
     for chunk in events.start():
         yield chunk
-    stream = replies.bind_request_id(replies.astream_reply(plan.prepared), request_id=request_id)
+    stream = bind_request_id(replies.astream_reply(plan.prepared), request_id=request_id)
     try:
         async for event in stream:
             if isinstance(event, replies.Delta):

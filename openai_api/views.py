@@ -15,7 +15,7 @@ from chatengine.request_id import get_request_id
 from chatengine.validation import validated, validated_query
 from conversations import selectors
 from conversations import services as conversation_services
-from conversations.idempotency import idempotent
+from conversations.idempotency import Checkpoint, idempotent
 from llm import services as replies
 from openai_api import schema, serializers, services, streaming
 from openai_api.errors import OpenAIView
@@ -138,10 +138,12 @@ class ResponseCreateView(View):
 
     @schema.response_create
     @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
-    def post(self, request: Request):
+    def post(self, request: Request, checkpoint: Checkpoint | None):
         data = validated(serializers.ResponseCreateInputSerializer, request.data)
         spec = _response_request(data)
-        plan = services.plan_response(user=request.user, data=data, request=spec)
+        plan = services.plan_response(
+            user=request.user, data=data, request=spec, checkpoint=checkpoint
+        )
         if not data.get("stream"):
             result = replies.complete_reply(plan.prepared)
             body = serializers.reply_response_object(
