@@ -63,6 +63,7 @@ MESSAGE_FIELDS: tuple[MessageField, ...] = (
     MessageField("token_count"),
     MessageField("tool_calls", admin="tool_calls_display"),
     MessageField("tool_call_id"),
+    MessageField("pinned"),
     MessageField("model"),
     MessageField("usage"),
     MessageField("finish_reason"),

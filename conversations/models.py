@@ -176,6 +176,9 @@ class Message(models.Model):
     # answers one call.
     tool_calls = models.JSONField(null=True, blank=True)
     tool_call_id = models.CharField(max_length=128, blank=True, default="")
+    # Sent in every context, like the system messages (llm/context.py), and never folded
+    # into a summary.
+    pinned = models.BooleanField(default=False)
 
     # Filled only on replies the engine generated (null elsewhere).
     # null, not "", on purpose: the API distinguishes "not generated" from an empty value.
@@ -203,12 +206,13 @@ class Message(models.Model):
                 condition=Q(role="assistant", finish_reason__in=FAILED_FINISH_REASONS),
                 name="message_session_failed_idx",
             ),
-            # The context always sends a session's system messages, however old: this partial
-            # index finds them without scanning the session's history (it holds only them).
+            # The context always sends a session's system and pinned messages, however old:
+            # this partial index finds them without scanning the session's history (it holds
+            # only them). Its condition is PINNED_IN_CONTEXT, which the selector repeats.
             models.Index(
                 fields=["session", "seq"],
-                condition=models.Q(role="system"),
-                name="message_session_system_idx",
+                condition=Q(role="system") | Q(pinned=True),
+                name="message_session_pinned_idx",
             ),
         ]
 

@@ -15,6 +15,7 @@ SESSION = {
     "model": "",
     "metadata": {"customer": "c-1042"},
     "archived": False,
+    "context_strategy": "window",
     "message_count": 2,
     "total_tokens": 0,
     "last_message_at": "2026-11-27T09:15:02.417Z",
@@ -33,6 +34,7 @@ MESSAGE = {
     "token_count": 0,
     "tool_calls": None,
     "tool_call_id": "",
+    "pinned": False,
     "model": None,
     "usage": None,
     "finish_reason": None,
@@ -147,4 +149,10 @@ SUMMARY_PAGE = OpenApiExample(
     },
     response_only=True,
     status_codes=["200"],
+)
+
+
+MESSAGE_PIN_REQUEST = OpenApiExample("Pin a message", value={"pinned": True}, request_only=True)
+MESSAGE_OK = OpenApiExample(
+    "The message", value={**MESSAGE, "pinned": True}, response_only=True, status_codes=["200"]
 )

@@ -254,18 +254,26 @@ def iter_transcript(*, session: ChatSession, chunk_size: int = 1000) -> Iterator
     return Message.objects.filter(session=session).order_by("seq").iterator(chunk_size=chunk_size)
 
 
-def list_system_messages(*, session: ChatSession) -> list[Message]:
-    """The session's `system` messages, oldest first: the context always sends them.
+def list_pinned_messages(*, session: ChatSession) -> list[Message]:
+    """The session's `system` and pinned messages, oldest first: the context always sends them.
 
-    Served by the partial index message_session_system_idx, which holds only system rows, so
-    the cost does not grow with the session's history.
+    Served by the partial index message_session_pinned_idx, which holds only those rows (its
+    condition is this filter), so the cost does not grow with the session's history.
     """
-    return fetch_instances(
-        Message,
-        where=("session_id", "role"),
-        params=[session.pk, Message.Role.SYSTEM.value],
-        order_by=("seq",),
+    return list(
+        Message.objects.filter(session=session)
+        .filter(Q(role=Message.Role.SYSTEM) | Q(pinned=True))
+        .order_by("seq")
     )
+
+
+def get_message(*, session: ChatSession, seq: int) -> Message:
+    """The session's message at `seq` (the caller already holds the user's session); NotFound
+    if there is none."""
+    message = Message.objects.filter(session=session, seq=seq).first()
+    if message is None:
+        raise NotFound("Message not found.")
+    return message
 
 
 # --- Rolling summaries (llm/summaries.py) ---------------------------------------------------
@@ -290,6 +298,18 @@ def list_summaries(*, session: ChatSession, limit: int, after: int | None = None
     return Page(items=items, has_more=has_more, next_params=next_params)
 
 
+def summaries_ending_between(
+    *, session: ChatSession, first_seq: int, last_seq: int
+) -> list[Summary]:
+    """The session's summaries whose range ends at a seq in first_seq..last_seq (the admin
+    transcript marks where each cut in)."""
+    return list(
+        Summary.objects.filter(
+            session=session, covers_to_seq__gte=first_seq, covers_to_seq__lte=last_seq
+        ).order_by("covers_to_seq")
+    )
+
+
 def list_messages_to_fold(
     *, session: ChatSession, from_seq: int, to_seq: int, limit: int
 ) -> list[Message]:
@@ -297,6 +317,6 @@ def list_messages_to_fold(
     ones, which every context sends anyway: what one summary folds, read by the seq index."""
     return list(
         Message.objects.filter(session=session, seq__gte=from_seq, seq__lte=to_seq)
-        .exclude(role=Message.Role.SYSTEM)
+        .exclude(Q(role=Message.Role.SYSTEM) | Q(pinned=True))
         .order_by("seq")[:limit]
     )

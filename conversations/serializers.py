@@ -373,6 +373,11 @@ class _MessageInputVariant(StrictInputSerializer):
         required=False, allow_blank=True, max_length=64, help_text="Optional author name."
     )
     metadata = MetadataField(required=False)
+    pinned = StrictBooleanField(
+        required=False,
+        help_text="Keep it in every context the session's replies send (counted first, "
+        "never summarised); change it later with PATCH on the message.",
+    )
 
 
 class SystemMessageInputSerializer(_MessageInputVariant):
@@ -676,3 +681,12 @@ class SummarySerializer(serializers.ModelSerializer):
             },
             "token_count": {"help_text": "Tokens of the system message that carries it."},
         }
+
+
+class MessageUpdateInputSerializer(StrictInputSerializer):
+    pinned = StrictBooleanField(
+        required=False,
+        help_text="`true`: the message is sent in every context of the session's replies "
+        "(like a system message, counted first); `false`: it goes back to the window. "
+        "Absent: unchanged.",
+    )

@@ -13,6 +13,11 @@ urlpatterns = [
         name="message-list",
     ),
     path(
+        "sessions/<str:session_id>/messages/<int:seq>/",
+        views.MessageDetailView.as_view(),
+        name="message-detail",
+    ),
+    path(
         "sessions/<str:session_id>/summaries/",
         views.SummaryListView.as_view(),
         name="summary-list",

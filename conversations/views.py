@@ -4,7 +4,12 @@ Each operation is documented with `@extend_schema` (chatengine/openapi.py has th
 conversations/schema.py the examples).
 """
 
-from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,6 +27,7 @@ from conversations.serializers import (
     HistoryQuerySerializer,
     MessageCreateInputSerializer,
     MessageSerializer,
+    MessageUpdateInputSerializer,
     SessionCreateInputSerializer,
     SessionListQuerySerializer,
     SessionSerializer,
@@ -219,3 +225,44 @@ class SummaryListView(APIView):
         query = validated_query(SummaryListQuerySerializer, request)
         page = selectors.list_summaries(session=session, **query)
         return paginated_response(request, page, SummarySerializer)
+
+
+@extend_schema(
+    parameters=[
+        session_id_parameter,
+        OpenApiParameter("seq", int, OpenApiParameter.PATH, description="The message's seq."),
+    ]
+)
+class MessageDetailView(APIView):
+    @extend_schema(
+        operation_id="messages_retrieve",
+        summary="Get a message",
+        description="One message of your session, by its `seq`.",
+        tags=[Tags.MESSAGES],
+        responses={200: OpenApiResponse(MessageSerializer, "The message.")},
+        examples=[schema.MESSAGE_OK],
+    )
+    def get(self, request: Request, session_id: str, seq: int) -> Response:
+        session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        message = selectors.get_message(session=session, seq=seq)
+        return Response(MessageSerializer(message).data)
+
+    @extend_schema(
+        operation_id="messages_partial_update",
+        summary="Pin or unpin a message",
+        description="`pinned: true` keeps the message in every context the session's replies "
+        "send, like a system message: the budget counts it first, and the `summary` strategy "
+        "never folds it. If the pinned messages no longer fit, a reply is a 422 "
+        "`context_overflow` saying so. Nothing else of a message can be changed.",
+        tags=[Tags.MESSAGES],
+        request=MessageUpdateInputSerializer,
+        responses={200: OpenApiResponse(MessageSerializer, "The message as changed.")},
+        examples=[schema.MESSAGE_PIN_REQUEST, schema.MESSAGE_OK],
+    )
+    def patch(self, request: Request, session_id: str, seq: int) -> Response:
+        session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        data = validated(MessageUpdateInputSerializer, request.data)
+        message = selectors.get_message(session=session, seq=seq)
+        if "pinned" in data:
+            message = services.set_message_pinned(message=message, pinned=data["pinned"])
+        return Response(MessageSerializer(message).data)

@@ -80,8 +80,8 @@ def build_context(
     first).
 
     History is read newest-first in keyset batches and reading stops once the budget is full.
-    The session's `system` messages are always sent: taken from the first batch when it holds
-    the whole history, else read with their own (indexed) query.
+    The session's `system` and pinned messages are always sent: taken from the first batch
+    when it holds the whole history, else read with their own (indexed) query.
     """
     model = resolve_model(session=session, model=model)
     counter = counter_for_model(model)
@@ -99,11 +99,13 @@ def build_context(
     else:
         first = selectors.list_messages(session=session, limit=batch_size, order="desc")
     if first.has_more:
-        system_rows = selectors.list_system_messages(session=session)
+        system_rows = selectors.list_pinned_messages(session=session)
     else:
-        # The whole history is in this page, so are its system messages: a query less (the
-        # usual case: a history that fits the window is read in one batch).
-        system_rows = [m for m in reversed(first.items) if m.role == Message.Role.SYSTEM]
+        # The whole history is in this page, so are its system and pinned messages: a query
+        # less (the usual case: a history that fits the window is read in one batch).
+        system_rows = [
+            m for m in reversed(first.items) if m.role == Message.Role.SYSTEM or m.pinned
+        ]
 
     if pending is None:
         pending = ()

@@ -355,3 +355,144 @@ class TestApi:
             f"Summary of messages 1-{row.covers_to_seq} "
         )
         assert reply.message.context["summary"]["id"] == row.pk
+
+
+# --- Pinned messages --------------------------------------------------------------------
+@pytest.mark.django_db
+class TestPinned:
+    def test_a_message_is_pinned_on_append_and_by_patch(self, auth_client, user):
+        session = ChatSessionFactory(user=user)
+        url = f"{SESSIONS}{session.pk}/messages/"
+        created = auth_client.post(
+            url, {"role": "user", "content": "My name is Ana.", "pinned": True}, format="json"
+        )
+        assert created.status_code == 201
+        assert created.json()["pinned"] is True
+        other = auth_client.post(url, {"role": "user", "content": "Hi"}, format="json").json()
+        assert other["pinned"] is False
+        patched = auth_client.patch(f"{url}2/", {"pinned": True}, format="json")
+        assert patched.status_code == 200
+        assert patched.json()["pinned"] is True
+        assert Message.objects.get(session=session, seq=2).pinned is True
+        unpinned = auth_client.patch(f"{url}1/", {"pinned": False}, format="json").json()
+        assert unpinned["pinned"] is False
+        # The history (served through the cache) says so too.
+        history = auth_client.get(url).json()["results"]
+        assert [m["pinned"] for m in history] == [False, True]
+
+    @pytest.mark.parametrize(
+        "body", [{"pinned": "yes"}, {"pinned": None}, {"pinned": True, "content": "rewritten"}]
+    )
+    def test_a_bad_patch_is_a_400_and_changes_nothing(self, auth_client, user, body):
+        session = ChatSessionFactory(user=user)
+        from conversations import services as conversation_services
+
+        conversation_services.append_message(session=session, role="user", content="Hi")
+        response = auth_client.patch(f"{SESSIONS}{session.pk}/messages/1/", body, format="json")
+        assert response.status_code == 400
+        assert response.json()["error"]["type"] == "validation_error"
+        stored = Message.objects.get(session=session, seq=1)
+        assert (stored.pinned, stored.content) == (False, "Hi")
+
+    def test_another_users_message_or_a_missing_seq_is_a_404(self, auth_client, user, other_user):
+        from conversations import services as conversation_services
+
+        theirs = ChatSessionFactory(user=other_user)
+        conversation_services.append_message(session=theirs, role="user", content="secret")
+        response = auth_client.patch(
+            f"{SESSIONS}{theirs.pk}/messages/1/", {"pinned": True}, format="json"
+        )
+        assert response.status_code == 404
+        assert Message.objects.get(session=theirs).pinned is False
+        mine = ChatSessionFactory(user=user)
+        missing = auth_client.patch(
+            f"{SESSIONS}{mine.pk}/messages/7/", {"pinned": True}, format="json"
+        )
+        assert missing.status_code == 404
+
+    def test_a_pinned_message_stays_in_the_window_however_old(self, auth_client, user):
+        from conversations import services as conversation_services
+
+        session = ChatSessionFactory(user=user)
+        conversation_services.append_message(
+            session=session, role="user", content="The code word is PELICAN."
+        )
+        seed(session, 300)
+        context = services.build_context(session, budget=500)
+        assert 1 not in context.seqs
+        auth_client.patch(f"{SESSIONS}{session.pk}/messages/1/", {"pinned": True}, format="json")
+        session.refresh_from_db()
+        context = services.build_context(session, budget=500)
+        assert context.seqs[0] == 1
+        assert context.messages[1].content == "The code word is PELICAN."
+        assert context.tokens <= 500
+
+    def test_pinned_messages_that_no_longer_fit_are_a_422_and_store_nothing(
+        self, auth_client, user, settings, tiny_model
+    ):
+        settings.LLM_PROVIDER = "echo"
+        session = ChatSessionFactory(user=user, model=tiny_model)
+        url = f"{SESSIONS}{session.pk}/messages/"
+        for _ in range(3):
+            auth_client.post(
+                url,
+                {"role": "user", "content": "remember this " * 100, "pinned": True},
+                format="json",
+            )
+        response = auth_client.post(
+            f"{SESSIONS}{session.pk}/reply/",
+            {"content": "and?", "max_output_tokens": 100},
+            format="json",
+        )
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["type"] == "context_overflow"
+        assert "pinned messages do not fit" in error["message"]
+        assert Message.objects.filter(session=session).count() == 3
+
+    def test_pinned_messages_survive_summaries_and_are_never_folded(self, fake_openai, tiny_model):
+        from conversations import services as conversation_services
+
+        session = ChatSessionFactory(model=tiny_model, context_strategy=SUMMARY)
+        conversation_services.append_message(
+            session=session, role="user", content="The code word is PELICAN.", pinned=True
+        )
+        for i in range(40):
+            services.reply(session=session, content=f"question {i}", max_output_tokens=100)
+        assert Summary.objects.filter(session=session).count() >= 2
+        for body in fake_openai.requests:
+            if is_summary_call(body):
+                assert 1 not in folded_seqs(body)
+            else:
+                contents = [m["content"] for m in body["messages"]]
+                assert "The code word is PELICAN." in contents
+
+
+# --- The admin --------------------------------------------------------------------------
+@pytest.mark.django_db
+def test_the_admin_transcript_shows_where_a_summary_cut_in_and_every_message(
+    admin_client, settings, tiny_model
+):
+    from django.urls import reverse
+
+    settings.LLM_PROVIDER = "echo"
+    session = ChatSessionFactory(model=tiny_model, context_strategy=SUMMARY)
+    seed(session, 40)
+    Message.objects.filter(session=session, seq=2).update(pinned=True)
+    services.reply(session=session, content="hi", max_output_tokens=100)
+    row = Summary.objects.get(session=session)
+    html = admin_client.get(
+        reverse("admin:conversations_chatsession_change", args=[session.pk])
+    ).content.decode()
+    assert f'id="summary-{row.pk}"' in html
+    assert f'data-covers-to="{row.covers_to_seq}"' in html
+    # The marker sits right after the last message it folded; every original message stays.
+    after = html.index(f'id="msg-{row.covers_to_seq}"')
+    assert (
+        after
+        < html.index(f'id="summary-{row.pk}"')
+        < html.index(f'id="msg-{row.covers_to_seq + 1}"')
+    )
+    for seq in range(1, 43):
+        assert f'id="msg-{seq}"' in html
+    assert 'class="ce-pinned"' in html
