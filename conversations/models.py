@@ -37,8 +37,12 @@ class ChatSession(models.Model):
         SUMMARY = "summary"
 
     # The default comes from settings.LLM_CONTEXT_STRATEGY at create (services.create_session).
+    # db_default too: raw inserts (bench/seed.py, bulk loads) that predate the column work.
     context_strategy = models.CharField(
-        max_length=16, choices=ContextStrategy.choices, default=ContextStrategy.WINDOW
+        max_length=16,
+        choices=ContextStrategy.choices,
+        default=ContextStrategy.WINDOW,
+        db_default=ContextStrategy.WINDOW,
     )
 
     # Denormalised, written only under the session row lock: append_message adds, a message
@@ -178,7 +182,8 @@ class Message(models.Model):
     tool_call_id = models.CharField(max_length=128, blank=True, default="")
     # Sent in every context, like the system messages (llm/context.py), and never folded
     # into a summary.
-    pinned = models.BooleanField(default=False)
+    # db_default too: raw inserts that do not list the column (INSERT ... SELECT) get False.
+    pinned = models.BooleanField(default=False, db_default=False)
 
     # Filled only on replies the engine generated (null elsewhere).
     # null, not "", on purpose: the API distinguishes "not generated" from an empty value.
