@@ -261,8 +261,9 @@ class MessageDetailView(APIView):
     )
     def patch(self, request: Request, session_id: str, seq: int) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
-        data = validated(MessageUpdateInputSerializer, request.data)
+        # Found first: another user's message is a 404 whatever the body.
         message = selectors.get_message(session=session, seq=seq)
+        data = validated(MessageUpdateInputSerializer, request.data)
         if "pinned" in data:
             message = services.set_message_pinned(message=message, pinned=data["pinned"])
         return Response(MessageSerializer(message).data)
