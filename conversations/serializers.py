@@ -12,7 +12,7 @@ from rest_framework.settings import api_settings
 
 from chatengine.openapi import document_metadata_field
 from conversations import fields as message_fields
-from conversations.models import ChatSession, Message
+from conversations.models import ChatSession, Message, Summary
 from llm.catalog import NOT_ALLOWED, is_allowed_model
 
 METADATA_MAX_KEYS = 16
@@ -155,6 +155,13 @@ class SessionCreateInputSerializer(StrictInputSerializer):
         + MODEL_HELP,
     )
     metadata = MetadataField(required=False)
+    context_strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices,
+        required=False,
+        help_text="What a reply does with history that no longer fits: `window` leaves it "
+        "out, `summary` folds it into a rolling summary sent in its place. Absent on create: "
+        "the server's `LLM_CONTEXT_STRATEGY`.",
+    )
 
 
 class SessionUpdateInputSerializer(SessionCreateInputSerializer):
@@ -233,6 +240,15 @@ class UsageSerializer(serializers.Serializer):
     total_tokens = StrictIntegerField(min_value=0)
 
 
+class SummaryRefSerializer(serializers.Serializer):
+    """The rolling summary a context sent in place of messages 1..covers_to_seq."""
+
+    id = StrictIntegerField(help_text="The summary's id (GET .../summaries/).")
+    covers_from_seq = StrictIntegerField(help_text="Always 1: a summary covers 1..N.")
+    covers_to_seq = StrictIntegerField(help_text="N: the last message it stands for.")
+    tokens = StrictIntegerField(min_value=0, help_text="Tokens of the message sent.")
+
+
 class ContextRecordSerializer(serializers.Serializer):
     """What went into a reply: which history was sent and its token count."""
 
@@ -247,6 +263,17 @@ class ContextRecordSerializer(serializers.Serializer):
     tokens = StrictIntegerField(min_value=0, help_text="Prompt tokens, as counted here.")
     budget = StrictIntegerField(help_text="Prompt tokens the model's window allowed.")
     encoding = StrictCharField(help_text="The tiktoken encoding used to count.")
+    strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices,
+        required=False,
+        help_text="The session's context strategy then (absent on replies stored before it "
+        "existed: `window`).",
+    )
+    summary = SummaryRefSerializer(
+        allow_null=True,
+        required=False,
+        help_text="The summary sent in place of the older messages; null if none.",
+    )
 
 
 TOOL_CALLS_HELP = (
@@ -345,6 +372,11 @@ class _MessageInputVariant(StrictInputSerializer):
         help_text="Optional author name.",
     )
     metadata = MetadataField(required=False)
+    pinned = StrictBooleanField(
+        required=False,
+        help_text="Keep it in every context the session's replies send (counted first, "
+        "never summarised); change it later with PATCH on the message.",
+    )
 
 
 class SystemMessageInputSerializer(_MessageInputVariant):
@@ -635,4 +667,52 @@ class HistoryQuerySerializer(serializers.Serializer):
         required=False,
         default="asc",
         help_text="`asc`: oldest first; `desc`: newest first.",
+    )
+
+
+class SummaryListQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, default=50, min_value=1, max_value=200, help_text="Page size."
+    )
+    after = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Only summaries with a greater `covers_to_seq` (exclusive).",
+    )
+
+
+class SummarySerializer(serializers.ModelSerializer):
+    """A stored rolling summary of messages 1..covers_to_seq."""
+
+    usage = UsageField(read_only=True, help_text="The summarising call's own usage.")
+
+    class Meta:
+        model = Summary
+        fields = [
+            "id",
+            "covers_from_seq",
+            "covers_to_seq",
+            "text",
+            "token_count",
+            "model",
+            "usage",
+            "created_at",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "covers_from_seq": {
+                "help_text": "The first message this summary newly folded (the previous "
+                "one covered 1..covers_from_seq-1); it stands for 1..covers_to_seq."
+            },
+            "token_count": {"help_text": "Tokens of the system message that carries it."},
+        }
+
+
+class MessageUpdateInputSerializer(StrictInputSerializer):
+    pinned = StrictBooleanField(
+        required=False,
+        help_text="`true`: the message is sent in every context of the session's replies "
+        "(like a system message, counted first); `false`: it goes back to the window. "
+        "Absent: unchanged.",
     )

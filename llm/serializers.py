@@ -2,13 +2,14 @@
 
 from rest_framework import serializers
 
-from conversations.models import Message
+from conversations.models import ChatSession, Message
 from conversations.serializers import (
     MODEL_HELP,
     MessageSerializer,
     ModelNameField,
     StrictInputSerializer,
     StrictIntegerField,
+    SummaryRefSerializer,
     ToolCallSerializer,
     UserMessageInputSerializer,
 )
@@ -95,7 +96,16 @@ class ContextSummarySerializer(serializers.Serializer):
         min_value=0, help_text="History messages sent (the `system_prompt` not counted)."
     )
     messages_dropped = serializers.IntegerField(
-        min_value=0, help_text="Older history messages left out to fit the budget."
+        min_value=0,
+        help_text="Older history messages left out to fit the budget (under the `summary` "
+        "strategy, those the summary stands for count here too).",
+    )
+    strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices, help_text="The session's context strategy."
+    )
+    summary = SummaryRefSerializer(
+        allow_null=True,
+        help_text="The summary sent in place of messages 1..covers_to_seq; null if none.",
     )
 
 
@@ -145,6 +155,8 @@ def context_summary(context: Context) -> dict:
         "budget": context.budget,
         "messages_included": context.messages_included,
         "messages_dropped": context.messages_dropped,
+        "strategy": context.strategy,
+        "summary": context.summary.as_record() if context.summary else None,
     }
 
 

@@ -125,6 +125,7 @@ def test_a_sessions_export_keys_are_its_api_fields_plus_owner_and_last_seq():
         "model",
         "metadata",
         "archived",
+        "context_strategy",
         "message_count",
         "total_tokens",
         "last_message_at",

@@ -67,7 +67,15 @@ class TestReply:
             "total_tokens",
         }
         assert body["message"]["context"]["last_seq"] == 1
-        assert set(body["context"]) == {"tokens", "budget", "messages_included", "messages_dropped"}
+        assert set(body["context"]) == {
+            "tokens",
+            "budget",
+            "messages_included",
+            "messages_dropped",
+            "strategy",
+            "summary",
+        }
+        assert (body["context"]["strategy"], body["context"]["summary"]) == ("window", None)
         assert roles(session) == ["user", "assistant"]
 
     def test_without_content_it_replies_to_the_history(self, auth_client, user, fake_openai):
