@@ -10,6 +10,7 @@ import sys
 import pytest
 from django.apps import apps as django_apps
 from django.conf import settings
+from django.contrib import admin
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -64,6 +65,9 @@ def _installed(apps: list[str]):
     if models is not None and models.Token._meta.abstract:
         for name in ("rest_framework.authtoken.admin", "rest_framework.authtoken.models"):
             sys.modules.pop(name, None)
+    # Installing the apps runs the admin's autodiscovery, which registers authtoken's admin on
+    # the one AdminSite; the rest of the suite must not find it there afterwards.
+    registered = dict(admin.site._registry)
     try:
         django_apps.set_installed_apps(apps)
     except Exception:
@@ -73,6 +77,8 @@ def _installed(apps: list[str]):
         yield
     finally:
         django_apps.unset_installed_apps()
+        admin.site._registry.clear()
+        admin.site._registry.update(registered)
 
 
 def _session_with_history(user, count: int) -> ChatSession:
