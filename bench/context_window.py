@@ -24,8 +24,8 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
-from conversations.models import ChatSession, Message  # noqa: E402
 from conversations import selectors  # noqa: E402
+from conversations.models import ChatSession, Message  # noqa: E402
 from llm import services  # noqa: E402
 
 TOKENS_PER_MESSAGE = 25
