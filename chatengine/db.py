@@ -1,11 +1,11 @@
 """Row reads for the hottest paths, without the ORM's per-query building.
 
 Building a `.get()` or a filtered list costs 0.5-1 ms of CPU here, several times the query
-itself; the session row is read for the ownership check on every API request, and a long
-session's system messages before every reply (bench/, "History page", "Context build"). The
-SQL is built once per model and filter, and each value goes through the converters the ORM
-applies (JSON decoding, SQLite's booleans and datetimes), so the instances are the ones the
-ORM would return.
+itself; the session row is read for the ownership check on every API request, and the
+context's rows before every reply (bench/, "History page", "Context build"). The SQL is built
+once per model and filter, and each value goes through the converters the ORM applies (JSON
+decoding, SQLite's booleans and datetimes), so the instances (`fetch_instance[s]`) and the
+value tuples (`fetch_values`) are the ones the ORM would return.
 """
 
 import functools
