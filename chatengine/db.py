@@ -43,8 +43,10 @@ def fetch_instances(
     """The `model` rows matching `where`, ordered by `order_by`, at most `limit` of them.
 
     `where` entries are attnames compared for equality, or with a lookup as in the ORM:
-    "seq__lt", "seq__lte", "seq__gt", "seq__gte". `order_by` entries are attnames, "-" first
-    for descending.
+    "seq__lt", "seq__lte", "seq__gt", "seq__gte"; all must hold, except that a tuple of
+    entries holds when any of them does (("role", "pinned"): role = %s OR pinned = %s).
+    `params` follow the entries in order. `order_by` entries are attnames, "-" first for
+    descending.
     """
     return _fetch(model, where=where, params=params, order_by=order_by, limit=limit)
 
@@ -53,7 +55,7 @@ def fetch_instances(
 class Read:
     """One read of `fetch_values`: `where` and `order_by` as for `fetch_instances`."""
 
-    where: tuple[str, ...]
+    where: tuple[str | tuple[str, ...], ...]
     params: list[Any]
     order_by: tuple[str, ...] = ()
     limit: int | None = None
@@ -143,10 +145,16 @@ def _select(model, fields, where, order_by, limited: bool, connection) -> tuple[
     table = model._meta.db_table
     conditions, where_fields = [], []
     for entry in where:
-        name, _, lookup = entry.partition("__")
-        field = by_attname[name]
-        conditions.append(f"{quote(field.column)} {_OPERATORS[lookup]} %s")
-        where_fields.append(field)
+        # A tuple of entries is one condition, their OR (its params in order).
+        alternatives = []
+        for name_lookup in entry if isinstance(entry, tuple) else (entry,):
+            name, _, lookup = name_lookup.partition("__")
+            field = by_attname[name]
+            alternatives.append(f"{quote(field.column)} {_OPERATORS[lookup]} %s")
+            where_fields.append(field)
+        conditions.append(
+            alternatives[0] if len(alternatives) == 1 else f"({' OR '.join(alternatives)})"
+        )
     sql = "SELECT {} FROM {} WHERE {}".format(
         ", ".join(f"{quote(table)}.{quote(f.column)}" for f in fields),
         quote(table),

@@ -34,10 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import caches
-from django_redis import get_redis_connection
-from django_redis.cache import RedisCache
 
+from chatengine import redis as chatengine_redis
 from chatengine.backoff import Backoff
 from chatengine.events import log_event
 from chatengine.metrics import CACHE_EVENTS
@@ -55,10 +53,8 @@ logger = logging.getLogger(__name__)
 
 # --- configuration ----------------------------------------------------------------------
 def enabled() -> bool:
-    """On when configured and the cache alias is Redis (without Redis: off, see above)."""
-    return settings.CHATENGINE_CACHE_ENABLED and isinstance(
-        caches[settings.CHATENGINE_CACHE_ALIAS], RedisCache
-    )
+    """On when configured and there is Redis, one server or a cluster (without: off, see above)."""
+    return settings.CHATENGINE_CACHE_ENABLED and chatengine_redis.client() is not None
 
 
 def tail_size() -> int:
@@ -256,9 +252,14 @@ def slice_tail(
 ) -> tuple[bool, list[Any]] | None:
     """Cut a history page from a tail holding every message with floor < seq (ascending).
 
-    Returns (has_more, items), or None when part of the answer lies below the tail. The Lua
-    read script (cache_store.py) applies the same rule to the stored tail; this cuts a page
-    from the rows a rebuild just loaded. The page walks in test_cache.py run both.
+    Returns (has_more, items), or None when part of the answer lies below the tail.
+
+    The rule is written twice on purpose: the Lua read script (cache_store.py) must decide
+    hit or miss and cut the page inside Redis, atomically with an append that trims the tail
+    and in one round trip; a rebuild cuts its page here from the rows it just loaded, rather
+    than reading back what it wrote. test_cache.py's
+    test_the_lua_read_and_slice_tail_cut_the_same_page_from_the_same_tail runs both over the
+    same tails and bounds.
     """
     rows = [
         value
@@ -284,7 +285,9 @@ def slice_tail(
 
 
 def _store() -> RedisStore:
-    return RedisStore(get_redis_connection(settings.CHATENGINE_CACHE_ALIAS))
+    # A redis-py Redis or, with REDIS_CLUSTER=1, a RedisCluster: each script names the two keys
+    # of one session, which share a slot (cache_store.py), so both run them the same way.
+    return RedisStore(chatengine_redis.client())
 
 
 def store_facts() -> tuple[int, int]:

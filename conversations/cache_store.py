@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from redis.cluster import RedisCluster
 
 KEY_PREFIX = "chatengine:v3"
 
@@ -34,6 +35,8 @@ def _ttl_ms() -> int:
     return settings.CHATENGINE_CACHE_TTL_S * 1000
 
 
+# The paging rule below has a Python twin, cache.slice_tail (its docstring says why there are
+# two; a test in test_cache.py runs both over the same cases).
 _READ = """
 local function miss(why) return {why} end
 local row = redis.call('HMGET', KEYS[1], 'row', 'floor')
@@ -169,4 +172,8 @@ class RedisStore:
 
     def used_memory(self) -> int:
         """Bytes Redis uses in all (the tails share it with throttles and anything else)."""
+        if isinstance(self.client, RedisCluster):
+            # Summed over the masters (their replicas hold as much again).
+            per_node = self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            return sum(int(info["used_memory"]) for info in per_node.values())
         return int(self.client.info("memory")["used_memory"])

@@ -15,7 +15,7 @@ from chatengine.db import Read, fetch_instance, fetch_instances, fetch_values
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
 from conversations.cache_encoding import encode_message
-from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message
+from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message, Summary
 from llm.types import HistoryMessage, ToolCall
 
 T = TypeVar("T")
@@ -255,6 +255,61 @@ def iter_transcript(*, session: ChatSession, chunk_size: int = 1000) -> Iterator
     return Message.objects.filter(session=session).order_by("seq").iterator(chunk_size=chunk_size)
 
 
+def get_message(*, session: ChatSession, seq: int) -> Message:
+    """The session's message at `seq` (the caller already holds the user's session); NotFound
+    if there is none."""
+    message = Message.objects.filter(session=session, seq=seq).first()
+    if message is None:
+        raise NotFound("Message not found.")
+    return message
+
+
+# --- Rolling summaries (llm/summaries.py) ---------------------------------------------------
+def latest_summary(*, session: ChatSession) -> Summary | None:
+    """The session's summary covering the most messages (one probe of its unique index)."""
+    return Summary.objects.filter(session=session).order_by("-covers_to_seq").first()
+
+
+def summary_starting_at(*, session: ChatSession, covers_from_seq: int) -> Summary | None:
+    return Summary.objects.filter(session=session, covers_from_seq=covers_from_seq).first()
+
+
+def list_summaries(*, session: ChatSession, limit: int, after: int | None = None) -> Page[Summary]:
+    """A keyset page of the session's summaries, oldest range first (`after`: a covers_to_seq)."""
+    rows = Summary.objects.filter(session=session)
+    if after is not None:
+        rows = rows.filter(covers_to_seq__gt=after)
+    items = list(rows.order_by("covers_to_seq")[: limit + 1])
+    has_more = len(items) > limit
+    items = items[:limit]
+    next_params = {"after": str(items[-1].covers_to_seq)} if has_more else None
+    return Page(items=items, has_more=has_more, next_params=next_params)
+
+
+def summaries_ending_between(
+    *, session: ChatSession, first_seq: int, last_seq: int
+) -> list[Summary]:
+    """The session's summaries whose range ends at a seq in first_seq..last_seq (the admin
+    transcript marks where each cut in)."""
+    return list(
+        Summary.objects.filter(
+            session=session, covers_to_seq__gte=first_seq, covers_to_seq__lte=last_seq
+        ).order_by("covers_to_seq")
+    )
+
+
+def list_messages_to_fold(
+    *, session: ChatSession, from_seq: int, to_seq: int, limit: int
+) -> list[Message]:
+    """Messages from_seq..to_seq in seq order (at most `limit`), minus the pinned and system
+    ones, which every context sends anyway: what one summary folds, read by the seq index."""
+    return list(
+        Message.objects.filter(session=session, seq__gte=from_seq, seq__lte=to_seq)
+        .exclude(Q(role=Message.Role.SYSTEM) | Q(pinned=True))
+        .order_by("seq")[:limit]
+    )
+
+
 # --- The context a reply sends ---------------------------------------------------------------
 # HistoryMessage's fields, in its order: all the context builder reads of a stored message.
 CONTEXT_COLUMNS = ("seq", "role", "content", "token_count", "name", "tool_calls", "tool_call_id")
@@ -263,8 +318,8 @@ CONTEXT_COLUMNS = ("seq", "role", "content", "token_count", "name", "tool_calls"
 @dataclass(frozen=True)
 class ContextRows:
     """One batch of history for the context builder, newest first, and whether older rows
-    remain; with the first batch, the session's `system` messages (oldest first, some perhaps
-    also in `newest`)."""
+    remain; with the first batch, the session's `system` and pinned messages (oldest first,
+    some perhaps also in `newest`; the builder skips those there)."""
 
     newest: list[HistoryMessage]
     has_more: bool
@@ -275,10 +330,10 @@ def list_context_messages(
     *, session: ChatSession, limit: int, before: int | None = None
 ) -> ContextRows:
     """The newest `limit` messages (below seq `before`, if given) as the context builder takes
-    them; the first batch (no `before`) also brings the session's system messages.
+    them; the first batch (no `before`) also brings the session's system and pinned messages.
 
     Read from PostgreSQL, not the history cache: the seven columns the context needs, by the
-    (session, seq) index, and the system messages by their partial index, in one round trip
+    (session, seq) index, and the system and pinned ones by their partial index, in one round trip
     and with no model instance, cost less than the cache's round trip and decoding each cached
     message's full JSON into a Message (docs/performance.md, "Context build"). The database
     is the authority, so no freshness check is needed either.
@@ -290,9 +345,10 @@ def list_context_messages(
         limit=limit + 1,
     )
     if before is None:
+        # The condition of the partial index message_session_pinned_idx, which serves it.
         system = Read(
-            where=("session_id", "role"),
-            params=[session.pk, Message.Role.SYSTEM.value],
+            where=("session_id", ("role", "pinned")),
+            params=[session.pk, Message.Role.SYSTEM.value, True],
             order_by=("seq",),
         )
         newest, system_rows = fetch_values(Message, columns=CONTEXT_COLUMNS, reads=[window, system])

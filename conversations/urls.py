@@ -12,4 +12,14 @@ urlpatterns = [
         views.MessageListCreateView.as_view(),
         name="message-list",
     ),
+    path(
+        "sessions/<str:session_id>/messages/<int:seq>/",
+        views.MessageDetailView.as_view(),
+        name="message-detail",
+    ),
+    path(
+        "sessions/<str:session_id>/summaries/",
+        views.SummaryListView.as_view(),
+        name="summary-list",
+    ),
 ]

@@ -21,6 +21,7 @@ from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from conversations import idempotency, selectors, services
 from conversations.models import ChatSession, Message
+from llm import summaries
 from llm.catalog import for_model
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
@@ -79,8 +80,8 @@ def build_context(
     first).
 
     History is read newest-first in keyset batches and reading stops once the budget is full.
-    The session's `system` messages are always sent: read with the first batch, in the same
-    round trip.
+    The session's `system` and pinned messages are always sent: read with the first batch,
+    in the same round trip.
     """
     model = resolve_model(session=session, model=model)
     counter = counter_for_model(model)
@@ -96,7 +97,7 @@ def build_context(
         # An unsaved session (a reply that stores nothing, in no conversation): no history.
         first = selectors.ContextRows(newest=[], has_more=False, system=[])
     else:
-        # One round trip: the first batch and the system messages.
+        # One round trip: the first batch and the system and pinned messages.
         first = selectors.list_context_messages(session=session, limit=batch_size)
 
     if pending is None:
@@ -116,6 +117,7 @@ def build_context(
             )
 
     pinned = first.system
+    summary_options = summaries.builder_options(session=session)
     return select_messages(
         system_prompt=session.system_prompt,
         system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
@@ -124,6 +126,7 @@ def build_context(
         total_messages=session.message_count + len(pending),
         budget=budget,
         encoding=counter.encoding_name,
+        **summary_options,
     )
 
 
@@ -191,7 +194,9 @@ def prepare_reply(
         return PreparedReply(
             session=session,
             user_message=stored,
-            context=build_context(session, model=model, max_output_tokens=max_output_tokens),
+            context=_context_for_reply(
+                session, model=model, max_output_tokens=max_output_tokens, counter=counter
+            ),
             model=model,
             max_output_tokens=max_output_tokens,
             metadata=None,
@@ -206,8 +211,8 @@ def prepare_reply(
             content=content,
             token_count=counter.count_message(role=Message.Role.USER, content=content),
         )
-    context = build_context(
-        session, model=model, max_output_tokens=max_output_tokens, pending=pending
+    context = _context_for_reply(
+        session, model=model, max_output_tokens=max_output_tokens, counter=counter, pending=pending
     )
     user_message = None
     if pending is not None:
@@ -240,6 +245,33 @@ def prepare_reply(
         metadata=None if user_message is not None else metadata,
         counter=counter,
         provider=get_provider(),
+    )
+
+
+def _context_for_reply(
+    session: ChatSession,
+    *,
+    model: str,
+    max_output_tokens: int,
+    counter: TokenCounter,
+    pending: HistoryMessage | None = None,
+) -> Context:
+    """build_context, after folding what left the window into the summary (summary strategy,
+    llm/summaries.py); before the user message is stored, so a summarising call holds no
+    transaction and a rejected request stores nothing."""
+    return summaries.context_for_reply(
+        session=session,
+        build=lambda: build_context(
+            session, model=model, max_output_tokens=max_output_tokens, pending=pending
+        ),
+        model=model,
+        counter=counter,
+        provider=get_provider(),
+        input_budget=compute_budget(
+            context_window=context_window_for_model(model),
+            max_output_tokens=max_output_tokens,
+            safety_margin=settings.LLM_CONTEXT_SAFETY_MARGIN,
+        ),
     )
 
 

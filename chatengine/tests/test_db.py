@@ -5,6 +5,7 @@ import uuid
 
 import pytest
 from django.db import connection
+from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 
 from chatengine.db import Read, fetch_instance, fetch_instances, fetch_values
@@ -136,3 +137,30 @@ def test_several_reads_come_back_each_in_its_own_order_in_one_query():
         [(1, "system"), (3, "system")],
         [(2, "user"), (1, "system")],
     ]
+
+
+def test_a_tuple_in_where_is_one_condition_any_of_whose_entries_may_hold():
+    session = ChatSessionFactory()
+    MessageFactory(session=session, role="system")
+    MessageFactory(session=session, role="user")
+    MessageFactory(session=session, role="user", pinned=True)
+    MessageFactory(session=session, role="assistant")
+    MessageFactory(role="system", pinned=True)  # another session's: the AND still holds
+    (got,) = fetch_values(
+        Message,
+        columns=("seq", "role"),
+        reads=[
+            Read(
+                where=("session_id", ("role", "pinned")),
+                params=[session.pk, "system", True],
+                order_by=("seq",),
+            )
+        ],
+    )
+    expected = (
+        Message.objects.filter(session=session)
+        .filter(Q(role="system") | Q(pinned=True))
+        .order_by("seq")
+        .values_list("seq", "role")
+    )
+    assert got == list(expected) == [(1, "system"), (3, "user")]

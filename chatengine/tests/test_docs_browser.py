@@ -13,6 +13,8 @@ import pytest
 from django.conf import settings
 from drf_spectacular.generators import SchemaGenerator
 
+from conversations.tests.test_admin_browser import LAUNCH_ARGS
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
 
@@ -38,16 +40,7 @@ def browser_page(live_server):
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
+            executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS
         )
         page = browser.new_page(viewport={"width": 1280, "height": 2000})
         page.traffic = {"requests": [], "failed": [], "errors": []}
@@ -80,7 +73,7 @@ def test_swagger_ui_renders_every_tag_and_operation_from_local_assets(browser_pa
     page.wait_for_selector(".opblock-tag-section", timeout=20_000)
 
     tags = {tag for tag, *_ in operations}
-    assert tags == {"sessions", "messages", "replies", "health"}
+    assert tags == {"sessions", "messages", "replies", "tokens", "openai", "health"}
     for tag in sorted(tags):
         assert page.locator(f'.opblock-tag[data-tag="{tag}"]').count() == 1, tag
     for tag, operation_id, summary, label in operations:

@@ -64,6 +64,7 @@ SESSION_FIELDS = {
     "model",
     "metadata",
     "archived",
+    "context_strategy",
     "message_count",
     "total_tokens",
     "last_message_at",

@@ -177,3 +177,11 @@ class TestListContextMessages:
         assert [m.seq for m in rows.newest] == [7, 6, 5, 4, 3, 2, 1]
         assert rows.has_more is False
         assert [m.seq for m in rows.system] == [1]
+
+    def test_the_first_batch_brings_the_pinned_messages_with_the_system_ones(self, session):
+        Message.objects.filter(session=session, seq__in=[2, 6]).update(pinned=True)
+        with CaptureQueriesContext(connection) as queries:
+            rows = selectors.list_context_messages(session=session, limit=2)
+        assert len(queries.captured_queries) == 1
+        assert [m.seq for m in rows.newest] == [7, 6]
+        assert rows.system == self.expected(session, [6, 2, 1])[::-1]

@@ -31,6 +31,9 @@ SECRET = "A-SECRET-7c1e93"  # in every text field of A's data; fixed so test ids
 ID_SOURCES = {
     "session_id": lambda owned: owned.session.pk,
     "message_id": lambda owned: owned.message.pk,
+    # A position in the owner's session: A's is past B's last message, so B's session with A's
+    # seq is a 404 too (the same seq in B's own session would be B's message).
+    "seq": lambda owned: owned.message.seq,
     "token_id": lambda owned: owned.token.pk,
     # The OpenAI-compatible facade (/v1/): the same rows under OpenAI's ids.
     "conversation_id": lambda owned: openai_ids.conversation_id(owned.session.pk),
@@ -48,6 +51,7 @@ VIEW_BODIES = {
     "ReplyView": {"post": {"content": "isolation probe"}},
     "ConversationDetailView": {"post": {"metadata": {"k": "isolation probe"}}},
     "ItemListCreateView": {"post": {"items": [{"role": "user", "content": "isolation probe"}]}},
+    "MessageDetailView": {"patch": {"pinned": True}},
 }
 _PLACEHOLDER = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
 
@@ -137,17 +141,18 @@ class Owned:
     asked: Message  # the message `message` replied to (a /v1/ response is named after it)
 
 
-def owned_data(user, marker: str) -> Owned:
+def owned_data(user, marker: str, *, exchanges: int = 1) -> Owned:
     session = ChatSessionFactory(
         user=user, title=f"{marker} title", system_prompt=f"{marker} prompt", metadata={"k": marker}
     )
-    asked = MessageFactory(session=session, content=f"{marker} first")
-    message = MessageFactory(
-        session=session,
-        content=f"{marker} second",
-        role="assistant",
-        context={"first_seq": asked.seq, "last_seq": asked.seq, "tokens": 10},
-    )
+    for _ in range(exchanges):
+        asked = MessageFactory(session=session, content=f"{marker} first")
+        message = MessageFactory(
+            session=session,
+            content=f"{marker} second",
+            role="assistant",
+            context={"first_seq": asked.seq, "last_seq": asked.seq, "tokens": 10},
+        )
     ChatSessionFactory(user=user, title=f"{marker} archived", archived=True)
     token, _ = token_services.create_token(user=user, name=f"{marker} token")
     return Owned(user=user, session=session, message=message, token=token, asked=asked)
@@ -155,7 +160,7 @@ def owned_data(user, marker: str) -> Owned:
 
 @pytest.fixture
 def alice(db):
-    return owned_data(UserFactory(), SECRET)
+    return owned_data(UserFactory(), SECRET, exchanges=2)
 
 
 @pytest.fixture
