@@ -11,11 +11,12 @@ from typing import Generic, Literal, TypeVar
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from chatengine.db import fetch_instance, fetch_instances
+from chatengine.db import Read, fetch_instance, fetch_instances, fetch_values
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
 from conversations.cache_encoding import encode_message
 from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message, Summary
+from llm.types import HistoryMessage, ToolCall
 
 T = TypeVar("T")
 
@@ -254,19 +255,6 @@ def iter_transcript(*, session: ChatSession, chunk_size: int = 1000) -> Iterator
     return Message.objects.filter(session=session).order_by("seq").iterator(chunk_size=chunk_size)
 
 
-def list_pinned_messages(*, session: ChatSession) -> list[Message]:
-    """The session's `system` and pinned messages, oldest first: the context always sends them.
-
-    Served by the partial index message_session_pinned_idx, which holds only those rows (its
-    condition is this filter), so the cost does not grow with the session's history.
-    """
-    return list(
-        Message.objects.filter(session=session)
-        .filter(Q(role=Message.Role.SYSTEM) | Q(pinned=True))
-        .order_by("seq")
-    )
-
-
 def get_message(*, session: ChatSession, seq: int) -> Message:
     """The session's message at `seq` (the caller already holds the user's session); NotFound
     if there is none."""
@@ -320,3 +308,70 @@ def list_messages_to_fold(
         .exclude(Q(role=Message.Role.SYSTEM) | Q(pinned=True))
         .order_by("seq")[:limit]
     )
+
+
+# --- The context a reply sends ---------------------------------------------------------------
+# HistoryMessage's fields, in its order: all the context builder reads of a stored message.
+CONTEXT_COLUMNS = ("seq", "role", "content", "token_count", "name", "tool_calls", "tool_call_id")
+
+
+@dataclass(frozen=True)
+class ContextRows:
+    """One batch of history for the context builder, newest first, and whether older rows
+    remain; with the first batch, the session's `system` and pinned messages (oldest first,
+    some perhaps also in `newest`; the builder skips those there)."""
+
+    newest: list[HistoryMessage]
+    has_more: bool
+    system: list[HistoryMessage]
+
+
+def list_context_messages(
+    *, session: ChatSession, limit: int, before: int | None = None
+) -> ContextRows:
+    """The newest `limit` messages (below seq `before`, if given) as the context builder takes
+    them; the first batch (no `before`) also brings the session's system and pinned messages.
+
+    Read from PostgreSQL, not the history cache: the seven columns the context needs, by the
+    (session, seq) index, and the system and pinned ones by their partial index, in one round trip
+    and with no model instance, cost less than the cache's round trip and decoding each cached
+    message's full JSON into a Message (docs/performance.md, "Context build"). The database
+    is the authority, so no freshness check is needed either.
+    """
+    window = Read(
+        where=("session_id",) if before is None else ("session_id", "seq__lt"),
+        params=[session.pk] if before is None else [session.pk, before],
+        order_by=("-seq",),
+        limit=limit + 1,
+    )
+    if before is None:
+        # The condition of the partial index message_session_pinned_idx, which serves it.
+        system = Read(
+            where=("session_id", ("role", "pinned")),
+            params=[session.pk, Message.Role.SYSTEM.value, True],
+            order_by=("seq",),
+        )
+        newest, system_rows = fetch_values(Message, columns=CONTEXT_COLUMNS, reads=[window, system])
+    else:
+        (newest,) = fetch_values(Message, columns=CONTEXT_COLUMNS, reads=[window])
+        system_rows = []
+    return ContextRows(
+        newest=_history_messages(newest[:limit]),
+        has_more=len(newest) > limit,
+        system=_history_messages(system_rows),
+    )
+
+
+def _history_messages(rows: list[tuple]) -> list[HistoryMessage]:
+    return [
+        HistoryMessage(
+            seq,
+            role,
+            content,
+            token_count,
+            name,
+            tuple(ToolCall.from_openai(c) for c in calls) if calls else (),
+            tool_call_id,
+        )
+        for seq, role, content, token_count, name, calls, tool_call_id in rows
+    ]

@@ -80,8 +80,8 @@ def build_context(
     first).
 
     History is read newest-first in keyset batches and reading stops once the budget is full.
-    The session's `system` and pinned messages are always sent: taken from the first batch
-    when it holds the whole history, else read with their own (indexed) query.
+    The session's `system` and pinned messages are always sent: read with the first batch,
+    in the same round trip.
     """
     model = resolve_model(session=session, model=model)
     counter = counter_for_model(model)
@@ -95,17 +95,10 @@ def build_context(
     batch_size = _history_batch_size(session=session, budget=budget)
     if session._state.adding:
         # An unsaved session (a reply that stores nothing, in no conversation): no history.
-        first = selectors.Page(items=[], has_more=False, next_params=None)
+        first = selectors.ContextRows(newest=[], has_more=False, system=[])
     else:
-        first = selectors.list_messages(session=session, limit=batch_size, order="desc")
-    if first.has_more:
-        system_rows = selectors.list_pinned_messages(session=session)
-    else:
-        # The whole history is in this page, so are its system and pinned messages: a query
-        # less (the usual case: a history that fits the window is read in one batch).
-        system_rows = [
-            m for m in reversed(first.items) if m.role == Message.Role.SYSTEM or m.pinned
-        ]
+        # One round trip: the first batch and the system and pinned messages.
+        first = selectors.list_context_messages(session=session, limit=batch_size)
 
     if pending is None:
         pending = ()
@@ -114,17 +107,16 @@ def build_context(
 
     def history() -> Iterator[HistoryMessage]:
         yield from reversed(pending)
-        page = first
+        rows = first
         while True:
-            for row in page.items:
-                yield history_message(row)
-            if not page.has_more:
+            yield from rows.newest
+            if not rows.has_more:
                 return
-            page = selectors.list_messages(
-                session=session, limit=batch_size, before=page.items[-1].seq, order="desc"
+            rows = selectors.list_context_messages(
+                session=session, limit=batch_size, before=rows.newest[-1].seq
             )
 
-    pinned = [history_message(m) for m in system_rows]
+    pinned = first.system
     summary_options = summaries.builder_options(session=session)
     return select_messages(
         system_prompt=session.system_prompt,
