@@ -47,7 +47,7 @@ from conversations.serializers import message_representation
 
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "chatengine:v2"
+KEY_PREFIX = "chatengine:v3"  # v3: messages gained `versions`
 STATS_KEY = f"{KEY_PREFIX}:stats"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

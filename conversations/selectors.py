@@ -14,7 +14,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from chatengine.db import fetch_instance, fetch_instances
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
-from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message
+from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message, MessageVersion
 
 T = TypeVar("T")
 
@@ -70,9 +70,13 @@ def list_sessions(
     cursor: str | None = None,
     archived: bool | None = None,
     search: str | None = None,
+    forked_from: ChatSession | None = None,
 ) -> Page[ChatSession]:
-    """The user's sessions, most recent activity first, one keyset page at a time."""
+    """The user's sessions, most recent activity first, one keyset page at a time (only the
+    forks of `forked_from`, if given)."""
     qs: QuerySet[ChatSession] = ChatSession.objects.filter(user=user)
+    if forked_from is not None:
+        qs = qs.filter(forked_from=forked_from)
     if archived is not None:
         qs = qs.filter(archived=archived)
     if search:
@@ -192,6 +196,44 @@ def iter_messages_newest_first(*, session: ChatSession, batch_size: int = 100) -
         if not page.has_more:
             return
         before = page.items[-1].seq
+
+
+def get_message(*, session: ChatSession, seq: int) -> Message:
+    """The message at `seq` of a session the caller already holds (get_session_for_user
+    checked its owner); NotFound when there is none."""
+    message = Message.objects.filter(session=session, seq=seq).first()
+    if message is None:
+        raise NotFound(f"No message {seq} in this session.")
+    return message
+
+
+def has_message_after(*, session: ChatSession, seq: int) -> bool:
+    return Message.objects.filter(session=session, seq__gt=seq).exists()
+
+
+@dataclass(frozen=True)
+class Version:
+    """One answer that stood at a message's seq: an earlier one (a MessageVersion) or the
+    message's current one."""
+
+    number: int
+    current: bool
+    answer: Message | MessageVersion
+
+
+def list_message_versions(*, message: Message, limit: int, after: int | None = None) -> Page:
+    """The answers of `message`, oldest first: its earlier versions by number, then its
+    current one (number `message.versions`), one keyset page at a time."""
+    rows = MessageVersion.objects.filter(message=message).order_by("number")
+    if after is not None:
+        rows = rows.filter(number__gt=after)
+    items = [Version(number=v.number, current=False, answer=v) for v in rows[: limit + 1]]
+    if len(items) <= limit and (after is None or after < message.versions):
+        items.append(Version(number=message.versions, current=True, answer=message))
+    has_more = len(items) > limit
+    items = items[:limit]
+    next_params = {"after": str(items[-1].number)} if has_more else None
+    return Page(items=items, has_more=has_more, next_params=next_params)
 
 
 # --- Support admin reads ------------------------------------------------------------------

@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from chatengine.openapi import document_metadata_field
-from conversations.models import ChatSession, Message
+from conversations.models import VERSIONED_FIELDS, ChatSession, Message
 from llm.catalog import NOT_ALLOWED, is_allowed_model
 
 METADATA_MAX_KEYS = 16
@@ -61,6 +61,20 @@ class ModelNameField(StrictCharField):
         if value and not is_allowed_model(value):
             self.fail("not_allowed")
         return value
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only: no "5", no true. `5.0` is one (JSON Schema calls every number with
+    no fractional part an integer, so clients and the schema's validators may send it)."""
+
+    default_error_messages = {"invalid": "Expected an integer, got {input_type}."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, float) and data.is_integer():
+            data = int(data)
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid", input_type=type(data).__name__)
+        return super().to_internal_value(data)
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -136,6 +150,18 @@ class SessionUpdateInputSerializer(SessionCreateInputSerializer):
 
 class SessionSerializer(serializers.ModelSerializer):
     metadata = MetadataField(read_only=True)
+    forked_from = serializers.UUIDField(
+        source="forked_from_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The session this one was forked from (a fork or an edit); null otherwise, "
+        "or once that session is deleted.",
+    )
+    forked_at_seq = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="The parent's last message copied into this fork; null if not a fork.",
+    )
 
     class Meta:
         model = ChatSession
@@ -146,6 +172,8 @@ class SessionSerializer(serializers.ModelSerializer):
             "model",
             "metadata",
             "archived",
+            "forked_from",
+            "forked_at_seq",
             "message_count",
             "total_tokens",
             "last_message_at",
@@ -413,6 +441,12 @@ class ToolCallsOutputField(serializers.JSONField):
     pass
 
 
+def _api_datetime(value) -> str:
+    """A datetime as DRF's DateTimeField writes it (current time zone, `Z` for UTC)."""
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def message_representation(message: Message) -> dict:
     """A message as the API shows it: what MessageSerializer's fields produce, built directly.
 
@@ -420,9 +454,7 @@ def message_representation(message: Message) -> dict:
     (conversations/cache.py); DRF's field-by-field machinery cost ~60 us a message.
     conversations/tests/test_serializers.py checks it against the fields it stands for.
     """
-    created_at = timezone.localtime(message.created_at).isoformat()
-    if created_at.endswith("+00:00"):
-        created_at = created_at[:-6] + "Z"
+    created_at = _api_datetime(message.created_at)
     return {
         "id": message.id,
         "session": str(message.session_id),
@@ -439,6 +471,7 @@ def message_representation(message: Message) -> dict:
         "finish_reason": message.finish_reason,
         "latency_ms": message.latency_ms,
         "context": message.context,
+        "versions": message.versions,
         "created_at": created_at,
     }
 
@@ -451,6 +484,12 @@ class MessageSerializer(serializers.ModelSerializer):
     tool_calls = ToolCallsOutputField(read_only=True)
     usage = UsageField(read_only=True, help_text="Null unless the engine generated it.")
     context = ContextRecordField(read_only=True, help_text="Null unless the engine generated it.")
+    versions = serializers.IntegerField(
+        read_only=True,
+        min_value=1,
+        help_text="How many answers have stood at this seq, this one included (1: never "
+        "regenerated); the earlier ones are at `GET .../messages/{seq}/versions/`.",
+    )
 
     class Meta:
         model = Message
@@ -470,6 +509,7 @@ class MessageSerializer(serializers.ModelSerializer):
             "finish_reason",
             "latency_ms",
             "context",
+            "versions",
             "created_at",
         ]
         read_only_fields = fields
@@ -500,4 +540,68 @@ class HistoryQuerySerializer(serializers.Serializer):
         required=False,
         default="asc",
         help_text="`asc`: oldest first; `desc`: newest first.",
+    )
+
+
+# --- Branching ----------------------------------------------------------------------------
+class ForkInputSerializer(StrictInputSerializer):
+    at_seq = StrictIntegerField(
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Copy the messages with seq 1..`at_seq` (0: none, only the session's "
+        "settings). More than the session's last seq is a 404.",
+    )
+    title = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=255,
+        help_text="The fork's title; default: the parent's.",
+    )
+
+
+class MessageVersionSerializer(serializers.Serializer):
+    """One answer that stood at a message's seq: an earlier one, or the current one."""
+
+    number = serializers.IntegerField(
+        min_value=1, help_text="1 for the first answer, in the order they stood."
+    )
+    current = serializers.BooleanField(help_text="Whether this is the message's answer now.")
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    metadata = MetadataField(read_only=True)
+    token_count = serializers.IntegerField(min_value=0)
+    tool_calls = ToolCallsOutputField(read_only=True)
+    model = serializers.CharField(allow_null=True)
+    usage = UsageField(read_only=True)
+    finish_reason = serializers.CharField(allow_null=True)
+    latency_ms = serializers.IntegerField(allow_null=True, min_value=0)
+    context = ContextRecordField(read_only=True, help_text="What this answer was generated from.")
+    created_at = serializers.DateTimeField()
+
+    def to_representation(self, instance) -> dict:
+        # The fields above document the shape; VERSIONED_FIELDS is what a version holds.
+        answer = instance.answer
+        body = {"number": instance.number, "current": instance.current}
+        body.update((name, getattr(answer, name)) for name in VERSIONED_FIELDS)
+        body["created_at"] = _api_datetime(answer.created_at)
+        return body
+
+
+class VersionsQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, default=50, min_value=1, max_value=200, help_text="Page size."
+    )
+    after = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Only versions with a greater `number` (exclusive).",
+    )
+
+
+class ForksQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, default=20, min_value=1, max_value=100, help_text="Page size."
+    )
+    cursor = serializers.CharField(
+        required=False, max_length=512, help_text="Opaque; copy it from a `next` URL."
     )

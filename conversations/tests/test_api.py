@@ -64,6 +64,8 @@ SESSION_FIELDS = {
     "model",
     "metadata",
     "archived",
+    "forked_from",
+    "forked_at_seq",
     "message_count",
     "total_tokens",
     "last_message_at",
@@ -232,6 +234,7 @@ MESSAGE_FIELDS = {
     "finish_reason",
     "latency_ms",
     "context",
+    "versions",
     "created_at",
 }
 
