@@ -59,9 +59,10 @@ def fork_session(*, session: ChatSession, at_seq: int, title: str | None = None)
 
 
 def _copy_messages(*, source_id: Any, target_id: Any, at_seq: int) -> None:
-    sql = _copy_sql()
+    pk = ChatSession._meta.pk
+    ids = [pk.get_db_prep_value(value, connection) for value in (target_id, source_id)]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [target_id, source_id, at_seq])
+        cursor.execute(_copy_sql(), [*ids, at_seq])
 
 
 @functools.cache

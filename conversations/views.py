@@ -226,7 +226,12 @@ class ForkView(APIView):
         responses={
             201: OpenApiResponse(SessionSerializer, "The new session."),
             **error_responses(
-                404, descriptions={404: "No such session, or `at_seq` is past its last message."}
+                404,
+                409,
+                descriptions={
+                    404: "No such session, or `at_seq` is past its last message.",
+                    409: "The `Idempotency-Key` was used for another request, or is in use.",
+                },
             ),
         },
         examples=[schema.FORK_REQUEST, schema.FORK_CREATED],

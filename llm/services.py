@@ -20,7 +20,7 @@ from chatengine.events import log_event
 from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from chatengine.request_id import reset_request_id, set_request_id
-from conversations import idempotency, selectors, services
+from conversations import branching, idempotency, selectors, services
 from conversations.models import ChatSession, Message
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
@@ -79,8 +79,12 @@ def build_context(
     model: str | None = None,
     max_output_tokens: int | None = None,
     pending: HistoryMessage | None = None,
+    replacing: int | None = None,
 ) -> Context:
     """What would be sent for `session` now (plus `pending`, a message not stored yet).
+
+    `replacing`: the seq of the session's last message, whose answer is being regenerated;
+    the history then ends before it (the context that message was answered from).
 
     History is read newest-first in keyset batches and reading stops once the budget is full.
     The session's `system` messages are always sent: taken from the first batch when it holds
@@ -96,7 +100,9 @@ def build_context(
         )
 
     batch_size = _history_batch_size(session=session, budget=budget)
-    first = selectors.list_messages(session=session, limit=batch_size, order="desc")
+    first = selectors.list_messages(
+        session=session, limit=batch_size, before=replacing, order="desc"
+    )
     if first.has_more:
         system_rows = selectors.list_system_messages(session=session)
     else:
@@ -123,7 +129,9 @@ def build_context(
         system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
         pinned=pinned,
         history_newest_first=history(),
-        total_messages=session.message_count + (1 if pending is not None else 0),
+        total_messages=session.message_count
+        + (1 if pending is not None else 0)
+        - (1 if replacing is not None else 0),
         budget=budget,
         encoding=counter.encoding_name,
     )
@@ -141,6 +149,8 @@ class PreparedReply:
     metadata: dict[str, Any] | None
     counter: TokenCounter
     provider: LLMProvider
+    # A regenerate: the last message, whose current answer the reply replaces (not appended).
+    replaces: Message | None = None
 
 
 @dataclass(frozen=True)
@@ -305,22 +315,26 @@ def store_reply(
     latency_ms: int,
     tool_calls: tuple[ToolCall, ...] = (),
 ) -> Message:
-    """Append the assistant message with what went into it (its own transaction)."""
-    return services.append_message(
-        session=prepared.session,
-        role=Message.Role.ASSISTANT,
-        content=text,
-        metadata=prepared.metadata,
-        token_count=prepared.counter.count_message(
+    """Append the assistant message with what went into it (its own transaction); for a
+    regenerate, store it as the new answer of the message it replaces."""
+    answer = {
+        "content": text,
+        "metadata": prepared.metadata or {},
+        "token_count": prepared.counter.count_message(
             role=Message.Role.ASSISTANT, content=text, tool_calls=tool_calls
         ),
-        tool_calls=[c.as_openai() for c in tool_calls] or None,
-        model=model,
-        usage=usage.as_dict() if usage else None,
-        finish_reason=finish_reason,
-        latency_ms=latency_ms,
-        context=prepared.context.as_record(),
-    )
+        "tool_calls": [c.as_openai() for c in tool_calls] or None,
+        "model": model,
+        "usage": usage.as_dict() if usage else None,
+        "finish_reason": finish_reason,
+        "latency_ms": latency_ms,
+        "context": prepared.context.as_record(),
+    }
+    if prepared.replaces is not None:
+        return branching.replace_answer(
+            session=prepared.session, seq=prepared.replaces.seq, answer=answer
+        )
+    return services.append_message(session=prepared.session, role=Message.Role.ASSISTANT, **answer)
 
 
 # --- Whole replies ----------------------------------------------------------------------------
@@ -408,6 +422,9 @@ class _StreamState:
         self.model = prepared.model
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
+        # Set once finish() starts storing: an error it raises (a Conflict) must not make
+        # interrupt() store the same text a second time.
+        self.stored = False
 
     def take(self, chunk) -> str:
         if chunk.model:
@@ -421,6 +438,7 @@ class _StreamState:
         return chunk.delta
 
     def finish(self) -> Message:
+        self.stored = True
         latency_ms = _elapsed_ms(self.started)
         finish_reason = self.finish_reason or "stop"
         _log_response(
@@ -452,8 +470,10 @@ class _StreamState:
                 finish_reason=INTERRUPTED,
                 latency_ms=latency_ms,
             )
-        if not self.parts:
-            return None  # nothing arrived: an empty assistant message would only add noise
+        if not self.parts or self.stored:
+            # Nothing arrived (an empty assistant message would only add noise), or finish()
+            # already stored it (or refused to).
+            return None
         return store_reply(
             self.prepared,
             text="".join(self.parts),
@@ -509,6 +529,7 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
             async for chunk in chunks:
                 if state.take(chunk):
                     yield Delta(chunk.delta)
+        message = await sync_to_async(state.finish)()
     except ApplicationError as exc:
         stored = await asyncio.shield(sync_to_async(state.interrupt)(exc))
         yield Failed(error=exc, message=stored)
@@ -516,7 +537,6 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
     except (asyncio.CancelledError, GeneratorExit):
         await asyncio.shield(sync_to_async(state.interrupt)(None))
         raise
-    message = await sync_to_async(state.finish)()
     yield Completed(message)
 
 

@@ -82,6 +82,8 @@ def test_every_error_response_is_the_envelope_with_a_matching_example(schema):
 
 REPLY = "/api/v1/sessions/{session_id}/reply/"
 REPLY_STREAM = "/api/v1/sessions/{session_id}/reply/stream/"
+REGENERATE = "/api/v1/sessions/{session_id}/messages/{seq}/regenerate/"
+REGENERATE_STREAM = "/api/v1/sessions/{session_id}/messages/{seq}/regenerate/stream/"
 CONTEXT = "/api/v1/sessions/{session_id}/context/"
 HEALTH = {"/healthz", "/readyz", "/metrics"}
 
@@ -99,7 +101,8 @@ def test_operations_document_the_errors_their_configuration_implies(schema):
             assert {"400", "403", "413"} <= statuses, label
         # 406 exactly where content negotiation can refuse an `Accept`: not the replies (each
         # answers its one format) nor the health endpoints (they pick their own).
-        assert ("406" in statuses) == (path not in HEALTH | {REPLY, REPLY_STREAM}), label
+        answers_one_format = {REPLY, REPLY_STREAM, REGENERATE, REGENERATE_STREAM}
+        assert ("406" in statuses) == (path not in HEALTH | answers_one_format), label
         if path in HEALTH:
             assert not statuses & {"401", "403", "406", "429"} - (
                 {"403"} if path == "/metrics" else set()
@@ -109,7 +112,7 @@ def test_operations_document_the_errors_their_configuration_implies(schema):
     messages = schema["paths"]["/api/v1/sessions/{session_id}/messages/"]
     assert "409" in messages["post"]["responses"]  # archived session
     assert "400" in messages["get"]["responses"]  # bad limit / after / before / order
-    for path in (REPLY, REPLY_STREAM):
+    for path in (REPLY, REPLY_STREAM, REGENERATE, REGENERATE_STREAM):
         reply = schema["paths"][path]["post"]["responses"]
         assert {"409", "422", "429", "502", "504"} <= set(reply), path
     assert {"400", "422"} <= set(schema["paths"][CONTEXT]["get"]["responses"])
