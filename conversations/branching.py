@@ -153,7 +153,7 @@ def replace_answer(*, session: ChatSession, seq: int, answer: dict[str, Any]) ->
         number = message.versions
         if current:
             kept = {name: getattr(message, name) for name in VERSIONED_FIELDS}
-            MessageVersion.objects.create(message=message, number=number, **kept)
+            MessageVersion.objects.create(message=message, session=locked, number=number, **kept)
             Message.objects.filter(pk=message.pk).update(
                 versions=number + 1, created_at=now, **answer
             )
@@ -163,7 +163,9 @@ def replace_answer(*, session: ChatSession, seq: int, answer: dict[str, Any]) ->
                 updated_at=now,
             )
         else:
-            MessageVersion.objects.create(message=message, number=number, created_at=now, **answer)
+            MessageVersion.objects.create(
+                message=message, session=locked, number=number, created_at=now, **answer
+            )
             Message.objects.filter(pk=message.pk).update(versions=number + 1)
         message.refresh_from_db()
     # Keep the caller's instance in step with what was committed.

@@ -143,6 +143,9 @@ class MessageQuerySet(models.QuerySet):
                 .annotate(messages=Count("pk"), tokens=Sum("token_count"))
             )
             counters = {row["session_id"]: (row["messages"], row["tokens"] or 0) for row in gone}
+            MessageVersion.objects.using(self.db).filter(
+                message__in=scoped.order_by().values("pk")
+            ).delete()
             deleted = super(MessageQuerySet, scoped).delete()
             _history_changed(session_ids=session_ids, using=self.db, counters=counters)
             return deleted
@@ -181,7 +184,7 @@ class Message(models.Model):
     context = models.JSONField(null=True, blank=True)
     # How many answers have stood at this seq, this one included: a regenerate keeps the one
     # it replaces as a MessageVersion and adds one here (1 = never regenerated).
-    versions = models.PositiveIntegerField(default=1)
+    versions = models.PositiveIntegerField(default=1, db_default=1)
 
     # default=, not auto_now_add: an import keeps the time it is given (see ChatSession).
     created_at = models.DateTimeField(default=timezone.now, editable=False, blank=True)
@@ -249,7 +252,15 @@ class MessageVersion(models.Model):
     regenerate; it goes only with its message). `number` counts from 1 in the order the
     answers stood; the message itself is the current one, number `message.versions`."""
 
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="earlier_versions")
+    # DO_NOTHING, not CASCADE: a message with a cascade of its own can no longer be deleted
+    # in bulk, and a session's delete would load every message id. A session's delete
+    # cascades here through `session` instead (one DELETE), and a message delete
+    # (MessageQuerySet.delete) deletes the message's versions itself; the constraint,
+    # checked at commit, stops any path that forgets to.
+    message = models.ForeignKey(
+        Message, on_delete=models.DO_NOTHING, related_name="earlier_versions"
+    )
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="+")
     number = models.PositiveIntegerField()
     content = models.TextField(blank=True, default="")
     metadata = models.JSONField(default=dict, blank=True)

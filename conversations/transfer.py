@@ -22,7 +22,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import QuerySet
 
 from chatengine.events import log_event
-from conversations.models import ChatSession, Message
+from conversations.models import VERSIONED_FIELDS, ChatSession, Message, MessageVersion
 
 SESSION_FIELDS = (
     "id",
@@ -32,6 +32,8 @@ SESSION_FIELDS = (
     "model",
     "metadata",
     "archived",
+    "forked_from",
+    "forked_at_seq",
     "message_count",
     "total_tokens",
     "last_message_at",
@@ -54,8 +56,13 @@ MESSAGE_FIELDS = (
     "finish_reason",
     "latency_ms",
     "context",
+    "versions",
     "created_at",
 )
+# A regenerated message (versions > 1) also carries the answers it replaced, oldest first:
+# "earlier_versions": [{"number": 1, <VERSIONED_FIELDS>}, ...].
+EARLIER_VERSIONS = "earlier_versions"
+VERSION_FIELDS = ("number", *VERSIONED_FIELDS)
 
 EXPORT_SESSION_CHUNK = 200
 EXPORT_MESSAGE_BATCH = 1000
@@ -78,6 +85,8 @@ def session_to_record(session: ChatSession) -> dict[str, Any]:
         "model": session.model,
         "metadata": session.metadata,
         "archived": session.archived,
+        "forked_from": str(session.forked_from_id) if session.forked_from_id else None,
+        "forked_at_seq": session.forked_at_seq,
         "message_count": session.message_count,
         "total_tokens": session.total_tokens,
         "last_message_at": iso(session.last_message_at),
@@ -90,6 +99,13 @@ def session_to_record(session: ChatSession) -> dict[str, Any]:
 def message_to_record(message: Message) -> dict[str, Any]:
     record = {name: getattr(message, name) for name in MESSAGE_FIELDS}
     record["created_at"] = iso(message.created_at)
+    if message.versions > 1:
+        # A query per regenerated message only: most messages never were.
+        record[EARLIER_VERSIONS] = [
+            {name: getattr(version, name) for name in VERSION_FIELDS}
+            | {"created_at": iso(version.created_at)}
+            for version in MessageVersion.objects.filter(message=message).order_by("number")
+        ]
     return record
 
 
@@ -292,12 +308,21 @@ def parse_record(line: str) -> SessionRecord:
     username = c.get("user", "str", required=True, max_length=150)
     if username == "":
         c.fail("user", "empty")
+    raw_parent = c.get("forked_from", "str", nullable=True)
+    forked_from = None
+    if raw_parent is not None:
+        try:
+            forked_from = uuid.UUID(raw_parent)
+        except ValueError:
+            c.fail("forked_from", f"not a UUID: {raw_parent[:40]!r}")
     columns = {
         "title": c.get("title", "str", default="", max_length=255),
         "system_prompt": c.get("system_prompt", "str", default=""),
         "model": c.get("model", "str", default="", max_length=128),
         "metadata": c.get("metadata", "object", default={}),
         "archived": c.get("archived", "bool", default=False),
+        "forked_from_id": forked_from,
+        "forked_at_seq": c.get("forked_at_seq", "int", nullable=True),
         "last_message_at": c.get("last_message_at", "datetime", nullable=True),
         "created_at": c.get("created_at", "datetime", required=True),
         "updated_at": c.get("updated_at", "datetime", required=True),
@@ -317,7 +342,7 @@ def parse_record(line: str) -> SessionRecord:
             errors.append(f"messages[{index}]: expected an object, got {_kind(raw)}")
             continue
         m = _Checker(raw, path, errors)
-        m.reject_unknown(MESSAGE_FIELDS)
+        m.reject_unknown((*MESSAGE_FIELDS, EARLIER_VERSIONS))
         message_id = m.get("id", "int", nullable=True, minimum=1)
         seq = m.get("seq", "int", required=True, minimum=1)
         role = m.get("role", "str", required=True)
@@ -350,9 +375,18 @@ def parse_record(line: str) -> SessionRecord:
                 "finish_reason": m.get("finish_reason", "str", nullable=True, max_length=32),
                 "latency_ms": m.get("latency_ms", "int", nullable=True),
                 "context": m.get("context", "json", nullable=True),
+                "versions": m.get("versions", "int", default=1, minimum=1),
                 "created_at": m.get("created_at", "datetime", required=True),
+                EARLIER_VERSIONS: _parse_versions(m, path, errors),
             }
         )
+        versions = messages[-1]["versions"] or 1
+        if len(messages[-1][EARLIER_VERSIONS]) != versions - 1:
+            m.fail(
+                EARLIER_VERSIONS,
+                f"versions is {versions}, so {versions - 1} earlier versions are due, "
+                f"not {len(messages[-1][EARLIER_VERSIONS])}",
+            )
 
     # The session's own counters prove its message list complete: a line cut short or edited
     # by hand shows up here. A seq gap is accepted when the counters agree (a message deleted
@@ -374,6 +408,37 @@ def parse_record(line: str) -> SessionRecord:
     if errors:
         raise RecordError("; ".join(errors))
     return SessionRecord(id=session_id, username=username, columns=columns, messages=messages)
+
+
+def _parse_versions(m: _Checker, path: str, errors: list[str]) -> list[dict[str, Any]]:
+    """A message's earlier versions, numbered 1, 2, ... in order."""
+    parsed = []
+    for index, raw in enumerate(m.get(EARLIER_VERSIONS, "list", default=[])):
+        where = f"{path}{EARLIER_VERSIONS}[{index}]"
+        if not isinstance(raw, dict):
+            errors.append(f"{where}: expected an object, got {_kind(raw)}")
+            continue
+        v = _Checker(raw, f"{where}.", errors)
+        v.reject_unknown(VERSION_FIELDS)
+        number = v.get("number", "int", required=True, minimum=1)
+        if number is not None and number != index + 1:
+            v.fail("number", f"{number}, but it is version {index + 1} of the list")
+        parsed.append(
+            {
+                "number": number,
+                "content": v.get("content", "str", required=True),
+                "metadata": v.get("metadata", "object", default={}),
+                "token_count": v.get("token_count", "int", default=0),
+                "tool_calls": v.get("tool_calls", "list", nullable=True),
+                "model": v.get("model", "str", nullable=True, max_length=128),
+                "usage": v.get("usage", "object", nullable=True),
+                "finish_reason": v.get("finish_reason", "str", nullable=True, max_length=32),
+                "latency_ms": v.get("latency_ms", "int", nullable=True),
+                "context": v.get("context", "json", nullable=True),
+                "created_at": v.get("created_at", "datetime", required=True),
+            }
+        )
+    return parsed
 
 
 # --- Import: writes ----------------------------------------------------------------------
@@ -453,12 +518,33 @@ def import_session(
         outcome.messages = len(record.messages)
         if dry_run:
             return outcome
-        session = ChatSession.objects.create(id=record.id, user=user, **record.columns)
+        columns = dict(record.columns)
+        parent = columns["forked_from_id"]
+        if parent is not None and not ChatSession.objects.filter(pk=parent).exists():
+            # Its parent is not here (not imported, or deleted): the fork stands alone, as a
+            # fork whose parent was deleted does; forked_at_seq still says where it began.
+            columns["forked_from_id"] = None
+        session = ChatSession.objects.create(id=record.id, user=user, **columns)
         keep_updated_at(ChatSession.objects.filter(pk=session.pk), record.columns["updated_at"])
-        Message.objects.bulk_create(
+        rows = Message.objects.bulk_create(
             [
-                Message(session=session, **(m if keep_ids else {**m, "id": None}))
+                Message(
+                    session=session,
+                    **{
+                        name: (value if keep_ids or name != "id" else None)
+                        for name, value in m.items()
+                        if name != EARLIER_VERSIONS
+                    },
+                )
                 for m in record.messages
+            ],
+            batch_size=1000,
+        )
+        MessageVersion.objects.bulk_create(
+            [
+                MessageVersion(message=row, session=session, **version)
+                for row, m in zip(rows, record.messages, strict=True)
+                for version in m[EARLIER_VERSIONS]
             ],
             batch_size=1000,
         )

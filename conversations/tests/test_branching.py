@@ -301,3 +301,22 @@ class TestVersionsApi:
         assert parent.history_changed_at != stamp
         page = selectors.list_messages(session=parent, limit=5)
         assert page.items[1].content == "x"  # not a stale cached tail
+
+
+@pytest.mark.django_db
+class TestVersionsGoWithTheirMessage:
+    def test_deleting_a_regenerated_message_deletes_its_versions(self, user):
+        parent = conversation(user, 2)
+        branching.replace_answer(session=parent, seq=2, answer={"content": "b", "token_count": 1})
+        services.delete_message(message=Message.objects.get(session=parent, seq=2))
+        assert not MessageVersion.objects.exists()
+
+    def test_deleting_a_session_deletes_versions_without_loading_its_messages(self, user):
+        parent = conversation(user, 2)
+        branching.replace_answer(session=parent, seq=2, answer={"content": "b", "token_count": 1})
+        with CaptureQueriesContext(connection) as ctx:
+            services.delete_session(session=parent)
+        reads = [q["sql"] for q in ctx.captured_queries if q["sql"].startswith("SELECT")]
+        assert not [sql for sql in reads if "conversations_message" in sql.split("FROM")[1]]
+        assert not MessageVersion.objects.exists()
+        assert not Message.objects.exists()
