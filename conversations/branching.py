@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from chatengine.events import log_event
 from chatengine.exceptions import Conflict, NotFound
-from conversations import selectors, services
+from conversations import services
 from conversations.models import VERSIONED_FIELDS, ChatSession, Message, MessageVersion
 
 
@@ -101,33 +101,33 @@ def _count_messages(fork: ChatSession) -> None:
 def edit_message(
     *,
     session: ChatSession,
-    seq: int,
+    message: Message,
     content: str,
     metadata: dict[str, Any] | None = None,
 ) -> tuple[ChatSession, Message]:
-    """Edit user message `seq`: a fork at seq - 1 with the edited message appended, in one
-    transaction. The session itself is not changed. Returns (the fork, its new message).
+    """Edit user message `message` of `session`: a fork before it (at its seq - 1) with the
+    edited message appended, in one transaction. The session itself is not changed. Returns
+    (the fork, its new message).
 
     `metadata` defaults to the original message's. Conflict on an archived session or a
     message that is not the user's.
     """
     if session.archived:
         raise Conflict("The session is archived; unarchive it to edit its messages.")
-    original = selectors.get_message(session=session, seq=seq)
-    if original.role != Message.Role.USER:
+    if message.role != Message.Role.USER:
         raise Conflict(
-            f"Only user messages can be edited; message {seq} is a {original.role} message."
+            f"Only user messages can be edited; message {message.seq} is a {message.role} message."
         )
     with transaction.atomic():
-        fork = fork_session(session=session, at_seq=seq - 1)
-        message = services.append_message(
+        fork = fork_session(session=session, at_seq=message.seq - 1)
+        edited = services.append_message(
             session=fork,
             role=Message.Role.USER,
             content=content,
-            name=original.name,
-            metadata=original.metadata if metadata is None else metadata,
+            name=message.name,
+            metadata=message.metadata if metadata is None else metadata,
         )
-    return fork, message
+    return fork, edited
 
 
 # --- Versions of a regenerated answer ---------------------------------------------------------

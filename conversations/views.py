@@ -285,7 +285,7 @@ class MessageVersionListView(APIView):
     )
     def get(self, request: Request, session_id: str, seq: int) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
-        query = validated_query(VersionsQuerySerializer, request)
         message = selectors.get_message(session=session, seq=seq)
+        query = validated_query(VersionsQuerySerializer, request)
         page = selectors.list_message_versions(message=message, **query)
         return paginated_response(request, page, MessageVersionSerializer)

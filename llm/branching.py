@@ -30,20 +30,20 @@ from llm.tokens import counter_for_model
 def prepare_regenerate(
     *,
     session: ChatSession,
-    seq: int,
+    message: Message,
     model: str | None = None,
     max_output_tokens: int | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> PreparedReply:
-    """Check that message `seq` may be regenerated and build the context it was answered from
-    (the history before it). Stores nothing.
+    """Check that `message` (of `session`) may be regenerated and build the context it was
+    answered from (the history before it). Stores nothing.
 
     Conflict unless it is the session's last message and an assistant's, and the session is
-    not archived; NotFound without a message `seq`.
+    not archived.
     """
+    seq = message.seq
     if session.archived:
         raise Conflict("The session is archived; unarchive it to regenerate an answer.")
-    message = selectors.get_message(session=session, seq=seq)
     if message.role != Message.Role.ASSISTANT:
         raise Conflict(
             f"Only an assistant message can be regenerated; message {seq} is a "
@@ -77,15 +77,15 @@ def prepare_regenerate(
 def regenerate(
     *,
     session: ChatSession,
-    seq: int,
+    message: Message,
     model: str | None = None,
     max_output_tokens: int | None = None,
     metadata: dict[str, Any] | None = None,
 ) -> ReplyResult:
-    """Ask the model again for message `seq`'s answer and make it the current one."""
+    """Ask the model again for `message`'s answer and make it the current one."""
     prepared = prepare_regenerate(
         session=session,
-        seq=seq,
+        message=message,
         model=model,
         max_output_tokens=max_output_tokens,
         metadata=metadata,
@@ -103,14 +103,14 @@ class EditResult:
 def edit(
     *,
     session: ChatSession,
-    seq: int,
+    message: Message,
     content: str,
     metadata: dict[str, Any] | None = None,
     reply: bool = False,
     model: str | None = None,
     max_output_tokens: int | None = None,
 ) -> EditResult:
-    """Edit user message `seq`: a new session (a fork at seq - 1 plus the edited message),
+    """Edit user message `message`: a new session (a fork at seq - 1 plus the edited message),
     answered by the model there when `reply` is true. `session` is left as it was.
 
     With an Idempotency-Key, the fork is a checkpoint: a retry after a failed LLM call replies
@@ -118,21 +118,21 @@ def edit(
     """
     resumed = _fork_of_a_failed_attempt(session=session)
     if resumed is not None:
-        fork, message = resumed
+        fork, edited = resumed
     else:
         with transaction.atomic():
-            fork, message = branching.edit_message(
-                session=session, seq=seq, content=content, metadata=metadata
+            fork, edited = branching.edit_message(
+                session=session, message=message, content=content, metadata=metadata
             )
-            idempotency.save_progress(fork_id=str(fork.pk), user_message_id=message.pk)
+            idempotency.save_progress(fork_id=str(fork.pk), user_message_id=edited.pk)
     if not reply:
-        return EditResult(session=fork, user_message=message, reply=None)
+        return EditResult(session=fork, user_message=edited, reply=None)
     # The edited message is stored: the reply answers the fork's history as it is (a retry
     # finds user_message_id in the checkpoint and does not store it again either).
     prepared = prepare_reply(session=fork, model=model, max_output_tokens=max_output_tokens)
     result = complete_reply(prepared)
     fork.refresh_from_db()
-    return EditResult(session=fork, user_message=message, reply=result)
+    return EditResult(session=fork, user_message=edited, reply=result)
 
 
 def _fork_of_a_failed_attempt(*, session: ChatSession) -> tuple[ChatSession, Message] | None:

@@ -274,8 +274,9 @@ class RegenerateView(APIView):
     @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
     def post(self, request: Request, session_id: str, seq: int) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        message = selectors.get_message(session=session, seq=seq)
         data = validated(RegenerateInputSerializer, request.data)
-        result = branching.regenerate(session=session, seq=seq, **data)
+        result = branching.regenerate(session=session, message=message, **data)
         body = regenerate_body(message=result.message, context=result.context)
         return Response(body, status=status.HTTP_201_CREATED)
 
@@ -310,8 +311,9 @@ class RegenerateStreamView(APIView):
     @idempotent(atomic=False)
     def post(self, request: Request, session_id: str, seq: int) -> StreamingHttpResponse:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        message = selectors.get_message(session=session, seq=seq)
         data = validated(RegenerateInputSerializer, request.data)
-        prepared = branching.prepare_regenerate(session=session, seq=seq, **data)
+        prepared = branching.prepare_regenerate(session=session, message=message, **data)
         return _stream_response(prepared, request, self)
 
 
@@ -360,8 +362,9 @@ class EditView(APIView):
     @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
     def post(self, request: Request, session_id: str, seq: int) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        message = selectors.get_message(session=session, seq=seq)
         data = validated(EditInputSerializer, request.data)
-        result = branching.edit(session=session, seq=seq, **data)
+        result = branching.edit(session=session, message=message, **data)
         body = edit_body(
             session=result.session, user_message=result.user_message, reply=result.reply
         )

@@ -214,7 +214,9 @@ class TestEdit:
         parent = conversation(user, 5)
         before = snapshot(parent)
 
-        fork, message = branching.edit_message(session=parent, seq=3, content="m3, edited")
+        fork, message = branching.edit_message(
+            session=parent, message=Message.objects.get(session=parent, seq=3), content="m3, edited"
+        )
 
         assert snapshot(parent) == before
         rows = Message.objects.filter(session=fork).order_by("seq")
@@ -229,8 +231,12 @@ class TestEdit:
         assert (fork.forked_from_id, fork.forked_at_seq, fork.message_count) == (parent.pk, 2, 3)
 
     def test_editing_the_first_message_forks_before_it(self, user):
+        parent = conversation(user, 3)
         fork, _ = branching.edit_message(
-            session=conversation(user, 3), seq=1, content="new start", metadata={}
+            session=parent,
+            message=Message.objects.get(session=parent, seq=1),
+            content="new start",
+            metadata={},
         )
         assert list(Message.objects.filter(session=fork).values_list("content", "metadata")) == [
             ("new start", {})
@@ -239,7 +245,9 @@ class TestEdit:
     def test_only_a_user_message_can_be_edited(self, user):
         parent = conversation(user, 3)
         with pytest.raises(Exception) as raised:
-            branching.edit_message(session=parent, seq=2, content="x")
+            branching.edit_message(
+                session=parent, message=Message.objects.get(session=parent, seq=2), content="x"
+            )
         assert raised.value.status_code == 409
         assert "assistant" in raised.value.message
         assert ChatSession.objects.filter(user=user).count() == 1
@@ -248,7 +256,9 @@ class TestEdit:
         parent = conversation(user, 3, archived=False)
         services.update_session(session=parent, archived=True)
         with pytest.raises(Exception) as raised:
-            branching.edit_message(session=parent, seq=1, content="x")
+            branching.edit_message(
+                session=parent, message=Message.objects.get(session=parent, seq=1), content="x"
+            )
         assert raised.value.status_code == 409
         assert ChatSession.objects.filter(user=user).count() == 1
 

@@ -162,7 +162,9 @@ class TestRegenerate:
         self, user, echo
     ):
         session = answered(user)
-        prepared = branching.prepare_regenerate(session=session, seq=2)
+        prepared = branching.prepare_regenerate(
+            session=session, message=Message.objects.get(session=session, seq=2)
+        )
         MessageFactory(session=session, role="user", content="meanwhile")
         with pytest.raises(Exception) as raised:
             branching.complete_reply(prepared)
@@ -188,7 +190,11 @@ def test_two_concurrent_regenerates_end_in_one_current_answer_and_both_versions_
     def regenerate(model: str) -> None:
         try:
             barrier.wait(timeout=10)
-            branching.regenerate(session=ChatSession.objects.get(pk=session.pk), seq=2, model=model)
+            branching.regenerate(
+                session=ChatSession.objects.get(pk=session.pk),
+                message=Message.objects.get(session=session, seq=2),
+                model=model,
+            )
         except BaseException as exc:
             errors.append(exc)
         finally:
