@@ -9,7 +9,6 @@ import logging
 import re
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 
 from django.core.signals import got_request_exception
 from django.utils.functional import SimpleLazyObject, empty
@@ -17,7 +16,7 @@ from rest_framework.response import Response as DRFResponse
 
 from chatengine import exceptions, headers
 from chatengine.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
-from chatengine.request_id import new_request_id, reset_request_id, set_request_id
+from chatengine.request_id import bind_request_id, new_request_id, reset_request_id, set_request_id
 from chatengine.routing import is_api_path
 
 REQUEST_ID_HEADER = headers.REQUEST_ID
@@ -46,44 +45,10 @@ class RequestIdMiddleware:
             reset_request_id(token)
         response[REQUEST_ID_HEADER] = request_id
         if response.streaming:
-            response.streaming_content = _with_request_id(response, request_id)
+            response.streaming_content = bind_request_id(
+                response.streaming_content, request_id=request_id
+            )
         return response
-
-
-def _with_request_id(response, request_id: str) -> Iterator[bytes] | AsyncIterator[bytes]:
-    # Set and reset inside one step, never across a `yield`: under ASGI each step may run in a
-    # different thread and context, and a contextvar token can only be reset where it was set.
-    # Take the body now: once reassigned, `response.streaming_content` is this wrapper.
-    content = response.streaming_content
-    if response.is_async:
-
-        async def agen():
-            iterator = aiter(content)
-            while True:
-                token = set_request_id(request_id)
-                try:
-                    chunk = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    reset_request_id(token)
-                yield chunk
-
-        return agen()
-
-    def gen():
-        iterator = iter(content)
-        while True:
-            token = set_request_id(request_id)
-            try:
-                chunk = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                reset_request_id(token)
-            yield chunk
-
-    return gen()
 
 
 def route_template(request) -> str | None:

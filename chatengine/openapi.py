@@ -5,14 +5,13 @@
   unsafe methods under session auth (CSRF), 400 and 413 when it takes a body, 404 when its
   path names a resource, 429 when it is throttled, 406 when its content negotiation can refuse
   an `Accept`, and 500. An operation declares only the errors of its own logic, with
-  `error_responses(409, 422, ...)`. It also merges a serializer's `schema_extra` (rules across
-  fields, e.g. `anyOf`) into its component.
+  `error_responses(409, 422, ...)`.
 - `ErrorEnvelopeSerializer` is the one error schema (`ErrorEnvelope`), `paginated()` the list
   envelope, `session_id_parameter` the session path parameter, `Tags` the operation tags.
 - `BearerSchemeExtension` documents `Authorization: Bearer <token>` as the security scheme.
-- `check_operations_documented` (a postprocessing hook) warns, so that
-  `spectacular --fail-on-warn` fails, when an operation lacks a summary, a description, a
-  known tag, or an example of its request body or success response.
+- `document_tags_and_check_operations` (the postprocessing hook) lists the tags used and
+  warns, so that `spectacular --fail-on-warn` fails, when an operation lacks a summary, a
+  description, a known tag, or an example of its request body or success response.
 """
 
 from typing import Any
@@ -46,6 +45,7 @@ class Tags:
     REPLIES = "replies"
     TOKENS = "tokens"
     HEALTH = "health"
+    OPENAI = "openai"
 
 
 # In this order in the documentation; only the tags some operation uses are listed.
@@ -55,6 +55,8 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     Tags.REPLIES: "LLM replies to a session's history, as JSON or as a server-sent event stream.",
     Tags.TOKENS: "Your API keys: create one (its key is shown once), list them, revoke one.",
     Tags.HEALTH: "Liveness, readiness and metrics for operators (no authentication).",
+    Tags.OPENAI: "OpenAI-compatible Conversations and Responses under `/v1/`, for the stock "
+    "`openai` SDK: the same sessions and messages, errors in OpenAI's shape.",
 }
 
 
@@ -373,8 +375,6 @@ class ChatengineAutoSchema(AutoSchema):
         # would take any extra property for valid.
         if getattr(serializer, "rejects_unknown_fields", False):
             schema["additionalProperties"] = False
-        # Rules across fields (JSON Schema keywords such as anyOf) a serializer states itself.
-        schema.update(getattr(serializer, "schema_extra", {}))
         return schema
 
     def _get_request_for_media_type(self, serializer, direction="request"):

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "accounts",
     "conversations",
     "llm",
+    "openai_api",
 ]
 
 MIDDLEWARE = [

@@ -21,6 +21,7 @@ from django.utils.html import format_html, format_html_join
 
 from chatengine.events import log_event
 from conversations import exports, selectors, services
+from conversations import fields as message_fields
 from conversations.models import ChatSession, Message
 
 # Shorter phrases cannot use the trigram index (a trigram is 3 characters): they would scan
@@ -368,24 +369,7 @@ class MessageAdmin(admin.ModelAdmin):
     show_full_result_count = False
     paginator = EstimatedCountPaginator
     list_per_page = 50
-    fields = (
-        "session_link",
-        "seq",
-        "role",
-        "name",
-        "created_at",
-        "token_count",
-        "content_display",
-        "model",
-        "usage",
-        "finish_reason",
-        "latency_ms",
-        "tool_call_id",
-        "tool_calls_display",
-        "metadata_display",
-        "context_display",
-        "versions_display",
-    )
+    fields = message_fields.admin_names()  # declared in conversations/fields.py
     readonly_fields = fields
 
     def get_search_results(self, request, queryset, search_term):

@@ -338,22 +338,18 @@ def seed_load_data(
     return result
 
 
-_COPY_COLUMNS = (
-    "session_id", "seq", "role", "content", "name", "metadata", "token_count", "tool_call_id",
-    "created_at",
-)  # fmt: skip
-
-
 def _copy_messages(rows: list[Message]) -> None:
     """COPY the rows in (PostgreSQL): several times faster than INSERTs for load data.
 
-    Model defaults live in Python, not in the table, so every NOT NULL column is listed; the
-    nullable reply columns (tool_calls, model, usage, ...) are left NULL, as bulk_create would.
+    Every column but the id, as the model declares them (bulk_create's own list): the rows
+    were built by Message(), so each holds its model default.
     """
+    columns = [f for f in Message._meta.concrete_fields if not f.primary_key]
+    names = ", ".join(connection.ops.quote_name(f.column) for f in columns)
     with connection.cursor() as cursor:
-        sql = f"COPY {Message._meta.db_table} ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+        sql = f"COPY {connection.ops.quote_name(Message._meta.db_table)} ({names}) FROM STDIN"
         with cursor.cursor.copy(sql) as copy:
             for m in rows:
                 copy.write_row(
-                    (m.session_id, m.seq, m.role, m.content, "", "{}", 0, "", m.created_at)
+                    [f.get_db_prep_save(getattr(m, f.attname), connection) for f in columns]
                 )

@@ -26,12 +26,13 @@ response stored when it returns. A concurrent duplicate meanwhile gets a 409 `co
 the first is still in progress. If the view raises, the key is released so a retry runs again.
 If the worker dies, the claim is taken over by a retry after CHATENGINE_IDEMPOTENCY_LEASE_SECONDS.
 
-Checkpoints (`atomic=False` only): a long operation that has already stored part of its effect
-(a reply stores the user message before calling the LLM) records it with `save_progress()`
-inside the transaction that stores it. Released after a failure, the key then keeps that
-progress (no response, no lease), and the retry that takes it over reads it with
-`current_progress()` and does not redo that part: a failed reply retried re-asks the LLM but
-never stores the user message twice.
+Checkpoints (`atomic=False` only): the view method receives a `checkpoint` keyword argument (a
+`Checkpoint`, or None without the header) and hands it to the service doing the work. A long
+operation that has already stored part of its effect (a reply stores the user message before
+calling the LLM) records it with `checkpoint.save()` inside the transaction that stores it.
+Released after a failure, the key then keeps that progress (no response, no lease), and the
+retry that takes it over reads it from `checkpoint.progress` and does not redo that part: a
+failed reply retried re-asks the LLM but never stores the user message twice.
 
 Never use `atomic=True` around an LLM call: it would hold the transaction open across it.
 
@@ -47,13 +48,13 @@ Errors raised by the view (validation, 404, archived session, ...) are never sto
 stays free and the same request, retried, runs again.
 """
 
-import contextvars
 import functools
 import hashlib
 import json
 import logging
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -75,10 +76,6 @@ HEADER = headers.IDEMPOTENCY_KEY
 REPLAYED_HEADER = headers.IDEMPOTENT_REPLAYED
 _VALID_KEY = re.compile(r"[\x20-\x7e]{1,255}")  # fullmatch: "$" would let "k\n" through
 _CLAIM_ATTEMPTS = 3
-# The key claimed by the `atomic=False` request running in this context, for checkpoints.
-_current_claim: contextvars.ContextVar[IdempotencyKey | None] = contextvars.ContextVar(
-    "idempotency_claim", default=None
-)
 
 OPENAPI_PARAMETER = OpenApiParameter(
     name=HEADER,
@@ -94,14 +91,43 @@ OPENAPI_PARAMETER = OpenApiParameter(
 )
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """The progress a long request (`atomic=False`) has stored, kept on its claimed key."""
+
+    record: IdempotencyKey
+
+    @property
+    def progress(self) -> dict[str, Any]:
+        """What an earlier, failed attempt with this key recorded ({} on a first attempt)."""
+        if self.record.response_status is not None:
+            return {}
+        return dict(self.record.response_body or {})
+
+    def save(self, **progress: Any) -> None:
+        """Record part of the request's effect on its key.
+
+        Call it inside the transaction that stores that effect, so the two commit together.
+        """
+        self.record.response_body = {**(self.record.response_body or {}), **progress}
+        IdempotencyKey.objects.filter(pk=self.record.pk).update(
+            response_body=self.record.response_body
+        )
+
+
 def idempotent(*, atomic: bool):
-    """Decorate an APIView method (post) so it honours the `Idempotency-Key` header."""
+    """Decorate an APIView method (post) so it honours the `Idempotency-Key` header.
+
+    With `atomic=False` the method also gets `checkpoint=` (a `Checkpoint`, None without a key).
+    """
 
     def decorate(view_method):
         @functools.wraps(view_method)
         def wrapper(view, request: Request, *args, **kwargs):
             key = idempotency_key_from(request)
             if key is None:
+                if not atomic:
+                    kwargs["checkpoint"] = None
                 return view_method(view, request, *args, **kwargs)
             fingerprint = request_fingerprint(
                 method=request.method, path=request.path, body=request.data
@@ -125,14 +151,13 @@ def idempotent(*, atomic: bool):
             record, replay = claim()
             if replay is not None:
                 return replay
-            token = _current_claim.set(record)
             try:
-                response = view_method(view, request, *args, **kwargs)
+                response = view_method(
+                    view, request, *args, checkpoint=Checkpoint(record), **kwargs
+                )
             except BaseException:
                 release_key(record=record)
                 raise
-            finally:
-                _current_claim.reset(token)
             _store(record=record, response=response)
             return response
 
@@ -264,31 +289,6 @@ def release_key(*, record: IdempotencyKey) -> None:
     unfinished = IdempotencyKey.objects.filter(pk=record.pk, response_status__isnull=True)
     unfinished.filter(response_body__isnull=True).delete()
     unfinished.update(locked_at=None)
-
-
-def has_claim() -> bool:
-    """Whether the running request holds a key (`atomic=False`), so checkpoints are saved."""
-    return _current_claim.get() is not None
-
-
-def current_progress() -> dict[str, Any]:
-    """The checkpoint of the key claimed by the running request ({} without one)."""
-    record = _current_claim.get()
-    if record is None or record.response_status is not None:
-        return {}
-    return dict(record.response_body or {})
-
-
-def save_progress(**progress: Any) -> None:
-    """Record part of the running request's effect on its key (no-op without a key).
-
-    Call it inside the transaction that stores that effect, so the two commit together.
-    """
-    record = _current_claim.get()
-    if record is None:
-        return
-    record.response_body = {**(record.response_body or {}), **progress}
-    IdempotencyKey.objects.filter(pk=record.pk).update(response_body=record.response_body)
 
 
 def prune_idempotency_keys(*, older_than: timedelta | None = None) -> int:

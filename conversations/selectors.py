@@ -14,6 +14,7 @@ from django.db.models import Exists, OuterRef, Q, QuerySet
 from chatengine.db import fetch_instance, fetch_instances
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
+from conversations.cache_encoding import encode_message
 from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message, MessageVersion
 
 T = TypeVar("T")
@@ -162,7 +163,7 @@ def _history_page(
         has_more = len(rows) > limit
         rows = rows[:limit]
         last_seq = rows[-1].seq if rows else None
-        items = [history_cache.encode_message(m) for m in rows] if rendered else rows
+        items = [encode_message(m) for m in rows] if rendered else rows
     next_params = None
     if has_more:
         key = "after" if order == "asc" else "before"
@@ -182,20 +183,6 @@ def _newest_messages(*, session: ChatSession, count: int) -> list[Message]:
         order_by=("-seq",),
         limit=count,
     )
-
-
-def iter_messages_newest_first(*, session: ChatSession, batch_size: int = 100) -> Iterator[Message]:
-    """The session's messages from the newest back, read lazily in keyset batches.
-
-    Stop iterating and nothing older is read: the context builder takes only what fits.
-    """
-    before = None
-    while True:
-        page = list_messages(session=session, limit=batch_size, before=before, order="desc")
-        yield from page.items
-        if not page.has_more:
-            return
-        before = page.items[-1].seq
 
 
 def get_message(*, session: ChatSession, seq: int) -> Message:

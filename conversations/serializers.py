@@ -1,11 +1,15 @@
 """Input serializers validate what callers send; output serializers shape what we return."""
 
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
 from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
 from chatengine.openapi import document_metadata_field
+from conversations import fields as message_fields
 from conversations.models import VERSIONED_FIELDS, ChatSession, Message
 from llm.catalog import NOT_ALLOWED, is_allowed_model
 
@@ -211,62 +215,84 @@ MAX_TOOL_CALL_ID_CHARS = 128
 MAX_FUNCTION_NAME_CHARS = 64
 
 
-# The shapes below document JSON fields (ToolCallsField and the reply fields of a message);
-# ToolCallsField validates them itself, with messages that say which call is wrong.
-class ToolCallFunctionSerializer(serializers.Serializer):
-    rejects_unknown_fields = True
-    name = serializers.CharField(
+class ToolCallFunctionSerializer(StrictInputSerializer):
+    """The function a tool call calls, and its arguments."""
+
+    name = StrictCharField(
         max_length=MAX_FUNCTION_NAME_CHARS, help_text="The function the model calls."
     )
-    arguments = serializers.CharField(
+    arguments = StrictCharField(
         allow_blank=True,
-        trim_whitespace=False,
         help_text="Its arguments as JSON text, exactly as the model produced it (not parsed).",
     )
 
 
-class ToolCallSerializer(serializers.Serializer):
+# Validates every call a message carries (ToolCallsField) and documents the calls of the
+# message and context outputs (its docstring is the schema's description).
+class ToolCallSerializer(StrictInputSerializer):
     """One function call of an assistant message (OpenAI chat format)."""
 
-    rejects_unknown_fields = True
-    id = serializers.CharField(
+    id = StrictCharField(
         max_length=MAX_TOOL_CALL_ID_CHARS,
         help_text="Unique within the message; the `tool_call_id` of the tool message answering it.",
     )
     type = extend_schema_field({"type": "string", "const": "function"})(
-        type("FunctionTypeField", (serializers.CharField,), {})
-    )()
+        type("FunctionTypeField", (serializers.ChoiceField,), {})
+    )(choices=["function"], error_messages={"invalid_choice": 'Must be "function".'})
     function = ToolCallFunctionSerializer()
 
 
 class UsageSerializer(serializers.Serializer):
     """Tokens the provider counted for one reply."""
 
-    prompt_tokens = serializers.IntegerField(min_value=0)
-    completion_tokens = serializers.IntegerField(min_value=0)
-    total_tokens = serializers.IntegerField(min_value=0)
+    prompt_tokens = StrictIntegerField(min_value=0)
+    completion_tokens = StrictIntegerField(min_value=0)
+    total_tokens = StrictIntegerField(min_value=0)
 
 
 class ContextRecordSerializer(serializers.Serializer):
     """What went into a reply: which history was sent and its token count."""
 
-    first_seq = serializers.IntegerField(
+    first_seq = StrictIntegerField(
         allow_null=True, help_text="Oldest history message sent; null if none."
     )
-    last_seq = serializers.IntegerField(allow_null=True, help_text="Newest one; null if none.")
-    messages_included = serializers.IntegerField(min_value=0)
-    messages_dropped = serializers.IntegerField(
+    last_seq = StrictIntegerField(allow_null=True, help_text="Newest one; null if none.")
+    messages_included = StrictIntegerField(min_value=0)
+    messages_dropped = StrictIntegerField(
         min_value=0, help_text="History messages left out to fit the budget."
     )
-    tokens = serializers.IntegerField(min_value=0, help_text="Prompt tokens, as counted here.")
-    budget = serializers.IntegerField(help_text="Prompt tokens the model's window allowed.")
-    encoding = serializers.CharField(help_text="The tiktoken encoding used to count.")
+    tokens = StrictIntegerField(min_value=0, help_text="Prompt tokens, as counted here.")
+    budget = StrictIntegerField(help_text="Prompt tokens the model's window allowed.")
+    encoding = StrictCharField(help_text="The tiktoken encoding used to count.")
 
 
 TOOL_CALLS_HELP = (
     f"The tools an assistant message calls: 1 to {MAX_TOOL_CALLS} calls with distinct `id`s "
     "(JSON Schema cannot say `distinct`; a repeated id is refused with 400)."
 )
+
+
+def error_lines(detail, where: str = "") -> list[str]:
+    """A DRF error detail (nested dicts and lists) as flat lines, each naming where the
+    problem is: `function.name: This field is required.`, `[2].id: Expected a string, got int.`"""
+    if isinstance(detail, dict):
+        return [
+            line
+            for key, value in detail.items()
+            for line in error_lines(
+                value,
+                where if key == api_settings.NON_FIELD_ERRORS_KEY else f"{where}.{key}".lstrip("."),
+            )
+        ]
+    if isinstance(detail, list) and any(isinstance(item, dict | list) for item in detail):
+        # One entry per item of a list (empty for a valid item).
+        return [
+            line
+            for index, item in enumerate(detail)
+            for line in error_lines(item, f"{where}[{index}]")
+        ]
+    items = detail if isinstance(detail, list) else [detail]
+    return [f"{where}: {item}" if where else str(item) for item in items]
 
 
 @extend_schema_field(
@@ -279,81 +305,42 @@ TOOL_CALLS_HELP = (
     }
 )
 class ToolCallsField(serializers.JSONField):
-    """OpenAI chat-format tool calls: [{id, type: "function", function: {name, arguments}}]."""
+    """OpenAI chat-format tool calls, each validated by ToolCallSerializer; plus what a
+    serializer cannot say: their number and distinct ids. Each problem names its call."""
 
     def to_internal_value(self, data):
-        if not isinstance(data, list) or not data:
-            raise serializers.ValidationError("Expected a non-empty list of tool calls.")
-        if len(data) > MAX_TOOL_CALLS:
-            raise serializers.ValidationError(f"At most {MAX_TOOL_CALLS} tool calls.")
-        ids = set()
-        for i, call in enumerate(data):
-            where = f"Tool call {i}"
-            if not isinstance(call, dict) or set(call) != {"id", "type", "function"}:
+        calls = ToolCallSerializer(
+            many=True, allow_empty=False, min_length=1, max_length=MAX_TOOL_CALLS
+        )
+        try:
+            calls.run_validation(data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError(_tool_call_lines(exc.detail)) from None
+        ids: set[str] = set()
+        for index, call in enumerate(data):
+            if call["id"] in ids:
                 raise serializers.ValidationError(
-                    f"{where}: expected exactly the keys id, type, function."
+                    f"Tool call {index}: id: {call['id'][:40]!r} is the id of an earlier call."
                 )
-            call_id, function = call["id"], call["function"]
-            if not isinstance(call_id, str) or not 0 < len(call_id) <= MAX_TOOL_CALL_ID_CHARS:
-                raise serializers.ValidationError(f"{where}: id must be a 1-128 character string.")
-            if call_id in ids:
-                raise serializers.ValidationError(f"{where}: duplicate id.")
-            ids.add(call_id)
-            if call["type"] != "function":
-                raise serializers.ValidationError(f'{where}: type must be "function".')
-            if not isinstance(function, dict) or set(function) != {"name", "arguments"}:
-                raise serializers.ValidationError(
-                    f"{where}: function must have exactly the keys name, arguments."
-                )
-            name = function["name"]
-            if not isinstance(name, str) or not 0 < len(name) <= MAX_FUNCTION_NAME_CHARS:
-                raise serializers.ValidationError(
-                    f"{where}: function.name must be a 1-64 character string."
-                )
-            if not isinstance(function["arguments"], str):
-                raise serializers.ValidationError(
-                    f"{where}: function.arguments must be a string (JSON text)."
-                )
-            for value in (call_id, function["name"], function["arguments"]):
-                _reject_unencodable(value)
-                if "\x00" in value:
-                    raise serializers.ValidationError("Null characters are not allowed.")
+            ids.add(call["id"])
+        # The calls as sent: the serializer's validated form would be OrderedDicts of the same.
         return data
 
 
-class MessageCreateInputSerializer(StrictInputSerializer):
-    role = serializers.ChoiceField(choices=Message.Role.choices)
-    # Blank content is allowed only for an assistant message that calls tools (checked below).
-    content = StrictCharField(max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS, allow_blank=True)
-    name = StrictCharField(required=False, allow_blank=True, max_length=64)
-    metadata = MetadataField(required=False)
-    tool_calls = ToolCallsField(required=False)
-    tool_call_id = StrictCharField(required=False, max_length=128)
-
-    def validate(self, attrs):
-        role = attrs["role"]
-        if "tool_calls" in attrs and role != Message.Role.ASSISTANT:
-            raise serializers.ValidationError(
-                {"tool_calls": ["Only assistant messages call tools."]}
-            )
-        if role == Message.Role.TOOL and not attrs.get("tool_call_id"):
-            raise serializers.ValidationError(
-                {"tool_call_id": ["A tool message must say which call it answers."]}
-            )
-        if "tool_call_id" in attrs and role != Message.Role.TOOL:
-            raise serializers.ValidationError(
-                {"tool_call_id": ["Only tool messages answer a tool call."]}
-            )
-        if attrs["content"] == "" and "tool_calls" not in attrs:
-            raise serializers.ValidationError({"content": ["This field may not be blank."]})
-        return attrs
+def _tool_call_lines(detail) -> list[str]:
+    if isinstance(detail, dict) and all(isinstance(key, int) for key in detail):
+        # The problems of each bad call, by its index: name the call.
+        return [
+            f"Tool call {index}: {line}"
+            for index, problems in detail.items()
+            for line in error_lines(problems)
+        ]
+    return error_lines(detail)  # the list itself: not a list, empty, too long
 
 
-# The same rules as MessageCreateInputSerializer.validate, as one schema per role (documented
-# as `oneOf`, discriminated by `role`), so that a client generator and the contract test's
-# positive and negative data agree with the API. Schema only: the view validates with
-# MessageCreateInputSerializer, whose messages say which rule was broken.
+# --- A message's input: one schema per role, and the validator that dispatches to them ------
 def _role_field(role: str) -> serializers.Field:
+    role = str(role)  # the value, not the Message.Role member
     field_class = type(f"{role.title()}RoleField", (serializers.ChoiceField,), {})
     return extend_schema_field({"type": "string", "const": role})(field_class)(choices=[role])
 
@@ -403,18 +390,24 @@ class AssistantToolCallsMessageInputSerializer(_MessageInputVariant):
     tool_calls = ToolCallsField()
 
 
+TOOL_CALL_ID_MISSING = "A tool message must say which call it answers."
+
+
 class ToolMessageInputSerializer(_MessageInputVariant):
     """A tool's result, answering one call of the assistant message before it."""
 
     role = _role_field(Message.Role.TOOL)
     tool_call_id = StrictCharField(
-        max_length=MAX_TOOL_CALL_ID_CHARS, help_text="The `id` of the tool call this answers."
+        max_length=MAX_TOOL_CALL_ID_CHARS,
+        help_text="The `id` of the tool call this answers.",
+        error_messages={"required": TOOL_CALL_ID_MISSING, "blank": TOOL_CALL_ID_MISSING},
     )
 
 
-# Told apart by `role` and, for the assistant, by `tool_calls` (each variant refuses unknown
-# fields, so exactly one matches): a `oneOf` without a discriminator, which maps a value to
-# one schema only.
+# The role rules live here, once: the view validates with the variant the body's `role`
+# selects (MessageCreateInputSerializer), the schema documents them as a `oneOf` without a
+# discriminator (a discriminator maps a value to one schema only; the assistant has two, told
+# apart by `tool_calls`; each variant refuses unknown fields, so exactly one matches).
 MESSAGE_INPUT_VARIANTS = [
     SystemMessageInputSerializer,
     UserMessageInputSerializer,
@@ -422,6 +415,148 @@ MESSAGE_INPUT_VARIANTS = [
     AssistantToolCallsMessageInputSerializer,
     ToolMessageInputSerializer,
 ]
+
+
+def _variant_role(variant: type[serializers.Serializer]) -> str:
+    return next(iter(variant._declared_fields["role"].choices))
+
+
+class MessageCreateInputSerializer(serializers.Serializer):
+    """A message body, validated by the one of `variants` its `role` selects.
+
+    For a role with two variants (the assistant) the one that knows every field sent wins
+    (the first if none does). A field that only other roles take is refused naming them.
+    """
+
+    variants = MESSAGE_INPUT_VARIANTS
+    role = serializers.ChoiceField(choices=Message.Role.choices)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, Mapping):
+            return super().to_internal_value(data)  # refuses it as not an object
+        try:
+            role = self.fields["role"].run_validation(self.fields["role"].get_value(data))
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({"role": exc.detail}) from None
+        candidates = [v for v in self.variants if _variant_role(v) == role]
+        variant = max(candidates, key=lambda v: len(set(data) & set(v._declared_fields)))
+        misplaced = {
+            name: [f"Only {' and '.join(roles)} messages carry this field, not {role} ones."]
+            for name in data
+            if name not in variant._declared_fields and (roles := self.roles_taking(name))
+        }
+        if misplaced:
+            raise serializers.ValidationError(misplaced)
+        return variant().run_validation(data)
+
+    @classmethod
+    def roles_taking(cls, name: str) -> list[str]:
+        return list(
+            dict.fromkeys(_variant_role(v) for v in cls.variants if name in v._declared_fields)
+        )
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        """Every field some role takes."""
+        return {name for v in cls.variants for name in v._declared_fields}
+
+
+# --- A message of an import line (conversations/transfer.py) -----------------------------
+class GeneratedReplyInputSerializer(AssistantToolCallsMessageInputSerializer):
+    """An assistant message the engine generated, as an import line carries it: its content is
+    what the model said (blank, or longer than an appended message may be), with or without
+    tool calls; the rest as an appended assistant message."""
+
+    content = StrictCharField(allow_blank=True)
+    tool_calls = ToolCallsField(required=False)
+
+
+class AwareDateTimeField(serializers.Field):
+    """An ISO 8601 date-time with its UTC offset, parsed exactly (no timezone guessed)."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            raise serializers.ValidationError(f"Expected a string, got {type(data).__name__}.")
+        try:
+            parsed = datetime.fromisoformat(data)
+        except ValueError:
+            raise serializers.ValidationError(
+                f"Not an ISO 8601 date-time: {data[:40]!r}."
+            ) from None
+        if parsed.tzinfo is None:
+            raise serializers.ValidationError("Needs a UTC offset (e.g. +00:00).")
+        return parsed
+
+
+def _column_max_length(name: str) -> int:
+    return Message._meta.get_field(name).max_length
+
+
+class MessageRecordSerializer(serializers.Serializer):
+    """A message of an import line: what an appended message takes, validated as the API does
+    (MessageCreateInputSerializer; a generated reply, one with a `finish_reason`, by
+    GeneratedReplyInputSerializer), and the columns only an import carries (declared here).
+
+    A line spells "no tool calls" and "answers no call" with the column's empty value, where
+    the API input leaves the field out. `usage` and `context` are checked, then kept as sent.
+    """
+
+    id = StrictIntegerField(min_value=1, allow_null=True, required=False, default=None)
+    seq = StrictIntegerField(min_value=1)
+    token_count = StrictIntegerField(min_value=0, required=False, default=0)
+    model = StrictCharField(
+        max_length=_column_max_length("model"),
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        default=None,
+    )
+    usage = UsageSerializer(allow_null=True, required=False, default=None)
+    finish_reason = StrictCharField(
+        max_length=_column_max_length("finish_reason"),
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        default=None,
+    )
+    latency_ms = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
+    context = ContextRecordSerializer(allow_null=True, required=False, default=None)
+    versions = StrictIntegerField(min_value=1, required=False, default=1)
+    created_at = AwareDateTimeField()
+
+    def to_internal_value(self, data):
+        if not isinstance(data, Mapping):
+            return super().to_internal_value(data)
+        input_names = MessageCreateInputSerializer.field_names()
+        sent = {
+            name: value
+            for name, value in data.items()
+            if name in input_names
+            and not (
+                name in ("tool_calls", "tool_call_id")
+                and value == Message._meta.get_field(name).get_default()
+            )
+        }
+        generated = data.get("finish_reason") is not None
+        message_serializer = (
+            GeneratedReplyInputSerializer() if generated else MessageCreateInputSerializer()
+        )
+        errors, values = {}, {}
+        try:
+            values.update(message_serializer.run_validation(sent))
+        except serializers.ValidationError as exc:
+            errors.update(exc.detail)
+        try:
+            values.update(
+                super().to_internal_value({k: v for k, v in data.items() if k not in input_names})
+            )
+        except serializers.ValidationError as exc:
+            errors.update(exc.detail)
+        if errors:
+            raise serializers.ValidationError(errors)
+        for name in ("usage", "context"):
+            values[name] = data.get(name)
+        return values
 
 
 @extend_schema_field(UsageSerializer(allow_null=True))
@@ -441,39 +576,11 @@ class ToolCallsOutputField(serializers.JSONField):
     pass
 
 
-def _api_datetime(value) -> str:
-    """A datetime as DRF's DateTimeField writes it (current time zone, `Z` for UTC)."""
-    text = timezone.localtime(value).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def message_representation(message: Message) -> dict:
-    """A message as the API shows it: what MessageSerializer's fields produce, built directly.
-
-    Every history page and append returns messages, and the cache stores them in this form
-    (conversations/cache.py); DRF's field-by-field machinery cost ~60 us a message.
-    conversations/tests/test_serializers.py checks it against the fields it stands for.
-    """
-    created_at = _api_datetime(message.created_at)
-    return {
-        "id": message.id,
-        "session": str(message.session_id),
-        "seq": message.seq,
-        "role": message.role,
-        "content": message.content,
-        "name": message.name,
-        "metadata": message.metadata,
-        "token_count": message.token_count,
-        "tool_calls": message.tool_calls,
-        "tool_call_id": message.tool_call_id,
-        "model": message.model,
-        "usage": message.usage,
-        "finish_reason": message.finish_reason,
-        "latency_ms": message.latency_ms,
-        "context": message.context,
-        "versions": message.versions,
-        "created_at": created_at,
-    }
+# A message as the API shows it: what MessageSerializer's fields produce, built directly from
+# the field list (conversations/fields.py). Every history page and append returns messages, and
+# the cache stores them in this form (conversations/cache_encoding.py).
+# conversations/tests/test_serializers.py checks it against the fields it stands for.
+message_representation: Callable[[Message], dict] = message_fields.representation_function()
 
 
 class MessageSerializer(serializers.ModelSerializer):
@@ -493,25 +600,7 @@ class MessageSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Message
-        fields = [
-            "id",
-            "session",
-            "seq",
-            "role",
-            "content",
-            "name",
-            "metadata",
-            "token_count",
-            "tool_calls",
-            "tool_call_id",
-            "model",
-            "usage",
-            "finish_reason",
-            "latency_ms",
-            "context",
-            "versions",
-            "created_at",
-        ]
+        fields = message_fields.api_names()
         read_only_fields = fields
 
     def to_representation(self, instance: Message) -> dict:
@@ -582,7 +671,7 @@ class MessageVersionSerializer(serializers.Serializer):
         answer = instance.answer
         body = {"number": instance.number, "current": instance.current}
         body.update((name, getattr(answer, name)) for name in VERSIONED_FIELDS)
-        body["created_at"] = _api_datetime(answer.created_at)
+        body["created_at"] = message_fields.api_datetime(answer.created_at)
         return body
 
 

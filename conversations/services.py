@@ -18,6 +18,7 @@ from chatengine.events import log_event
 from chatengine.exceptions import Conflict
 from chatengine.metrics import MESSAGES_APPENDED
 from conversations import cache as history_cache
+from conversations.cache_encoding import session_stamp
 from conversations.models import ChatSession, Message
 
 # Pure token counting (no models, no I/O beyond loading an encoding file once): counting at
@@ -123,14 +124,20 @@ def append_message(
     name: str = "",
     metadata: dict[str, Any] | None = None,
     token_count: int | None = None,
-    **reply_fields: Any,
+    tool_calls: list[dict[str, Any]] | None = None,
+    tool_call_id: str = "",
+    model: str | None = None,
+    usage: dict[str, Any] | None = None,
+    finish_reason: str | None = None,
+    latency_ms: int | None = None,
+    context: dict[str, Any] | None = None,
 ) -> Message:
     """Append a message at the session's next seq and bump its counters, in one transaction.
 
     The session row is locked (SELECT ... FOR UPDATE) so concurrent appends to one session
     queue up and get seq n+1, n+2, ... with no gap and no duplicate. Raises `Conflict` on an
-    archived session. `reply_fields` are the optional Message columns (tool_calls,
-    tool_call_id, model, usage, finish_reason, latency_ms, context).
+    archived session. `tool_calls` and `tool_call_id` are OpenAI's tool calling; `model`,
+    `usage`, `finish_reason`, `latency_ms` and `context` are set only on generated replies.
 
     `token_count` is counted here, once, unless the caller already counted it (a reply
     counts the new message before storing it, to check that it fits).
@@ -142,49 +149,32 @@ def append_message(
             role=role,
             content=content,
             name=name,
-            tool_calls=reply_fields.get("tool_calls"),
-            tool_call_id=reply_fields.get("tool_call_id", ""),
+            tool_calls=tool_calls,
+            tool_call_id=tool_call_id,
         )
-    return _append_message_locked(
-        session=session,
-        role=role,
-        content=content,
-        name=name,
-        metadata=metadata,
-        token_count=token_count,
-        **reply_fields,
-    )
-
-
-def _append_message_locked(
-    *,
-    session: ChatSession,
-    role: str,
-    content: str,
-    name: str,
-    metadata: dict[str, Any] | None,
-    token_count: int,
-    **reply_fields: Any,
-) -> Message:
     fields = {
         "role": role,
         "content": content,
         "name": name,
         "metadata": metadata or {},
         "token_count": token_count,
-        **reply_fields,
+        "tool_calls": tool_calls,
+        "tool_call_id": tool_call_id,
+        "model": model,
+        "usage": usage,
+        "finish_reason": finish_reason,
+        "latency_ms": latency_ms,
+        "context": context,
     }
-    if connection.vendor == "postgresql" and _SINGLE_STATEMENT_APPEND:
-        message, previous, current = _append_row_single_statement(session=session, fields=fields)
-    else:
-        message, previous, current = _append_row_portable(session=session, fields=fields)
+    append_row = APPEND_ROW_BY_VENDOR.get(connection.vendor, _append_row_portable)
+    message, previous, current = append_row(session=session, fields=fields)
     # Write-through only once committed: a rolled-back append must never reach the cache.
     transaction.on_commit(
         partial(
             history_cache.record_append,
             message=message,
-            previous_stamp=history_cache.session_stamp(previous),
-            stamp=history_cache.session_stamp(current),
+            previous_stamp=session_stamp(previous),
+            stamp=session_stamp(current),
         )
     )
     # Keep the caller's instance in step with what was committed.
@@ -215,10 +205,6 @@ class _Counters:
     @classmethod
     def of(cls, session: ChatSession) -> "_Counters":
         return cls(**{field: getattr(session, field) for field in _STAMP_FIELDS})
-
-
-# The PostgreSQL path below; tests switch it off to run the portable one on PostgreSQL too.
-_SINGLE_STATEMENT_APPEND = True
 
 
 @transaction.atomic
@@ -336,6 +322,10 @@ def _single_statement_template() -> tuple[str, list[Field]]:
         FROM locked LEFT JOIN bumped ON true LEFT JOIN inserted ON true
     """
     return sql, inserted
+
+
+# How each database appends a row; any other runs the portable ORM path.
+APPEND_ROW_BY_VENDOR = {"postgresql": _append_row_single_statement}
 
 
 def _archived() -> Conflict:

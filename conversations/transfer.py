@@ -20,9 +20,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.color import no_style
 from django.db import DatabaseError, connection, transaction
 from django.db.models import QuerySet
+from rest_framework.exceptions import ValidationError
 
 from chatengine.events import log_event
+from conversations import fields as message_fields
 from conversations.models import VERSIONED_FIELDS, ChatSession, Message, MessageVersion
+from conversations.serializers import AwareDateTimeField, MessageRecordSerializer, error_lines
 
 SESSION_FIELDS = (
     "id",
@@ -41,24 +44,8 @@ SESSION_FIELDS = (
     "created_at",
     "updated_at",
 )
-MESSAGE_FIELDS = (
-    "id",
-    "seq",
-    "role",
-    "content",
-    "name",
-    "metadata",
-    "token_count",
-    "tool_calls",
-    "tool_call_id",
-    "model",
-    "usage",
-    "finish_reason",
-    "latency_ms",
-    "context",
-    "versions",
-    "created_at",
-)
+# Declared in conversations/fields.py with the API and admin lists.
+MESSAGE_FIELDS = message_fields.export_names()
 # A regenerated message (versions > 1) also carries the answers it replaced, oldest first:
 # "earlier_versions": [{"number": 1, <VERSIONED_FIELDS>}, ...].
 EARLIER_VERSIONS = "earlier_versions"
@@ -96,9 +83,18 @@ def session_to_record(session: ChatSession) -> dict[str, Any]:
     }
 
 
+_EXPORTED = [f for f in message_fields.MESSAGE_FIELDS if f.export]
+
+
 def message_to_record(message: Message) -> dict[str, Any]:
-    record = {name: getattr(message, name) for name in MESSAGE_FIELDS}
-    record["created_at"] = iso(message.created_at)
+    record = {}
+    for f in _EXPORTED:
+        value = getattr(message, f.attr)
+        if f.kind == "datetime":
+            value = iso(value)
+        elif f.kind == "uuid":
+            value = str(value)
+        record[f.name] = value
     if message.versions > 1:
         # A query per regenerated message only: most messages never were.
         record[EARLIER_VERSIONS] = [
@@ -193,8 +189,11 @@ class RecordError(ValueError):
     """A line that is not a valid session record; the message names the offending field."""
 
 
-_ROLES = tuple(Message.Role.values)
 _MISSING = object()
+
+
+def _column_default(name: str) -> Any:
+    return Message._meta.get_field(name).get_default()
 
 
 def _is_int(value: Any) -> bool:
@@ -238,14 +237,10 @@ class _Checker:
             return default
         if kind == "datetime":
             try:
-                parsed = datetime.fromisoformat(value)
-            except ValueError:
-                self.fail(name, f"not an ISO 8601 date-time: {value[:40]!r}")
+                return AwareDateTimeField().run_validation(value)
+            except ValidationError as exc:
+                self.fail(name, "; ".join(error_lines(exc.detail)))
                 return default
-            if parsed.tzinfo is None:
-                self.fail(name, "needs a UTC offset (e.g. +00:00)")
-                return default
-            return parsed
         return value
 
     def reject_unknown(self, known: Iterable[str]) -> None:
@@ -343,42 +338,29 @@ def parse_record(line: str) -> SessionRecord:
             continue
         m = _Checker(raw, path, errors)
         m.reject_unknown((*MESSAGE_FIELDS, EARLIER_VERSIONS))
-        message_id = m.get("id", "int", nullable=True, minimum=1)
-        seq = m.get("seq", "int", required=True, minimum=1)
-        role = m.get("role", "str", required=True)
-        if role is not None and role not in _ROLES:
-            m.fail("role", f"{role[:40]!r} is not one of {', '.join(_ROLES)}")
-        if seq is not None:
-            if seq in seen_seqs:
-                m.fail("seq", f"duplicate seq {seq}")
-            elif seq < previous_seq:
-                m.fail("seq", f"seq {seq} after {previous_seq}: messages must be in seq order")
-            seen_seqs.add(seq)
-            previous_seq = max(previous_seq, seq)
+        record = MessageRecordSerializer(data=raw)
+        if not record.is_valid():
+            errors.extend(f"{path}{line}" for line in error_lines(record.errors))
+            continue
+        values = record.validated_data
+        seq, message_id = values["seq"], values["id"]
+        if seq in seen_seqs:
+            m.fail("seq", f"duplicate seq {seq}")
+        elif seq < previous_seq:
+            m.fail("seq", f"seq {seq} after {previous_seq}: messages must be in seq order")
+        seen_seqs.add(seq)
+        previous_seq = max(previous_seq, seq)
         if message_id is not None:
             if message_id in seen_ids:
                 m.fail("id", f"duplicate message id {message_id}")
             seen_ids.add(message_id)
+        # What the line leaves out gets the column's default, as an appended message would.
         messages.append(
             {
-                "id": message_id,
-                "seq": seq,
-                "role": role,
-                "content": m.get("content", "str", required=True),
-                "name": m.get("name", "str", default="", max_length=64),
-                "metadata": m.get("metadata", "object", default={}),
-                "token_count": m.get("token_count", "int", default=0),
-                "tool_calls": m.get("tool_calls", "list", nullable=True),
-                "tool_call_id": m.get("tool_call_id", "str", default="", max_length=128),
-                "model": m.get("model", "str", nullable=True, max_length=128),
-                "usage": m.get("usage", "object", nullable=True),
-                "finish_reason": m.get("finish_reason", "str", nullable=True, max_length=32),
-                "latency_ms": m.get("latency_ms", "int", nullable=True),
-                "context": m.get("context", "json", nullable=True),
-                "versions": m.get("versions", "int", default=1, minimum=1),
-                "created_at": m.get("created_at", "datetime", required=True),
-                EARLIER_VERSIONS: _parse_versions(m, path, errors),
+                name: values[name] if name in values else _column_default(name)
+                for name in MESSAGE_FIELDS
             }
+            | {EARLIER_VERSIONS: _parse_versions(m, path, errors)}
         )
         versions = messages[-1]["versions"] or 1
         if len(messages[-1][EARLIER_VERSIONS]) != versions - 1:

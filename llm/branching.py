@@ -109,14 +109,15 @@ def edit(
     reply: bool = False,
     model: str | None = None,
     max_output_tokens: int | None = None,
+    checkpoint: idempotency.Checkpoint | None = None,
 ) -> EditResult:
     """Edit user message `message`: a new session (a fork at seq - 1 plus the edited message),
     answered by the model there when `reply` is true. `session` is left as it was.
 
-    With an Idempotency-Key, the fork is a checkpoint: a retry after a failed LLM call replies
-    in the fork it made, without forking again.
+    With an Idempotency-Key (`checkpoint`), the fork is recorded on it: a retry after a failed
+    LLM call replies in the fork it made, without forking again.
     """
-    resumed = _fork_of_a_failed_attempt(session=session)
+    resumed = _fork_of_a_failed_attempt(session=session, checkpoint=checkpoint)
     if resumed is not None:
         fork, edited = resumed
     else:
@@ -124,19 +125,26 @@ def edit(
             fork, edited = branching.edit_message(
                 session=session, message=message, content=content, metadata=metadata
             )
-            idempotency.save_progress(fork_id=str(fork.pk), user_message_id=edited.pk)
+            if checkpoint is not None:
+                checkpoint.save(fork_id=str(fork.pk), user_message_id=edited.pk)
     if not reply:
         return EditResult(session=fork, user_message=edited, reply=None)
     # The edited message is stored: the reply answers the fork's history as it is (a retry
     # finds user_message_id in the checkpoint and does not store it again either).
-    prepared = prepare_reply(session=fork, model=model, max_output_tokens=max_output_tokens)
+    prepared = prepare_reply(
+        session=fork, model=model, max_output_tokens=max_output_tokens, checkpoint=checkpoint
+    )
     result = complete_reply(prepared)
     fork.refresh_from_db()
     return EditResult(session=fork, user_message=edited, reply=result)
 
 
-def _fork_of_a_failed_attempt(*, session: ChatSession) -> tuple[ChatSession, Message] | None:
-    progress = idempotency.current_progress()
+def _fork_of_a_failed_attempt(
+    *, session: ChatSession, checkpoint: idempotency.Checkpoint | None
+) -> tuple[ChatSession, Message] | None:
+    if checkpoint is None:
+        return None
+    progress = checkpoint.progress
     fork_id, message_id = progress.get("fork_id"), progress.get("user_message_id")
     if fork_id is None or message_id is None:
         return None

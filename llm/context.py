@@ -103,7 +103,9 @@ def select_messages(
             )
         break
 
-    included = sorted([*pinned, *chosen], key=lambda m: (m.seq is None, m.seq or 0))
+    # `chosen` is newest first: reversed, messages not stored yet (seq None, last) keep their
+    # chronological order through the stable sort.
+    included = sorted([*pinned, *reversed(chosen)], key=lambda m: (m.seq is None, m.seq or 0))
     messages = [m.to_chat() for m in included]
     if system_prompt:
         messages.insert(0, ChatMessage(role="system", content=system_prompt))

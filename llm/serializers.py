@@ -171,12 +171,6 @@ class RegenerateSerializer(serializers.Serializer):
     context = ContextSummarySerializer()
 
 
-class ReplyDeltaSerializer(serializers.Serializer):
-    delta = serializers.CharField(
-        allow_blank=True, trim_whitespace=False, help_text="The next piece of the reply's text."
-    )
-
-
 class ContextMessageSerializer(serializers.Serializer):
     """One message as it would be sent (OpenAI chat format)."""
 

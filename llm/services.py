@@ -19,13 +19,13 @@ from django.db import transaction
 from chatengine.events import log_event
 from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
-from chatengine.request_id import reset_request_id, set_request_id
 from conversations import branching, idempotency, selectors, services
 from conversations.models import ChatSession, Message
+from llm.catalog import for_model
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
 from llm.tokens import TokenCounter, counter_for_model
-from llm.types import Completion, Context, HistoryMessage, ToolCall, Usage
+from llm.types import Completion, Context, GenerationOptions, HistoryMessage, ToolCall, Usage
 
 logger = logging.getLogger("chatengine.llm")
 
@@ -34,15 +34,10 @@ INTERRUPTED = "interrupted"
 
 
 def context_window_for_model(model: str) -> int:
-    """The model's context window: settings registry (exact, then longest prefix), else the
-    default."""
-    table: dict[str, int] = settings.LLM_MODEL_CONTEXT_WINDOWS
-    if model in table:
-        return table[model]
-    prefixes = [name for name in table if model.startswith(name)]
-    if prefixes:
-        return table[max(prefixes, key=len)]
-    return settings.LLM_DEFAULT_CONTEXT_TOKENS
+    """The model's context window: settings.LLM_MODEL_CONTEXT_WINDOWS (llm.catalog.for_model),
+    else the default."""
+    window = for_model(settings.LLM_MODEL_CONTEXT_WINDOWS, model)
+    return settings.LLM_DEFAULT_CONTEXT_TOKENS if window is None else window
 
 
 def resolve_model(*, session: ChatSession, model: str | None = None) -> str:
@@ -78,10 +73,11 @@ def build_context(
     budget: int | None = None,
     model: str | None = None,
     max_output_tokens: int | None = None,
-    pending: HistoryMessage | None = None,
+    pending: HistoryMessage | tuple[HistoryMessage, ...] | None = None,
     replacing: int | None = None,
 ) -> Context:
-    """What would be sent for `session` now (plus `pending`, a message not stored yet).
+    """What would be sent for `session` now (plus `pending`: messages not stored yet, oldest
+    first).
 
     `replacing`: the seq of the session's last message, whose answer is being regenerated;
     the history then ends before it (the context that message was answered from).
@@ -100,9 +96,13 @@ def build_context(
         )
 
     batch_size = _history_batch_size(session=session, budget=budget)
-    first = selectors.list_messages(
-        session=session, limit=batch_size, before=replacing, order="desc"
-    )
+    if session._state.adding:
+        # An unsaved session (a reply that stores nothing, in no conversation): no history.
+        first = selectors.Page(items=[], has_more=False, next_params=None)
+    else:
+        first = selectors.list_messages(
+            session=session, limit=batch_size, before=replacing, order="desc"
+        )
     if first.has_more:
         system_rows = selectors.list_system_messages(session=session)
     else:
@@ -110,9 +110,13 @@ def build_context(
         # usual case: a history that fits the window is read in one batch).
         system_rows = [m for m in reversed(first.items) if m.role == Message.Role.SYSTEM]
 
+    if pending is None:
+        pending = ()
+    elif isinstance(pending, HistoryMessage):
+        pending = (pending,)
+
     def history() -> Iterator[HistoryMessage]:
-        if pending is not None:
-            yield pending
+        yield from reversed(pending)
         page = first
         while True:
             for row in page.items:
@@ -129,9 +133,7 @@ def build_context(
         system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
         pinned=pinned,
         history_newest_first=history(),
-        total_messages=session.message_count
-        + (1 if pending is not None else 0)
-        - (1 if replacing is not None else 0),
+        total_messages=session.message_count + len(pending) - (1 if replacing is not None else 0),
         budget=budget,
         encoding=counter.encoding_name,
     )
@@ -149,8 +151,19 @@ class PreparedReply:
     metadata: dict[str, Any] | None
     counter: TokenCounter
     provider: LLMProvider
+    # False: nothing is written, the reply comes back as an unsaved Message (OpenAI's
+    # `store: false`; prepared with `user_message=None` and a context built in memory).
+    store: bool = True
+    options: GenerationOptions | None = None  # temperature, top_p, tools: passed through
     # A regenerate: the last message, whose current answer the reply replaces (not appended).
     replaces: Message | None = None
+
+    def provider_options(self) -> dict[str, Any]:
+        """Keyword arguments of the provider call beyond the messages."""
+        options = {"model": self.model, "max_output_tokens": self.max_output_tokens}
+        if self.options is not None:
+            options["options"] = self.options
+        return options
 
 
 @dataclass(frozen=True)
@@ -167,10 +180,13 @@ def prepare_reply(
     model: str | None = None,
     max_output_tokens: int | None = None,
     metadata: dict[str, Any] | None = None,
+    checkpoint: idempotency.Checkpoint | None = None,
 ) -> PreparedReply:
     """Validate, build the context (with the new message counted) and only then store it.
 
     Anything rejected here (archived session, empty session, context overflow) stores nothing.
+    `checkpoint` (the request's Idempotency-Key, if any) records the stored user message with
+    it, so a retry after a failed LLM call reuses that message instead of storing it twice.
     """
     if session.archived:
         raise Conflict("The session is archived; unarchive it to add messages.")
@@ -182,7 +198,7 @@ def prepare_reply(
     model = resolve_model(session=session, model=model)
     max_output_tokens = max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS
     counter = counter_for_model(model)
-    stored = _user_message_of_a_failed_attempt(session=session)
+    stored = _user_message_of_a_failed_attempt(session=session, checkpoint=checkpoint)
     if stored is not None:
         # A retry (same Idempotency-Key) of a reply whose LLM call failed: its user message
         # is already in the history; ask again without storing it twice.
@@ -219,11 +235,11 @@ def prepare_reply(
                 token_count=pending.token_count,
             )
 
-        if idempotency.has_claim():
+        if checkpoint is not None:
             # Short: the message and its key's checkpoint commit together, never the LLM call.
             with transaction.atomic():
                 user_message = store_user_message()
-                idempotency.save_progress(user_message_id=user_message.pk)
+                checkpoint.save(user_message_id=user_message.pk)
         else:
             # The append is its own transaction; wrapping it would only add a savepoint (or a
             # BEGIN/COMMIT) round trip pair before the LLM call.
@@ -241,9 +257,13 @@ def prepare_reply(
     )
 
 
-def _user_message_of_a_failed_attempt(*, session: ChatSession) -> Message | None:
+def _user_message_of_a_failed_attempt(
+    *, session: ChatSession, checkpoint: idempotency.Checkpoint | None
+) -> Message | None:
     """The user message an earlier attempt with this request's Idempotency-Key stored."""
-    message_id = idempotency.current_progress().get("user_message_id")
+    if checkpoint is None:
+        return None
+    message_id = checkpoint.progress.get("user_message_id")
     if message_id is None:
         return None
     return Message.objects.filter(pk=message_id, session=session).first()
@@ -316,25 +336,34 @@ def store_reply(
     tool_calls: tuple[ToolCall, ...] = (),
 ) -> Message:
     """Append the assistant message with what went into it (its own transaction); for a
-    regenerate, store it as the new answer of the message it replaces."""
-    answer = {
-        "content": text,
-        "metadata": prepared.metadata or {},
-        "token_count": prepared.counter.count_message(
+    regenerate, store it as the new answer of the message it replaces.
+
+    With `prepared.store` false, the same message unsaved (no id, no seq): nothing is written.
+    """
+    fields = dict(
+        role=Message.Role.ASSISTANT,
+        content=text,
+        metadata=prepared.metadata,
+        token_count=prepared.counter.count_message(
             role=Message.Role.ASSISTANT, content=text, tool_calls=tool_calls
         ),
-        "tool_calls": [c.as_openai() for c in tool_calls] or None,
-        "model": model,
-        "usage": usage.as_dict() if usage else None,
-        "finish_reason": finish_reason,
-        "latency_ms": latency_ms,
-        "context": prepared.context.as_record(),
-    }
+        tool_calls=[c.as_openai() for c in tool_calls] or None,
+        model=model,
+        usage=usage.as_dict() if usage else None,
+        finish_reason=finish_reason,
+        latency_ms=latency_ms,
+        context=prepared.context.as_record(),
+    )
+    if not prepared.store:
+        fields["metadata"] = fields["metadata"] or {}
+        return Message(session=prepared.session, **fields)
     if prepared.replaces is not None:
+        answer = {name: value for name, value in fields.items() if name != "role"}
+        answer["metadata"] = answer["metadata"] or {}
         return branching.replace_answer(
             session=prepared.session, seq=prepared.replaces.seq, answer=answer
         )
-    return services.append_message(session=prepared.session, role=Message.Role.ASSISTANT, **answer)
+    return services.append_message(session=prepared.session, **fields)
 
 
 # --- Whole replies ----------------------------------------------------------------------------
@@ -344,9 +373,7 @@ def complete_reply(prepared: PreparedReply) -> ReplyResult:
     started = time.monotonic()
     try:
         completion: Completion = prepared.provider.complete(
-            list(prepared.context.messages),
-            model=prepared.model,
-            max_output_tokens=prepared.max_output_tokens,
+            list(prepared.context.messages), **prepared.provider_options()
         )
     except ApplicationError as exc:
         _log_error(prepared, exc, _elapsed_ms(started))
@@ -490,9 +517,7 @@ def stream_reply(prepared: PreparedReply) -> Iterator[StreamEvent]:
     state = _StreamState(prepared)
     finished = False
     chunks = prepared.provider.stream(
-        list(prepared.context.messages),
-        model=prepared.model,
-        max_output_tokens=prepared.max_output_tokens,
+        list(prepared.context.messages), **prepared.provider_options()
     )
     try:
         with contextlib.closing(chunks):  # closing it closes the upstream connection
@@ -520,9 +545,7 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
     _log_request(prepared)
     state = _StreamState(prepared)
     chunks = prepared.provider.astream(
-        list(prepared.context.messages),
-        model=prepared.model,
-        max_output_tokens=prepared.max_output_tokens,
+        list(prepared.context.messages), **prepared.provider_options()
     )
     try:
         async with contextlib.aclosing(chunks):  # closing it closes the upstream connection
@@ -538,64 +561,3 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
         await asyncio.shield(sync_to_async(state.interrupt)(None))
         raise
     yield Completed(message)
-
-
-def bind_request_id(events: AsyncIterator[Any], *, request_id: str | None) -> AsyncIterator[Any]:
-    """Keep the request id in logs of a stream that outlives the request middleware.
-
-    Take `request_id` from `get_request_id()` while the request is being handled: by the
-    time the body is iterated, the middleware has already reset it. The id is set and reset
-    around each step (and around closing the stream, whose clean-up logs too), never across
-    a `yield`: a token reset after the consumer moved on would restore a stale id into the
-    consumer's context (and under ASGI each step may run in another context altogether).
-    """
-
-    async def wrapped() -> AsyncIterator[Any]:
-        iterator = aiter(events)
-        try:
-            while True:
-                token = set_request_id(request_id)
-                try:
-                    event = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                finally:
-                    reset_request_id(token)
-                yield event
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                token = set_request_id(request_id)
-                try:
-                    await aclose()
-                finally:
-                    reset_request_id(token)
-
-    return wrapped()
-
-
-def bind_request_id_sync(events: Iterator[Any], *, request_id: str | None) -> Iterator[Any]:
-    """`bind_request_id` for a sync stream (WSGI)."""
-
-    def wrapped() -> Iterator[Any]:
-        iterator = iter(events)
-        try:
-            while True:
-                token = set_request_id(request_id)
-                try:
-                    event = next(iterator)
-                except StopIteration:
-                    return
-                finally:
-                    reset_request_id(token)
-                yield event
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                token = set_request_id(request_id)
-                try:
-                    close()
-                finally:
-                    reset_request_id(token)
-
-    return wrapped()

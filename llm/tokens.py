@@ -1,6 +1,6 @@
 """Exact token counts with tiktoken, loaded offline only.
 
-Which encoding: `settings.LLM_MODEL_ENCODINGS` (exact name, then longest prefix), else
+Which encoding: `settings.LLM_MODEL_ENCODINGS` (looked up by `llm.catalog.for_model`), else
 tiktoken's own model table, else cl100k_base. Encodings are built by tiktoken itself
 (`tiktoken.get_encoding`), and only when that cannot touch the network: an encoding is used
 if its file is already in `TIKTOKEN_CACHE_DIR` (tiktoken's cache layout: named by the sha1 of
@@ -26,6 +26,7 @@ from pathlib import Path
 import tiktoken
 from django.conf import settings
 
+from llm.catalog import for_model
 from llm.types import ChatMessage, ToolCall
 
 logger = logging.getLogger("chatengine.llm.tokens")
@@ -57,16 +58,9 @@ def cache_path_for(encoding_name: str, directory: str) -> Path:
     return Path(directory) / hashlib.sha1(url.encode()).hexdigest()
 
 
-def _lookup(table: dict[str, str], model: str) -> str | None:
-    if model in table:
-        return table[model]
-    prefixes = [name for name in table if model.startswith(name)]
-    return table[max(prefixes, key=len)] if prefixes else None
-
-
 def encoding_name_for_model(model: str) -> str:
     """The encoding a model uses (settings, then tiktoken's table, then cl100k_base)."""
-    configured = _lookup(getattr(settings, "LLM_MODEL_ENCODINGS", {}), model)
+    configured = for_model(getattr(settings, "LLM_MODEL_ENCODINGS", {}), model)
     if configured:
         return configured
     try:

@@ -113,6 +113,25 @@ class Context:
 
 
 @dataclass(frozen=True)
+class GenerationOptions:
+    """Per-request options passed through to the model; None / empty: the model's default."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    tools: tuple[dict[str, Any], ...] = ()  # chat-completions `tools` (function tools)
+
+    def as_openai(self) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.top_p is not None:
+            body["top_p"] = self.top_p
+        if self.tools:
+            body["tools"] = list(self.tools)
+        return body
+
+
+@dataclass(frozen=True)
 class Usage:
     prompt_tokens: int
     completion_tokens: int

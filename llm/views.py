@@ -13,10 +13,10 @@ from rest_framework.views import APIView
 
 from chatengine.exceptions import error_body, log_error
 from chatengine.openapi import Tags, error_responses, session_id_parameter
-from chatengine.request_id import get_request_id
+from chatengine.request_id import bind_request_id, get_request_id
 from chatengine.validation import validated, validated_query
 from conversations import selectors
-from conversations.idempotency import idempotent
+from conversations.idempotency import Checkpoint, idempotent
 from conversations.serializers import MessageSerializer
 from conversations.views import seq_parameter
 from llm import branching, schema, services
@@ -68,7 +68,7 @@ def _render(event: services.StreamEvent, view: str) -> bytes:
 async def _async_body(
     prepared: services.PreparedReply, request_id: str | None, view: str
 ) -> AsyncIterator[bytes]:
-    events = services.bind_request_id(services.astream_reply(prepared), request_id=request_id)
+    events = bind_request_id(services.astream_reply(prepared), request_id=request_id)
     async for event in events:
         yield _render(event, view)
 
@@ -76,7 +76,7 @@ async def _async_body(
 def _sync_body(
     prepared: services.PreparedReply, request_id: str | None, view: str
 ) -> Iterator[bytes]:
-    events = services.bind_request_id_sync(services.stream_reply(prepared), request_id=request_id)
+    events = bind_request_id(services.stream_reply(prepared), request_id=request_id)
     for event in events:
         yield _render(event, view)
 
@@ -144,10 +144,10 @@ class ReplyView(APIView):
         ],
     )
     @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
-    def post(self, request: Request, session_id: str) -> Response:
+    def post(self, request: Request, session_id: str, checkpoint: Checkpoint | None) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         data = validated(ReplyInputSerializer, request.data)
-        prepared = services.prepare_reply(session=session, **data)
+        prepared = services.prepare_reply(session=session, checkpoint=checkpoint, **data)
         result = services.complete_reply(prepared)
         body = reply_body(
             user_message=result.user_message, message=result.message, context=result.context
@@ -187,10 +187,12 @@ class ReplyStreamView(APIView):
         ],
     )
     @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
-    def post(self, request: Request, session_id: str) -> StreamingHttpResponse:
+    def post(
+        self, request: Request, session_id: str, checkpoint: Checkpoint | None
+    ) -> StreamingHttpResponse:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         data = validated(ReplyStreamInputSerializer, request.data)
-        prepared = services.prepare_reply(session=session, **data)
+        prepared = services.prepare_reply(session=session, checkpoint=checkpoint, **data)
         return _stream_response(prepared, request, self)
 
 
@@ -272,7 +274,11 @@ class RegenerateView(APIView):
         examples=[schema.REGENERATE_REQUEST, schema.REGENERATED],
     )
     @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
-    def post(self, request: Request, session_id: str, seq: int) -> Response:
+    def post(
+        self, request: Request, session_id: str, seq: int, checkpoint: Checkpoint | None
+    ) -> Response:
+        # No checkpoint: a regenerate stores nothing before the LLM call, so a retry after a
+        # failure has nothing to resume.
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         message = selectors.get_message(session=session, seq=seq)
         data = validated(RegenerateInputSerializer, request.data)
@@ -309,7 +315,9 @@ class RegenerateStreamView(APIView):
         examples=[schema.REGENERATE_REQUEST, *schema.REGENERATE_STREAM_EVENTS],
     )
     @idempotent(atomic=False)
-    def post(self, request: Request, session_id: str, seq: int) -> StreamingHttpResponse:
+    def post(
+        self, request: Request, session_id: str, seq: int, checkpoint: Checkpoint | None
+    ) -> StreamingHttpResponse:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         message = selectors.get_message(session=session, seq=seq)
         data = validated(RegenerateInputSerializer, request.data)
@@ -360,11 +368,13 @@ class EditView(APIView):
         examples=[schema.EDIT_REQUEST, schema.EDITED],
     )
     @idempotent(atomic=False)  # never atomic: no transaction may span the LLM call
-    def post(self, request: Request, session_id: str, seq: int) -> Response:
+    def post(
+        self, request: Request, session_id: str, seq: int, checkpoint: Checkpoint | None
+    ) -> Response:
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         message = selectors.get_message(session=session, seq=seq)
         data = validated(EditInputSerializer, request.data)
-        result = branching.edit(session=session, message=message, **data)
+        result = branching.edit(session=session, message=message, checkpoint=checkpoint, **data)
         body = edit_body(
             session=result.session, user_message=result.user_message, reply=result.reply
         )

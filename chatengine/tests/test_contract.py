@@ -16,7 +16,8 @@ pytest-django's live server on the test database, and each response must:
 - be a 401 when the token is left out (`ignored_auth`), and a 405 for an undocumented method
   (`unsupported_method`).
 
-Path parameters named `session_id` point, most of the time, at a real session of the user
+Path parameters named `session_id` (and the /v1/ facade's `conversation_id`, `item_id` and
+`response_id`, derived from it) point, most of the time, at a real session of the user
 (with history), else at an archived one, another user's, or what schemathesis generated. A
 destructive or changing operation (DELETE, PATCH, POST) gets a fresh session made for that
 one request, so deletes never starve the read operations of data. A `token_id` likewise points
@@ -51,7 +52,10 @@ from schemathesis.specs.openapi import checks as openapi_checks
 from accounts import services as account_services
 from accounts.tests.factories import api_key_for
 from conversations import selectors, services
+from conversations.models import ChatSession, Message
 from conversations.tests.factories import UserFactory
+from llm import services as replies
+from openai_api import ids as openai_ids
 
 MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "30"))
 CHECKS = [
@@ -93,7 +97,9 @@ class FuzzWorld:
         if method in SAFE_METHODS:
             return self.own if target == "own" else self.archived
         # A session of its own for each changing request, so the shared ones stay intact.
-        return str(_seed_session(self.user, archived=target == "archived", messages=3).id)
+        return str(
+            _seed_session(self.user, archived=target == "archived", messages=3, reply=True).id
+        )
 
     def token_for(self, target: str) -> str | None:
         if target == "generated":
@@ -104,6 +110,28 @@ class FuzzWorld:
         return str(token.pk)
 
 
+# The OpenAI-compatible facade (/v1/) names a session, one of its messages and one of its
+# responses with ids of its own: derived from the targeted session, as `session_id` is.
+SESSION_PARAMETERS = {"session_id", "conversation_id", "item_id", "response_id"}
+
+
+def _path_ids(session_id: str) -> dict[str, str]:
+    session = ChatSession.objects.get(pk=session_id)
+    found = {"session_id": session_id, "conversation_id": openai_ids.conversation_id(session.pk)}
+    first = Message.objects.filter(session=session).order_by("seq").first()
+    if first is not None:
+        found["item_id"] = openai_ids.message_id(first.pk)
+    reply = (
+        Message.objects.filter(session=session, role="assistant", context__isnull=False)
+        .order_by("-seq")
+        .first()
+    )
+    if reply is not None:
+        asked = Message.objects.get(session=session, seq=reply.context["last_seq"])
+        found["response_id"] = openai_ids.response_id(asked.pk)
+    return found
+
+
 def _target(case) -> str:
     # Derived from the generated case, not drawn at random, so a failure replays exactly; from
     # the whole case, so the coverage phase's fixed path value still spreads over targets.
@@ -111,11 +139,15 @@ def _target(case) -> str:
     return TARGETS[zlib.crc32(seed) % len(TARGETS)]
 
 
-def _seed_session(user, *, archived: bool = False, messages: int = 0, title: str = "fuzz"):
+def _seed_session(
+    user, *, archived: bool = False, messages: int = 0, title: str = "fuzz", reply: bool = False
+):
     session = services.create_session(user=user, title=title, metadata={"k": "v"})
     for n in range(messages):
         role = "user" if n % 2 == 0 else "assistant"
         services.append_message(session=session, role=role, content=f"message {n}")
+    if reply:  # an LLM reply (echo), for the /v1/ operations on a response
+        replies.reply(session=session, content="question")
     if archived:
         services.update_session(session=session, archived=True)
     return session
@@ -125,7 +157,7 @@ def _seed_session(user, *, archived: bool = False, messages: int = 0, title: str
 def fuzz_world(live_server):
     user, stranger = UserFactory(), UserFactory()
     token = api_key_for(user)
-    own = _seed_session(user, messages=60, title="own")
+    own = _seed_session(user, messages=60, title="own", reply=True)
     for n in range(25):  # enough sessions for the list to paginate
         _seed_session(user, archived=n % 5 == 0, title=f"listed {n}")
     world = FuzzWorld(
@@ -134,8 +166,10 @@ def fuzz_world(live_server):
         user=user,
         stranger=stranger,
         own=str(own.id),
-        archived=str(_seed_session(user, archived=True, messages=2, title="archived").id),
-        foreign=str(_seed_session(stranger, messages=2).id),
+        archived=str(
+            _seed_session(user, archived=True, messages=2, title="archived", reply=True).id
+        ),
+        foreign=str(_seed_session(stranger, messages=2, reply=True).id),
         cursor=selectors.list_sessions(user=user, limit=3).next_params["cursor"],
     )
     yield world
@@ -196,13 +230,15 @@ def test_every_operation_honours_the_schema(case, fuzz_world):
     target = "generated"
     if (
         params
-        and "session_id" in params
+        and SESSION_PARAMETERS & set(params)
         and not (case.meta and case.meta.is_negative_at(ParameterLocation.PATH))
     ):
         target = _target(case)
         session_id = fuzz_world.session_for(target, method=case.method)
         if session_id is not None:
-            params["session_id"] = session_id
+            found = _path_ids(session_id)
+            for name in SESSION_PARAMETERS & set(params) & set(found):
+                params[name] = found[name]
     if (
         params
         and "token_id" in params

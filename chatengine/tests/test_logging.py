@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -93,9 +94,11 @@ class TestRequestLines:
     def test_a_request_leaves_an_access_line_and_events_with_its_request_id(
         self, auth_client, user, json_logs
     ):
+        started = time.perf_counter()
         response = auth_client.post(
             SESSIONS, {"title": "t"}, format="json", HTTP_X_REQUEST_ID="req-create-1"
         )
+        elapsed_ms = (time.perf_counter() - started) * 1000
         assert response.status_code == 201
         sid = response.json()["id"]
 
@@ -105,7 +108,7 @@ class TestRequestLines:
         assert access["path"] == "/api/v1/sessions/"
         assert access["status"] == 201
         assert isinstance(access["duration_ms"], float)
-        assert access["duration_ms"] >= 0
+        assert 0 < access["duration_ms"] <= elapsed_ms  # in milliseconds, within the call
         assert access["user_id"] == user.pk
         assert "session_id" not in access  # no session in this URL
         assert access["level"] == "INFO"
@@ -390,9 +393,7 @@ def test_no_content_prompt_or_token_reaches_the_logs(
             auth_client, system_prompt=system_prompt, content=content, fake=fake_openai
         )
 
-    streamed = responses[4].status_code  # 200 (201 once main's api2 change is merged)
-    assert streamed in (200, 201)
-    assert [r.status_code for r in responses] == [201, 201, 400, 201, streamed, 502, streamed, 200]
+    assert [r.status_code for r in responses] == [201, 201, 400, 201, 201, 502, 201, 200]
     history = json.loads(responses[-1].body)["results"]
     assert [m["content"] for m in history if m["role"] == "assistant"] == [
         fake_openai.reply_text

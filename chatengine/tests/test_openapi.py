@@ -70,11 +70,15 @@ def test_every_operation_has_summary_description_one_known_tag_and_examples(sche
 
 
 def test_every_error_response_is_the_envelope_with_a_matching_example(schema):
-    for label, _, _, operation in _operations(schema):
+    for label, path, _, operation in _operations(schema):
         for status, response in operation["responses"].items():
             if int(status) < 400:
                 continue
             media = response["content"]["application/json"]
+            if path.startswith("/v1/"):
+                # The OpenAI-compatible facade answers errors in OpenAI's shape (issue 16).
+                assert media["schema"] == {"$ref": "#/components/schemas/OpenAIError"}, label
+                continue
             assert media["schema"] == {"$ref": "#/components/schemas/ErrorEnvelope"}, label
             (example,) = media["examples"].values()
             assert example["value"]["error"]["type"] == ERRORS[int(status)][0], (label, status)
@@ -86,23 +90,25 @@ REGENERATE = "/api/v1/sessions/{session_id}/messages/{seq}/regenerate/"
 REGENERATE_STREAM = "/api/v1/sessions/{session_id}/messages/{seq}/regenerate/stream/"
 CONTEXT = "/api/v1/sessions/{session_id}/context/"
 HEALTH = {"/healthz", "/readyz", "/metrics"}
+# Each answers its one format (/reply/, /reply/stream/, /regenerate/ and its stream) or the
+# body's `stream` picks it (/v1/responses).
+ONE_FORMAT = {REPLY, REPLY_STREAM, REGENERATE, REGENERATE_STREAM, "/v1/responses"}
 
 
 def test_operations_document_the_errors_their_configuration_implies(schema):
     for label, path, method, operation in _operations(schema):
         statuses = set(operation["responses"])
         assert "500" in statuses, label
-        if path.startswith("/api/v1/"):
-            assert "401" in statuses, label  # every /api/v1 endpoint needs a token
+        if path.startswith(("/api/v1/", "/v1/")):
+            assert "401" in statuses, label  # every /api/v1 and /v1 endpoint needs a token
             assert "429" in statuses, label  # and is throttled
         if "{session_id}" in path:
             assert "404" in statuses, label
         if method in {"post", "patch"}:
             assert {"400", "403", "413"} <= statuses, label
-        # 406 exactly where content negotiation can refuse an `Accept`: not the replies (each
-        # answers its one format) nor the health endpoints (they pick their own).
-        answers_one_format = {REPLY, REPLY_STREAM, REGENERATE, REGENERATE_STREAM}
-        assert ("406" in statuses) == (path not in HEALTH | answers_one_format), label
+        # 406 exactly where content negotiation can refuse an `Accept`: not the replies nor the
+        # health endpoints (they pick their own).
+        assert ("406" in statuses) == (path not in HEALTH and path not in ONE_FORMAT), label
         if path in HEALTH:
             assert not statuses & {"401", "403", "406", "429"} - (
                 {"403"} if path == "/metrics" else set()

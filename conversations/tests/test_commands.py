@@ -19,8 +19,10 @@ from django.db import connection
 from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from accounts.selectors import token_for_key
+from accounts.tests.factories import api_key_for
 from conversations import branching, bulk, services, transfer
 from conversations.management.cli import Progress
 from conversations.models import ChatSession, Message, MessageVersion
@@ -75,10 +77,18 @@ def make_rich_history():
         token_count=9,
         tool_calls=[{"id": "c1", "type": "function", "function": {"name": "w", "arguments": "{}"}}],
         model="gpt-4o",
-        usage={"prompt_tokens": 20, "completion_tokens": 9},
+        usage={"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29},
         finish_reason="tool_calls",
         latency_ms=812,
-        context={"budget": 4096, "sent": [1]},
+        context={
+            "first_seq": 1,
+            "last_seq": 1,
+            "messages_included": 1,
+            "messages_dropped": 0,
+            "tokens": 20,
+            "budget": 4096,
+            "encoding": "o200k_base",
+        },
     )
     services.append_message(
         session=trip, role="tool", content='{"t": 18}', name="w", tool_call_id="c1", token_count=3
@@ -125,7 +135,21 @@ class TestExportImportRoundTrip:
             branching.replace_answer(
                 session=trip,
                 seq=4,
-                answer={"content": text, "token_count": 2, "model": "m", "context": {"n": 1}},
+                answer={
+                    "content": text,
+                    "token_count": 2,
+                    "model": "m",
+                    "finish_reason": "stop",
+                    "context": {
+                        "first_seq": 1,
+                        "last_seq": 3,
+                        "messages_included": 3,
+                        "messages_dropped": 0,
+                        "tokens": 30,
+                        "budget": 4000,
+                        "encoding": "o200k_base",
+                    },
+                },
             )
         fork = branching.fork_session(session=trip, at_seq=4, title="Trip, again")
         services.append_message(session=fork, role="user", content="And tomorrow?")
@@ -402,9 +426,7 @@ class TestImportRejectsBadLines:
         err = err.getvalue()
         assert "line 2: not valid JSON" in err
         assert "line 3: title: expected a string, got an integer" in err
-        assert "line 5: messages[0].role: 'robot' is not one of system, user, assistant, tool" in (
-            err
-        )
+        assert 'line 5: messages[0].role: "robot" is not a valid choice.' in err
         assert sorted(ChatSession.objects.values_list("title", flat=True)) == ["Trip", "Trip"]
         # The bad lines left nothing behind: no session, no message, no user of theirs.
         assert Message.objects.count() == 8
@@ -417,10 +439,10 @@ class TestImportRejectsBadLines:
             (lambda r: r["messages"].pop(1), "message_count: 4, but the line has 3 messages"),
             (
                 lambda r: r["messages"][0].update(token_count="4"),
-                "token_count: expected an integer, got a string",
+                "messages[0].token_count: Expected an integer, got str.",
             ),
             (lambda r: r["messages"][0].update(colour="red"), "messages[0].colour: unknown field"),
-            (lambda r: r.update(created_at="last week"), "created_at: not an ISO 8601 date-time"),
+            (lambda r: r.update(created_at="last week"), "created_at: Not an ISO 8601 date-time"),
             (lambda r: r.update(id="nope"), "id: not a UUID"),
             (lambda r: r.update(archived="yes"), "archived: expected a boolean, got a string"),
             (lambda r: r["messages"][-1].update(seq=9), "last_seq: 4, but a message has seq 9"),
@@ -473,6 +495,87 @@ class TestImportRejectsBadLines:
             del transfer.Message.objects.bulk_create
         assert ChatSession.objects.count() == 0
         assert Message.objects.count() == 0
+
+    # The trip line's messages: user, assistant calling a tool (a generated reply), tool, assistant.
+    @pytest.mark.parametrize(
+        ("change", "expected"),
+        [
+            (
+                lambda m: m[1].update(tool_calls=[1]),
+                "messages[1].tool_calls: Tool call 0: Invalid data. Expected a dictionary, but "
+                "got int.",
+            ),
+            (
+                lambda m: m[1]["tool_calls"][0].pop("function"),
+                "messages[1].tool_calls: Tool call 0: function: This field is required.",
+            ),
+            (
+                lambda m: m[0].update(tool_calls=m[1]["tool_calls"]),
+                "messages[0].tool_calls: Only assistant messages carry this field, not user ones.",
+            ),
+            (
+                lambda m: m[2].update(tool_call_id=""),
+                "messages[2].tool_call_id: A tool message must say which call it answers.",
+            ),
+            (
+                lambda m: m[3].update(content=""),
+                "messages[3].content: This field may not be blank.",
+            ),
+            (
+                lambda m: m[0].update(metadata={"k": 1}),
+                "messages[0].metadata: Value of 'k' must be a string, got int.",
+            ),
+            (
+                lambda m: m[1]["usage"].update(prompt_tokens="20"),
+                "messages[1].usage.prompt_tokens: Expected an integer, got str.",
+            ),
+            (
+                lambda m: m[1].update(context=[1]),
+                "messages[1].context: Invalid data. Expected a dictionary, but got list.",
+            ),
+            (
+                lambda m: m[1].update(created_at="2026-11-27T09:15:02"),
+                "messages[1].created_at: Needs a UTC offset (e.g. +00:00).",
+            ),
+        ],
+    )
+    def test_a_message_is_validated_as_the_api_validates_it_and_the_line_named(
+        self, tmp_path, good_lines, change, expected
+    ):
+        line = self.corrupt(good_lines[0], lambda r: change(r["messages"]))
+        path = write_lines(tmp_path / "bad.jsonl", [good_lines[1], line])
+        err = io.StringIO()
+        with pytest.raises(CommandError, match=r"1 bad line\(s\): 2"):
+            call_command("import_sessions", str(path), stdout=io.StringIO(), stderr=err)
+        assert f"line 2: {expected}" in err.getvalue()
+        assert list(ChatSession.objects.values_list("title", flat=True)) == ["Old"]
+
+    def test_a_session_refused_for_bad_tool_calls_is_not_there_to_break_a_reply(
+        self, tmp_path, good_lines
+    ):
+        trip = json.loads(good_lines[0])
+        alice = UserFactory(username="alice")
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_key_for(alice)}")
+        reply_url = f"/api/v1/sessions/{trip['id']}/reply/"
+        bad = self.corrupt(good_lines[0], lambda r: r["messages"][1].update(tool_calls=[1]))
+
+        err = io.StringIO()
+        with pytest.raises(CommandError, match="1 bad line"):
+            call_command(
+                "import_sessions",
+                str(write_lines(tmp_path / "bad.jsonl", [bad])),
+                stdout=io.StringIO(),
+                stderr=err,
+            )
+        assert "line 1: messages[1].tool_calls: Tool call 0: " in err.getvalue()
+        # Imported, it made every reply on the session a 500; refused, there is no session.
+        assert client.post(reply_url, {"content": "And now?"}, format="json").status_code == 404
+
+        run("import_sessions", str(write_lines(tmp_path / "good.jsonl", [good_lines[0]])))
+        response = client.post(reply_url, {"content": "And now?"}, format="json")
+        assert response.status_code == 201, response.content
+        assert ChatSession.objects.get(pk=trip["id"]).message_count == 6
 
 
 @pytest.mark.django_db

@@ -128,30 +128,3 @@ class TestListSessions:
     def test_a_forged_cursor_is_a_validation_error(self):
         with pytest.raises(ValidationFailed):
             selectors.list_sessions(user=UserFactory(), limit=10, cursor="bm90IGEgY3Vyc29y")
-
-
-@pytest.mark.django_db
-def test_iter_newest_first_reads_only_the_batches_consumed(settings):
-    # The database path: with the cache on, the first batch rebuilds the tail instead
-    # (conversations/tests/test_cache.py covers that path).
-    settings.CHATENGINE_CACHE_ENABLED = False
-    session = ChatSessionFactory()
-    for _ in range(25):
-        MessageFactory(session=session)
-    with CaptureQueriesContext(connection) as ctx:
-        taken = []
-        for message in selectors.iter_messages_newest_first(session=session, batch_size=10):
-            taken.append(message.seq)
-            if len(taken) == 12:
-                break
-    assert taken == list(range(25, 13, -1))
-    assert len(ctx.captured_queries) == 2
-
-
-@pytest.mark.django_db
-def test_iter_newest_first_walks_the_whole_history():
-    session = ChatSessionFactory()
-    for _ in range(5):
-        MessageFactory(session=session)
-    seqs = [m.seq for m in selectors.iter_messages_newest_first(session=session, batch_size=2)]
-    assert seqs == [5, 4, 3, 2, 1]

@@ -39,8 +39,14 @@ class TestCreateSession:
 @pytest.fixture(params=["single_statement", "portable"])
 def append_path(request, monkeypatch):
     """Run an append test on both implementations: on PostgreSQL the single-statement one is
-    what runs by default, the portable ORM one is what SQLite (and any other database) gets."""
-    monkeypatch.setattr(services, "_SINGLE_STATEMENT_APPEND", request.param == "single_statement")
+    what runs by default, the portable ORM one is what SQLite (and any other database) gets,
+    and what PostgreSQL runs too once its entry is taken out. The single statement exists
+    only on PostgreSQL: elsewhere that variant is skipped, never run as the portable one."""
+    if request.param == "single_statement":
+        if connection.vendor not in services.APPEND_ROW_BY_VENDOR:
+            pytest.skip(f"the single-statement append is PostgreSQL's, not {connection.vendor}'s")
+    else:
+        monkeypatch.delitem(services.APPEND_ROW_BY_VENDOR, connection.vendor, raising=False)
     return request.param
 
 
@@ -107,6 +113,13 @@ class TestAppendMessage:
             message.created_at,
             message.token_count,
         )
+
+    def test_an_unknown_field_is_a_type_error_and_stores_nothing(self):
+        # On every database: the single statement must not drop what it has no column for.
+        session = ChatSessionFactory()
+        with pytest.raises(TypeError):
+            services.append_message(session=session, role="user", content="hi", colour="red")
+        assert not Message.objects.filter(session=session).exists()
 
     def test_a_deleted_session_is_not_found(self):
         session = ChatSessionFactory()
@@ -179,6 +192,18 @@ class TestDeleteMessage:
         b.refresh_from_db()
         assert (a.message_count, a.total_tokens, a.last_seq) == (0, 0, 3)
         assert (b.message_count, b.total_tokens, b.last_seq) == (1, 10, 2)
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db
+def test_postgresql_appends_with_one_statement():
+    # What the fixture's "single_statement" variant promises it runs.
+    session = ChatSessionFactory()
+    with CaptureQueriesContext(connection) as queries:
+        services.append_message(session=session, role="user", content="hi", token_count=1)
+    (statement,) = [q["sql"] for q in queries.captured_queries]
+    assert "FOR UPDATE" in statement
+    assert "INSERT INTO" in statement
 
 
 @pytest.mark.django_db

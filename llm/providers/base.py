@@ -9,7 +9,7 @@ from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.utils.module_loading import import_string
 
-from llm.types import ChatMessage, Completion, StreamChunk
+from llm.types import ChatMessage, Completion, GenerationOptions, StreamChunk
 
 PROVIDER_ALIASES = {
     "echo": "llm.providers.echo.EchoProvider",
@@ -22,21 +22,37 @@ class LLMProvider(Protocol):
     """Talks to one kind of LLM. Knows chat messages, never our tables.
 
     Failures are raised as chatengine.exceptions errors (RateLimited, LLMUpstreamError,
-    LLMTimeout, ContextOverflow), never as a vendor SDK's exception.
+    LLMTimeout, ContextOverflow), never as a vendor SDK's exception. `options` is passed only
+    when a request sets any (so a provider without the parameter keeps working without them).
     """
 
     name: str
 
     def complete(
-        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> Completion: ...
 
     def stream(
-        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> Iterator[StreamChunk]: ...
 
     def astream(
-        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> AsyncIterator[StreamChunk]: ...
 
 

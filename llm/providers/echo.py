@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator, Sequence
 
 from llm.tokens import counter_for_model
-from llm.types import ChatMessage, Completion, StreamChunk, Usage
+from llm.types import ChatMessage, Completion, GenerationOptions, StreamChunk, Usage
 
 ECHO_MODEL = "echo"
 
@@ -30,7 +30,12 @@ class EchoProvider:
         return [w if i == 0 else f" {w}" for i, w in enumerate(words)]
 
     def complete(
-        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> Completion:
         text = self._reply(messages)
         return Completion(
@@ -38,7 +43,12 @@ class EchoProvider:
         )
 
     def stream(
-        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> Iterator[StreamChunk]:
         text = self._reply(messages)
         for piece in self._pieces(text):
@@ -46,8 +56,15 @@ class EchoProvider:
         yield StreamChunk(model=ECHO_MODEL, finish_reason="stop", usage=self._usage(messages, text))
 
     async def astream(
-        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> AsyncIterator[StreamChunk]:
-        for chunk in self.stream(messages, model=model, max_output_tokens=max_output_tokens):
+        for chunk in self.stream(
+            messages, model=model, max_output_tokens=max_output_tokens, options=options
+        ):
             yield chunk
             await asyncio.sleep(0)

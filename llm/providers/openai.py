@@ -21,7 +21,7 @@ from chatengine.exceptions import (
     LLMUpstreamError,
     RateLimited,
 )
-from llm.types import ChatMessage, Completion, StreamChunk, ToolCall, Usage
+from llm.types import ChatMessage, Completion, GenerationOptions, StreamChunk, ToolCall, Usage
 
 CREDENTIALS_REJECTED = (
     "The LLM provider rejected the engine's credentials; an operator must check its API key."
@@ -146,11 +146,17 @@ class OpenAIProvider:
         return client
 
     @staticmethod
-    def _request(messages: Sequence[ChatMessage], model: str, max_output_tokens: int) -> dict:
+    def _request(
+        messages: Sequence[ChatMessage],
+        model: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
+    ) -> dict:
         return {
             "model": model,
             "messages": [m.as_openai() for m in messages],
             "max_completion_tokens": max_output_tokens,
+            **(options.as_openai() if options is not None else {}),
         }
 
     # The body is posted with the client's own `post` (the SDK's documented way to send a
@@ -179,10 +185,17 @@ class OpenAIProvider:
         )
 
     def complete(
-        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> Completion:
         try:
-            raw = self._post(self._request(messages, model, max_output_tokens), stream=False)
+            raw = self._post(
+                self._request(messages, model, max_output_tokens, options), stream=False
+            )
             choice = raw.choices[0]
             tool_calls = tuple(
                 ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments)
@@ -201,12 +214,17 @@ class OpenAIProvider:
             raise map_error(exc) from None
 
     def stream(
-        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> Iterator[StreamChunk]:
         try:
             response = self._post(
                 {
-                    **self._request(messages, model, max_output_tokens),
+                    **self._request(messages, model, max_output_tokens, options),
                     "stream": True,
                     "stream_options": {"include_usage": True},
                 },
@@ -222,12 +240,17 @@ class OpenAIProvider:
                 raise map_error(exc) from None
 
     async def astream(
-        self, messages: Sequence[ChatMessage], *, model: str, max_output_tokens: int
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        model: str,
+        max_output_tokens: int,
+        options: GenerationOptions | None = None,
     ) -> AsyncIterator[StreamChunk]:
         try:
             response = await self._apost_stream(
                 {
-                    **self._request(messages, model, max_output_tokens),
+                    **self._request(messages, model, max_output_tokens, options),
                     "stream": True,
                     "stream_options": {"include_usage": True},
                 }

@@ -59,6 +59,8 @@ class FakeOpenAI:
         # OpenAI-compatible servers do: what the engine logs about a failure must not carry them.
         self.echo_in_errors = False
         self.requests: list[dict[str, Any]] = []
+        # Set: whole (not streamed) replies call these tools (chat-completions `tool_calls`).
+        self.reply_tool_calls: list[dict[str, Any]] | None = None
         self.stream_closed_early = threading.Event()  # a client went away mid-stream
         self._queue: deque[str] = deque()
         self._lock = threading.Lock()
@@ -87,6 +89,7 @@ class FakeOpenAI:
             self._queue.clear()
             self.requests.clear()
         self.mode = "ok"
+        self.reply_tool_calls = None
         self.stream_closed_early.clear()
 
     def start(self) -> "FakeOpenAI":
@@ -194,6 +197,12 @@ class FakeOpenAI:
                 }
 
             def _complete(self, body: dict) -> None:
+                message: dict[str, Any] = {"role": "assistant", "content": fake.reply_text}
+                finish_reason = "stop"
+                if fake.reply_tool_calls:
+                    message = {"role": "assistant", "content": None}
+                    message["tool_calls"] = fake.reply_tool_calls
+                    finish_reason = "tool_calls"
                 self._json(
                     200,
                     {
@@ -204,8 +213,8 @@ class FakeOpenAI:
                         "choices": [
                             {
                                 "index": 0,
-                                "message": {"role": "assistant", "content": fake.reply_text},
-                                "finish_reason": "stop",
+                                "message": message,
+                                "finish_reason": finish_reason,
                             }
                         ],
                         "usage": self._usage(body),

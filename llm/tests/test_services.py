@@ -1,14 +1,20 @@
+import time
+from contextvars import ContextVar
+from dataclasses import replace
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from chatengine.exceptions import Conflict, ContextOverflow, LLMUpstreamError
+from conversations import idempotency
 from conversations import services as conversation_services
-from conversations.models import ChatSession, Message
+from conversations.idempotency import Checkpoint
+from conversations.models import ChatSession, IdempotencyKey, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory
 from llm import services
 from llm.tokens import counter_for_model
-from llm.types import Completion, Usage
+from llm.types import Completion, GenerationOptions, HistoryMessage, Usage
 
 
 def seed(session: ChatSession, count: int, *, tokens: int = 10) -> None:
@@ -67,8 +73,11 @@ class TestTokenCountAtWrite:
 @pytest.mark.django_db
 class TestReply:
     def test_it_stores_the_user_message_and_the_reply_with_what_went_into_it(self, fake_openai):
+        fake_openai.latency_ms = 60  # the provider call takes at least this long
         session = ChatSessionFactory(model="gpt-4o-mini")
+        started = time.monotonic()
         result = services.reply(session=session, content="Hello?", metadata={"k": "v"})
+        elapsed_ms = (time.monotonic() - started) * 1000
         user, reply = result.user_message, result.message
         assert (user.seq, user.role, user.content, user.metadata) == (
             1,
@@ -84,7 +93,7 @@ class TestReply:
             reply.usage["total_tokens"]
             == reply.usage["prompt_tokens"] + reply.usage["completion_tokens"]
         )
-        assert reply.latency_ms >= 0
+        assert 60 <= reply.latency_ms <= elapsed_ms  # the provider call, in milliseconds
         assert reply.metadata == {}
         assert reply.context == {
             "first_seq": 1,
@@ -245,3 +254,104 @@ def test_the_user_message_is_appended_in_a_transaction_of_its_own_unless_a_key_c
     )
     assert response.status_code == 201
     assert seen == [nested]
+
+
+# --- Hooks for callers that store differently (the /v1/ facade) ------------------------------
+@pytest.mark.django_db
+def test_build_context_takes_several_pending_messages_oldest_first():
+    session = ChatSessionFactory()
+    seed(session, 2)
+    counter = counter_for_model(session.model or "gpt-4o-mini")
+    pending = tuple(
+        HistoryMessage(
+            seq=None,
+            role="user",
+            content=text,
+            token_count=counter.count_message(role="user", content=text),
+        )
+        for text in ("first new", "second new")
+    )
+    context = services.build_context(session, pending=pending)
+    history = [m.content for m in context.messages if m.role != "system"]
+    assert history == ["m1", "m2", "first new", "second new"]
+    assert context.messages_included == 4
+
+
+class OptionsProvider:
+    """Records the generation options it was given (None: the parameter was not passed)."""
+
+    name = "options"
+    seen: list = []
+
+    def complete(self, messages, *, model, max_output_tokens, **kwargs):
+        OptionsProvider.seen.append(kwargs.get("options"))
+        return Completion(text="ok", model=model, finish_reason="stop")
+
+
+@pytest.mark.django_db
+def test_generation_options_reach_the_provider_only_when_set(settings):
+    settings.LLM_PROVIDER = "llm.tests.test_services.OptionsProvider"
+    OptionsProvider.seen.clear()
+    session = ChatSessionFactory()
+    prepared = services.prepare_reply(session=session, content="hi")
+    services.complete_reply(prepared)
+    options = GenerationOptions(temperature=0.1)
+    services.complete_reply(replace(prepared, options=options))
+    assert OptionsProvider.seen == [None, options]
+
+
+@pytest.mark.django_db
+def test_a_reply_prepared_with_store_false_writes_nothing():
+    session = ChatSessionFactory()
+    seed(session, 2)
+    prepared = services.prepare_reply(session=session)  # no content: nothing stored
+    before = list(Message.objects.values_list("pk", flat=True))
+    result = services.complete_reply(replace(prepared, store=False))
+    assert result.message.pk is None
+    assert result.message.content.startswith("Echo:")
+    assert list(Message.objects.values_list("pk", flat=True)) == before
+    session.refresh_from_db()
+    assert session.message_count == 2
+
+
+@pytest.mark.django_db
+class TestCheckpoint:
+    """The Idempotency-Key's checkpoint is an argument of prepare_reply, not ambient state."""
+
+    def _checkpoint(self, session: ChatSession, progress: dict | None = None) -> Checkpoint:
+        record = IdempotencyKey.objects.create(
+            user=session.user, key="k", fingerprint="f", session=session, response_body=progress
+        )
+        return Checkpoint(record)
+
+    def test_the_stored_user_message_is_recorded_on_the_checkpoint_it_is_given(self, settings):
+        settings.LLM_PROVIDER = "echo"
+        session = ChatSessionFactory()
+        checkpoint = self._checkpoint(session)
+        prepared = services.prepare_reply(session=session, content="hi", checkpoint=checkpoint)
+        stored = IdempotencyKey.objects.get(pk=checkpoint.record.pk).response_body
+        assert stored == {"user_message_id": prepared.user_message.pk}
+
+    def test_a_checkpoint_of_a_failed_attempt_reuses_its_user_message(self, settings):
+        settings.LLM_PROVIDER = "echo"
+        session = ChatSessionFactory()
+        first = MessageFactory(session=session, content="hi")
+        checkpoint = self._checkpoint(session, {"user_message_id": first.pk})
+        prepared = services.prepare_reply(session=session, content="hi", checkpoint=checkpoint)
+        assert prepared.user_message == first
+        assert Message.objects.filter(session=session).count() == 1
+
+    def test_without_a_checkpoint_nothing_is_reused_or_recorded(self, settings):
+        settings.LLM_PROVIDER = "echo"
+        session = ChatSessionFactory()
+        MessageFactory(session=session, content="hi")
+        self._checkpoint(session, {"user_message_id": Message.objects.get().pk})
+        prepared = services.prepare_reply(session=session, content="hi")
+        assert prepared.user_message.seq == 2
+        assert IdempotencyKey.objects.get().response_body == {
+            "user_message_id": Message.objects.get(seq=1).pk
+        }
+
+
+def test_idempotency_keeps_no_request_state_in_a_context_variable():
+    assert not [name for name, value in vars(idempotency).items() if isinstance(value, ContextVar)]

@@ -21,6 +21,7 @@ from accounts import services as token_services
 from accounts.models import ApiToken
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
+from openai_api import ids as openai_ids
 from tests.reliability.conftest import client_for, envelope
 
 SECRET = "A-SECRET-7c1e93"  # in every text field of A's data; fixed so test ids are stable
@@ -34,6 +35,10 @@ ID_SOURCES = {
     # seq is a 404 too (the same seq in B's own session would be B's message).
     "seq": lambda owned: owned.message.seq,
     "token_id": lambda owned: owned.token.pk,
+    # The OpenAI-compatible facade (/v1/): the same rows under OpenAI's ids.
+    "conversation_id": lambda owned: openai_ids.conversation_id(owned.session.pk),
+    "item_id": lambda owned: openai_ids.message_id(owned.message.pk),
+    "response_id": lambda owned: openai_ids.response_id(owned.asked.pk),
 }
 # A minimal body per method, valid for the message and session endpoints.
 BODIES = {
@@ -44,6 +49,8 @@ BODIES = {
 # Views whose POST takes another body (a reply takes content, not a role).
 VIEW_BODIES = {
     "ReplyView": {"post": {"content": "isolation probe"}},
+    "ConversationDetailView": {"post": {"metadata": {"k": "isolation probe"}}},
+    "ItemListCreateView": {"post": {"items": [{"role": "user", "content": "isolation probe"}]}},
     "ForkView": {"post": {"at_seq": 1}},
     "EditView": {"post": {"content": "isolation probe"}},
     "RegenerateView": {"post": {}},
@@ -137,6 +144,7 @@ class Owned:
     session: ChatSession
     message: Message
     token: ApiToken
+    asked: Message  # the message `message` replied to (a /v1/ response is named after it)
 
 
 def owned_data(user, marker: str, *, exchanges: int = 1) -> Owned:
@@ -144,11 +152,16 @@ def owned_data(user, marker: str, *, exchanges: int = 1) -> Owned:
         user=user, title=f"{marker} title", system_prompt=f"{marker} prompt", metadata={"k": marker}
     )
     for _ in range(exchanges):
-        MessageFactory(session=session, content=f"{marker} first")
-        message = MessageFactory(session=session, content=f"{marker} second", role="assistant")
+        asked = MessageFactory(session=session, content=f"{marker} first")
+        message = MessageFactory(
+            session=session,
+            content=f"{marker} second",
+            role="assistant",
+            context={"first_seq": asked.seq, "last_seq": asked.seq, "tokens": 10},
+        )
     ChatSessionFactory(user=user, title=f"{marker} archived", archived=True)
     token, _ = token_services.create_token(user=user, name=f"{marker} token")
-    return Owned(user=user, session=session, message=message, token=token)
+    return Owned(user=user, session=session, message=message, token=token, asked=asked)
 
 
 @pytest.fixture
@@ -171,6 +184,18 @@ def database_snapshot() -> dict:
     for row in snapshot[ApiToken._meta.label]:
         row.pop("last_used_at")
     return snapshot
+
+
+def error(route: Route, response, status: int, error_type: str) -> None:
+    """The error in the shape of the route's API: /v1/ answers OpenAI's (issue 16)."""
+    if not route.template.startswith("v1/"):
+        envelope(response, status, error_type)
+        return
+    assert response.status_code == status, (response.status_code, response.content[:500])
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["code"] == error_type, body
 
 
 def url_for(route: Route, foreign: frozenset, alice: Owned, bob: Owned) -> str:
@@ -217,7 +242,7 @@ def test_another_users_ids_are_404_and_change_nothing(
     if method == "head":
         assert response.status_code == 404
     else:
-        envelope(response, 404, "not_found")
+        error(route, response, 404, "not_found")
         assert SECRET not in response.content.decode()
     assert database_snapshot() == before
     assert fake_openai.requests == []  # nothing of A's was sent to the LLM either
@@ -294,5 +319,5 @@ def test_every_api_route_refuses_anonymous_callers(route, method, alice):
     if method == "head":
         assert response.status_code == 401
     else:
-        envelope(response, 401, "authentication_error")
+        error(route, response, 401, "authentication_error")
     assert database_snapshot() == before

@@ -22,7 +22,7 @@ ENTERED = threading.Event()
 
 class SlowReplyView(APIView):
     @idempotent(atomic=False)
-    def post(self, request, session_id):
+    def post(self, request, session_id, checkpoint):
         session = selectors.get_session_for_user(user=request.user, session_id=session_id)
         if request.data.get("fail"):
             raise LLMUpstreamError("the provider failed")

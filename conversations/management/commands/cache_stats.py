@@ -1,4 +1,4 @@
-"""Print the history cache's hit, miss, error and rebuild counts."""
+"""Print what the history cache holds in Redis: cached sessions and Redis's memory."""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -6,24 +6,24 @@ from conversations import cache as history_cache
 
 
 class Command(BaseCommand):
-    help = "Show the history cache counters (hits, misses, errors, rebuilds)."
+    help = "Show how many sessions have a cached history tail, and the memory Redis uses."
 
     def handle(self, *args, **options) -> None:
-        # Counted inside Redis by the cache's own scripts, so the figure covers every worker
-        # process; this command's own in-process counters would always read zero.
-        try:
-            shared = history_cache.shared_stats()
-        except Exception as exc:
-            raise CommandError(f"Redis is unreachable ({type(exc).__name__}): {exc}") from exc
-        if shared is None:
+        # Hits, misses, errors and rebuilds are counted once, per server process, in
+        # chatengine_cache_events_total (its /metrics): this command's own process has none.
+        if not history_cache.enabled():
             self.stdout.write(
-                "No Redis configured: the local-memory cache counts per server process; "
-                "see chatengine_cache_events_total in that process's metrics."
+                "The history cache is off (no Redis configured, or CHATENGINE_CACHE_ENABLED=0): "
+                "history is read from the database."
             )
             return
-        total = shared["hit"] + shared["miss"]
-        ratio = f"{shared['hit'] / total:.1%}" if total else "n/a"
-        labels = {"hit": "hits", "miss": "misses", "error": "errors", "rebuild": "rebuilds"}
-        for name, label in labels.items():
-            self.stdout.write(f"{label:<9}{shared[name]}")
-        self.stdout.write(f"{'hit rate':<9}{ratio}")
+        try:
+            sessions, memory = history_cache.store_facts()
+        except Exception as exc:
+            raise CommandError(f"Redis is unreachable ({type(exc).__name__}): {exc}") from exc
+        self.stdout.write(f"{'cached sessions':<17}{sessions}")
+        self.stdout.write(f"{'redis memory':<17}{memory / 2**20:.1f} MiB")
+        self.stdout.write(
+            "hits, misses, errors, rebuilds: chatengine_cache_events_total on each server "
+            "process's /metrics"
+        )
