@@ -62,6 +62,14 @@ def _clean_cache():
     return
 
 
+@pytest.fixture(autouse=True)
+def _fresh_token_cache():
+    """No token read by an earlier test is still cached in this process."""
+    from accounts import token_cache
+
+    token_cache.clear()
+
+
 @pytest.fixture
 def api_client() -> APIClient:
     return APIClient()

@@ -8,6 +8,7 @@ from django.utils import timezone
 from knox.crypto import hash_token
 from knox.settings import CONSTANTS
 
+from accounts import token_cache
 from accounts.models import ApiToken
 from chatengine.exceptions import NotFound
 
@@ -15,23 +16,35 @@ from chatengine.exceptions import NotFound
 def token_for_key(*, key: str) -> ApiToken | None:
     """The live token this key belongs to, with its user; None otherwise.
 
-    One indexed query on the key's prefix, then a constant-time compare of digests. An
-    unknown key, an expired one and one whose user is deactivated all give None: the caller
-    cannot tell them apart, so neither can a client.
+    From the process's token cache when it read this key less than CHATENGINE_TOKEN_CACHE_S
+    seconds ago (accounts/token_cache.py says how revocation stays bounded); otherwise one
+    indexed query on the key's prefix, then a constant-time compare of digests. An unknown
+    key, an expired one and one whose user is deactivated all give None: the caller cannot
+    tell them apart, so neither can a client.
     """
+    # Looked up by the key's digest: finding a key whose digest matches a cached one is as
+    # hard as finding the key, so the dict lookup leaks nothing a compare_digest would hide.
+    digest = hash_token(key)
+    token = token_cache.get(digest)
+    if token is None:
+        token = _read_token(key=key, digest=digest)
+        if token is None:
+            return None
+        token_cache.put(digest, token)
+    if token.expiry is not None and token.expiry <= timezone.now():
+        return None
+    if not token.user.is_active:
+        return None
+    return token
+
+
+def _read_token(*, key: str, digest: str) -> ApiToken | None:
     candidates = ApiToken.objects.select_related("user").filter(
         token_key=key[: CONSTANTS.TOKEN_KEY_LENGTH]
     )
-    digest = hash_token(key)
-    now = timezone.now()
     for token in candidates:
-        if not compare_digest(digest, token.digest):
-            continue
-        if token.expiry is not None and token.expiry <= now:
-            return None
-        if not token.user.is_active:
-            return None
-        return token
+        if compare_digest(digest, token.digest):
+            return token
     return None
 
 

@@ -4,8 +4,10 @@ from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from accounts import token_cache
 from accounts.models import ApiToken
 from chatengine.exceptions import Conflict
 
@@ -34,7 +36,8 @@ def create_token(
 
 
 def revoke_token(*, token: ApiToken) -> None:
-    """Delete the token: its key stops working at once."""
+    """Delete the token: its key stops working at once in this process, and within
+    CHATENGINE_TOKEN_CACHE_S seconds in every other (accounts/token_cache.py)."""
     token.delete()
 
 
@@ -45,9 +48,18 @@ def revoke_tokens_named(*, user: AbstractBaseUser, name: str) -> int:
 
 
 def record_token_use(*, token: ApiToken) -> None:
-    """Stamp `last_used_at`, unless it was stamped less than LAST_USED_RESOLUTION ago."""
+    """Stamp `last_used_at`, unless it was stamped less than LAST_USED_RESOLUTION ago.
+
+    The token may come from this process's cache, whose `last_used_at` can be older than the
+    row's (another process stamped it since): the condition in the UPDATE keeps the row to one
+    write a minute whatever the processes believe.
+    """
     now = timezone.now()
     if token.last_used_at is not None and now - token.last_used_at < LAST_USED_RESOLUTION:
         return
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    ApiToken.objects.filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_RESOLUTION),
+        pk=token.pk,
+    ).update(last_used_at=now)
     token.last_used_at = now
+    token_cache.note_use(token.digest, when=now)

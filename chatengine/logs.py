@@ -16,6 +16,9 @@ from chatengine.text import shorten
 _DROPPED = ["color_message"]
 # Attributes that are not caller-supplied `extra` fields, for the console formatter.
 _NOT_EXTRA = {*RESERVED_ATTRS, *_DROPPED, "request_id", "message", "asctime", "event"}
+# A set: the filter below tests every attribute of every record against it (a list scan
+# was the largest part of an access line's cost).
+_RESERVED = frozenset(RESERVED_ATTRS)
 
 
 class RequestIdFilter(logging.Filter):
@@ -42,7 +45,7 @@ class ShortenValuesFilter(logging.Filter):
         elif isinstance(record.args, dict):
             record.args = {key: _shortened(value) for key, value in record.args.items()}
         for key, value in list(record.__dict__.items()):
-            if key not in RESERVED_ATTRS and isinstance(value, str):
+            if key not in _RESERVED and isinstance(value, str):
                 record.__dict__[key] = shorten(value)
         return True
 

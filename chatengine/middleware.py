@@ -5,6 +5,7 @@ those the request id is re-established around every chunk and the access line is
 the stream ends, with the full duration.
 """
 
+import functools
 import logging
 import re
 import sys
@@ -20,6 +21,8 @@ from chatengine.request_id import bind_request_id, new_request_id, reset_request
 from chatengine.routing import is_api_path
 
 REQUEST_ID_HEADER = headers.REQUEST_ID
+# Read from META directly: `request.headers` builds a dict of every header on first use.
+_REQUEST_ID_META = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 UNMATCHED_ROUTE = "<unmatched>"
 _KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
@@ -36,7 +39,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        request_id = new_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request_id = new_request_id(request.META.get(_REQUEST_ID_META))
         request.request_id = request_id
         token = set_request_id(request_id)
         try:
@@ -56,7 +59,12 @@ def route_template(request) -> str | None:
     match = getattr(request, "resolver_match", None)
     if match is None or match.route is None:
         return None
-    route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", match.route)  # path() converters
+    return _template_of(match.route)
+
+
+@functools.lru_cache(maxsize=1024)  # one entry per URL pattern: the set is the URLconf's
+def _template_of(pattern: str) -> str:
+    route = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", pattern)  # path() converters
     route = re.sub(r"\(\?P<(\w+)>[^)]*\)", r"{\1}", route)  # re_path() named groups
     return "/" + route.replace("^", "").replace("$", "")
 
@@ -111,10 +119,9 @@ def _record(request, response, started: float) -> None:
     route = route_template(request)
     method = request.method if request.method in _KNOWN_METHODS else "OTHER"
     status = response.status_code
-    HTTP_REQUESTS.labels(method=method, route=route or UNMATCHED_ROUTE, status=status).inc()
-    HTTP_REQUEST_DURATION.labels(
-        method=method, route=route or UNMATCHED_ROUTE, status=status
-    ).observe(duration)
+    requests, durations = _series(method, route or UNMATCHED_ROUTE, status)
+    requests.inc()
+    durations.observe(duration)
 
     fields = {
         # Explicit: a streamed response finishes after the request's context is gone.
@@ -132,6 +139,13 @@ def _record(request, response, started: float) -> None:
     access_logger.info(
         "%s %s %s %.1fms", method, fields["path"], status, fields["duration_ms"], extra=fields
     )
+
+
+@functools.lru_cache(maxsize=4096)  # bounded anyway: known methods x routes x statuses
+def _series(method: str, route: str, status: int):
+    # `labels()` validates and locks on every call; the series it returns never change.
+    labels = {"method": method, "route": route, "status": status}
+    return HTTP_REQUESTS.labels(**labels), HTTP_REQUEST_DURATION.labels(**labels)
 
 
 def _user_id(request):

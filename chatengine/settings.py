@@ -179,6 +179,11 @@ REST_KNOX = {
     "TOKEN_PREFIX": "ce_",
     "TOKEN_TTL": None,
 }
+# Seconds a process keeps a key's token and user rows after reading them (accounts/token_cache.py),
+# so most requests authenticate without a query. The bound on revocation: a revoked key, or a
+# deactivated user's, is refused at once by the process that revoked it and within this many
+# seconds by every other. 0: read the database on every request.
+CHATENGINE_TOKEN_CACHE_S = env_float("CHATENGINE_TOKEN_CACHE_S", 10.0)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -98,7 +98,7 @@ class TestScopes:
         rates(reads="5/min")
         auth_client.get(SESSIONS)
         auth_client.get(SESSIONS)
-        assert len(cache.get(f"throttle_reads_user:{user.pk}")) == 2
+        assert cache.get(f"throttle:reads:user:{user.pk}") == 2
         # Clearing the shared count (e.g. another worker's view of it) resets the budget.
         cache.clear()
         rates(reads="1/min")
@@ -189,7 +189,7 @@ def test_counts_are_shared_through_redis(rates, auth_client, user, redis_url):
 
     rates(reads="3/min")
     auth_client.get(SESSIONS)
-    keys = redis.Redis.from_url(redis_url).keys(f"*throttle_reads_user:{user.pk}")
+    keys = redis.Redis.from_url(redis_url).keys(f"*throttle:reads:user:{user.pk}")
     assert len(keys) == 1
 
 
@@ -201,3 +201,79 @@ def test_rates_are_validated_when_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("CHATENGINE_THROTTLE_READS", "600 per minute")
     with pytest.raises(ImproperlyConfigured, match="CHATENGINE_THROTTLE_READS must be a rate"):
         env_rate("CHATENGINE_THROTTLE_READS", "1/s")
+
+
+# --- the counter itself: exact, and one Redis round trip ------------------------------------
+class _View:
+    """A view without its own scope: GETs count as `reads`."""
+
+
+def _check(user) -> tuple[bool, float | None]:
+    from django.test import RequestFactory
+
+    from chatengine.throttling import UserScopedRateThrottle
+
+    request = RequestFactory().get(SESSIONS)
+    request.user = user
+    throttle = UserScopedRateThrottle()
+    return throttle.allow_request(request, _View()), throttle.wait()
+
+
+@pytest.mark.django_db
+def test_the_limit_is_exact_at_the_boundary_and_the_budget_returns_when_the_window_ends(
+    rates, user
+):
+    rates(reads="3/s")
+    assert [_check(user)[0] for _ in range(3)] == [True, True, True]
+    allowed, wait = _check(user)
+    assert not allowed
+    assert 0 < wait <= 1
+    time.sleep(wait + 0.05)
+    assert _check(user)[0]
+
+
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_of_concurrent_requests_over_the_budget_exactly_the_budget_gets_through(rates, user):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rates(reads="10/min")
+    with ThreadPoolExecutor(16) as pool:
+        allowed = list(pool.map(lambda _: _check(user)[0], range(64)))
+    assert allowed.count(True) == 10
+
+
+def _commands_sent(redis_url: str, action) -> list[list[str]]:
+    """What clients (not scripts) sent to this Redis database while `action` ran, as MONITOR
+    saw it: other databases (other test runs on the same server) are left out."""
+    import uuid
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    marker = f"end-of-action-{uuid.uuid4()}"
+    sender = redis.Redis.from_url(redis_url)
+    sender.ping()  # connected (and its SELECT sent) before MONITOR starts
+    seen = []
+    with client.monitor() as monitor:
+        action()
+        sender.echo(marker)
+        while True:
+            command = monitor.next_command()
+            if command["db"] != db or command["client_type"] == "lua":
+                continue
+            if marker in command["command"]:
+                return seen
+            seen.append(command["command"].split())
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_a_throttle_check_is_one_redis_round_trip_whatever_the_count(rates, user, redis_url):
+    rates(reads="1000000/min")
+    for _ in range(500):  # a sliding log would now read and write 500 timestamps
+        assert _check(user)[0]
+    commands = _commands_sent(redis_url, lambda: _check(user))
+    assert [command[0].upper() for command in commands] == ["EVALSHA"]
+    assert cache.get(f"throttle:reads:user:{user.pk}") == 501

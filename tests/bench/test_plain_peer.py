@@ -7,6 +7,7 @@ and apps swapped in, over the same tables (its models are unmanaged views of the
 import contextlib
 
 import pytest
+from django.apps import apps as django_apps
 from django.conf import settings
 from django.db import connection
 from django.test import override_settings
@@ -26,11 +27,13 @@ def plain_peer(user):
     """A client of the plain peer, authenticated as `user` with a stock DRF token."""
     apps = [*settings.INSTALLED_APPS]
     apps += [a for a in ("rest_framework.authtoken", "bench.plain") if a not in apps]
-    with override_settings(
-        INSTALLED_APPS=apps,
-        MIDDLEWARE=plain_settings.MIDDLEWARE,
-        REST_FRAMEWORK=plain_settings.REST_FRAMEWORK,
-        ROOT_URLCONF=plain_settings.ROOT_URLCONF,
+    with (
+        override_settings(
+            MIDDLEWARE=plain_settings.MIDDLEWARE,
+            REST_FRAMEWORK=plain_settings.REST_FRAMEWORK,
+            ROOT_URLCONF=plain_settings.ROOT_URLCONF,
+        ),
+        _installed(apps),
     ):
         from rest_framework.authtoken.models import Token
 
@@ -43,6 +46,22 @@ def plain_peer(user):
             token, _ = Token.objects.get_or_create(user=user)
             client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
         yield client
+
+
+@contextlib.contextmanager
+def _installed(apps: list[str]):
+    """INSTALLED_APPS = apps, the setting first and the app registry after it.
+
+    override_settings(INSTALLED_APPS=...) fills the registry before it swaps the setting in, so
+    DRF's authtoken models, which chatengine does not install, would be imported while the
+    setting still lacks them and come out abstract (they check INSTALLED_APPS at import).
+    """
+    settings.INSTALLED_APPS = apps  # on override_settings' holder: dropped when it exits
+    django_apps.set_installed_apps(apps)
+    try:
+        yield
+    finally:
+        django_apps.unset_installed_apps()
 
 
 def _session_with_history(user, count: int) -> ChatSession:
