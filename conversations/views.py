@@ -4,20 +4,20 @@ Each operation is documented with `@extend_schema` (chatengine/openapi.py has th
 conversations/schema.py the examples).
 """
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import (
-    OpenApiParameter,
-    OpenApiResponse,
-    PolymorphicProxySerializer,
-    extend_schema,
-)
+from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from chatengine.openapi import Tags, error_responses, paginated, session_id_parameter
+from chatengine.openapi import (
+    Tags,
+    error_responses,
+    paginated,
+    seq_parameter,
+    session_id_parameter,
+)
 from chatengine.renderers import JSONFragments
 from chatengine.validation import validated, validated_query
 from conversations import branching, schema, selectors, services
@@ -36,13 +36,6 @@ from conversations.serializers import (
     SessionSerializer,
     SessionUpdateInputSerializer,
     VersionsQuerySerializer,
-)
-
-seq_parameter = OpenApiParameter(
-    "seq",
-    OpenApiTypes.INT,
-    OpenApiParameter.PATH,
-    description="The message's `seq` in the session. A seq with no message is a 404 `not_found`.",
 )
 
 

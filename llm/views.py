@@ -12,13 +12,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from chatengine.exceptions import error_body, log_error
-from chatengine.openapi import Tags, error_responses, session_id_parameter
+from chatengine.openapi import Tags, error_responses, seq_parameter, session_id_parameter
 from chatengine.request_id import bind_request_id, get_request_id
 from chatengine.validation import validated, validated_query
 from conversations import selectors
 from conversations.idempotency import Checkpoint, idempotent
 from conversations.serializers import MessageSerializer
-from conversations.views import seq_parameter
 from llm import branching, schema, services
 from llm.serializers import (
     ContextPreviewSerializer,

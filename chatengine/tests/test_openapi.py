@@ -367,3 +367,26 @@ def test_the_headers_clients_rely_on_are_declared_on_the_responses_that_carry_th
     reply = schema["paths"][REPLY]["post"]["responses"]
     assert reply["201"]["headers"]["Idempotent-Replayed"]["schema"]["enum"] == ["true"]
     assert "Retry-After" in reply["409"]["headers"]  # a key still in progress
+
+
+def test_the_branching_endpoints_and_fields_are_documented(schema):
+    sessions = "/api/v1/sessions/{session_id}"
+    documented = {
+        (f"{sessions}/fork/", "post"): "201",
+        (f"{sessions}/forks/", "get"): "200",
+        (f"{sessions}/messages/{{seq}}/versions/", "get"): "200",
+        (f"{sessions}/messages/{{seq}}/edit/", "post"): "201",
+        (REGENERATE, "post"): "201",
+        (REGENERATE_STREAM, "post"): "201",
+    }
+    for (path, method), success in documented.items():
+        operation = schema["paths"][path][method]
+        assert success in operation["responses"], path
+        assert {"404", "409"} <= set(operation["responses"]) or method == "get", path
+        assert "seq" in {p["name"] for p in operation.get("parameters", [])} or "seq" not in path
+    streamed = schema["paths"][REGENERATE_STREAM]["post"]["responses"]["201"]["content"]
+    assert set(streamed) == {"text/event-stream"}
+    components = schema["components"]["schemas"]
+    assert "versions" in components["Message"]["properties"]
+    assert {"forked_from", "forked_at_seq"} <= set(components["Session"]["properties"])
+    assert components["ForkInput"]["required"] == ["at_seq"]
