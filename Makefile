@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test lint format serve-asgi schema bench clean
+.PHONY: run test lint format serve-asgi schema bench scale-up scale-down clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -47,6 +47,15 @@ bench: $(STAMP)
 	@command -v wrk >/dev/null 2>&1 || { echo "installing wrk (load generator)"; apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk); }
 	DATABASE_URL=$${DATABASE_URL:-$(BENCH_DATABASE_URL)} REDIS_URL=$${REDIS_URL:-$(BENCH_REDIS_URL)} \
 		$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The scale environment on loopback (docs/scaling.md): a PostgreSQL primary and its streaming
+# replica, PgBouncer, a 3-master Redis Cluster with replicas and two app nodes. Needs Debian's
+# pgbouncer, redis-server and postgresql; `make test` starts its own for the scale tests.
+scale-up: $(STAMP)
+	$(BIN)/python -m tests.scale.env up
+
+scale-down: $(STAMP)
+	$(BIN)/python -m tests.scale.env down
 
 # Regenerate the committed OpenAPI schema (a test fails while docs/openapi.yaml is stale).
 schema: $(STAMP)

@@ -6,7 +6,7 @@ So every route under API_PREFIXES matches with and without its trailing slash, a
 redirected; the URL patterns, `reverse()` and the OpenAPI document keep one spelling.
 """
 
-from django.urls import URLPattern, URLResolver
+from django.urls import URLPattern, URLResolver, re_path
 from django.urls.exceptions import Resolver404
 from django.urls.resolvers import RoutePattern
 
@@ -20,22 +20,42 @@ def is_api_path(path: str) -> bool:
     return path.lstrip("/").startswith(API_PREFIXES)
 
 
+# The names of catch-all routes (`catch_all`): they answer only when neither spelling of a
+# path matches a real route.
+_CATCH_ALL_NAMES: set[str] = set()
+
+
+def catch_all(view, *, name: str) -> URLPattern:
+    """A route for every path of its prefix that no other route serves (a 404 of its own)."""
+    _CATCH_ALL_NAMES.add(name)
+    return re_path(r"^.*$", view, name=name)
+
+
 class EitherSlashResolver(URLResolver):
     """Resolves a path exactly as written, else with its trailing slash added or removed.
 
     The exact spelling is tried first over all the routes, so a route never shadows another
-    that matches the path as written.
+    that matches the path as written; a catch-all route answers only when the other spelling
+    matches no real route either.
     """
 
     def resolve(self, path):
         try:
-            return super().resolve(path)
+            exact = super().resolve(path)
         except Resolver404 as exact_miss:
-            other = path[:-1] if path.endswith("/") else f"{path}/"
-            try:
-                return super().resolve(other)
-            except Resolver404:
-                raise exact_miss from None
+            exact, miss = None, exact_miss
+        if exact is not None and exact.url_name not in _CATCH_ALL_NAMES:
+            return exact
+        other = path[:-1] if path.endswith("/") else f"{path}/"
+        try:
+            found = super().resolve(other)
+        except Resolver404:
+            found = None
+        if found is not None and found.url_name not in _CATCH_ALL_NAMES:
+            return found
+        if exact is not None:
+            return exact
+        raise miss
 
 
 def either_slash(urlpatterns: list) -> list:

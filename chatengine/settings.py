@@ -120,11 +120,49 @@ if DB_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
         "max_size": env_int("DB_POOL_MAX_SIZE", 10, minimum=1),
         "timeout": 10,
     }
+# DB_TRANSACTION_POOLING=1: DATABASE_URL (and DATABASE_REPLICA_URL) lead to a pooler in
+# transaction mode (PgBouncer pool_mode=transaction), where consecutive transactions of one
+# client may run on different server connections. What breaks there is state kept on a server
+# connection between transactions: Django's server-side cursors (`.iterator()` declares a
+# WITH HOLD cursor that outlives its transaction) are turned off here; prepared statements
+# are already off (Django passes prepare_threshold=None to psycopg, and its client-side
+# binding cursors never prepare); the code takes no advisory locks and issues no SET.
+# docs/scaling.md, "PgBouncer".
+DB_TRANSACTION_POOLING = env_bool("DB_TRANSACTION_POOLING", False)
+# DATABASE_REPLICA_URL: a streaming replica for the reads that tolerate lag (the admin's list
+# pages and searches, export_sessions), and only when they ask for it (chatengine/replica.py).
+# Every other read, and every write, goes to the primary (chatengine.replica.PrimaryRouter).
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = dj_database_url.parse(
+        DATABASE_REPLICA_URL,
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60, minimum=0),
+        conn_health_checks=True,
+    )
+    # A dead or black-holed replica costs one short connect, then the back-off below.
+    DATABASES["replica"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 2)
+    # Tests never create a database of their own for it: it reads the test database.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["chatengine.replica.PrimaryRouter"]
+# A replica further behind than this (seconds of replay lag) is not used; its readers go to
+# the primary. Its health and lag are checked at most every CHATENGINE_REPLICA_CHECK_S per
+# process, and a replica that failed is left alone for as long.
+CHATENGINE_REPLICA_MAX_LAG_S = env_float("CHATENGINE_REPLICA_MAX_LAG_S", 30.0)
+CHATENGINE_REPLICA_CHECK_S = env_float("CHATENGINE_REPLICA_CHECK_S", 5.0)
+if DB_TRANSACTION_POOLING:
+    for _alias in DATABASES.values():
+        _alias["DISABLE_SERVER_SIDE_CURSORS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ------------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "")
-if REDIS_URL:
+# REDIS_CLUSTER=1: REDIS_URL names any node of a Redis Cluster; chatengine.redis.client() is
+# then redis-py's cluster client, and the Django cache (throttle counts, /readyz) runs over it
+# (chatengine.redis.ClusterCache). docs/scaling.md, "Redis Cluster".
+REDIS_CLUSTER = env_bool("REDIS_CLUSTER", False)
+if REDIS_URL and REDIS_CLUSTER:
+    CACHES = {"default": {"BACKEND": "chatengine.redis.ClusterCache", "LOCATION": REDIS_URL}}
+elif REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django_redis.cache.RedisCache",
@@ -330,7 +368,7 @@ def redis_cache_options(timeout_ms: int) -> dict:
     }
 
 
-if REDIS_URL:
+if REDIS_URL and not REDIS_CLUSTER:
     CACHES["default"]["OPTIONS"] = redis_cache_options(CHATENGINE_CACHE_TIMEOUT_MS)
 
 

@@ -28,12 +28,11 @@ import time
 from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
-from django_redis import get_redis_connection
-from django_redis.cache import RedisCache
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle, SimpleRateThrottle
 
+from chatengine import redis
 from chatengine.backoff import Backoff
 from chatengine.events import log_event
 
@@ -58,16 +57,6 @@ _script = None
 _script_lock = threading.Lock()
 
 
-def redis_client(alias: str = CACHE_ALIAS):
-    """The redis-py client behind the `alias` cache, or None when that cache is not Redis.
-
-    The throttle's only way to Redis: a cluster-aware client is a change here.
-    """
-    if isinstance(caches[alias], RedisCache):
-        return get_redis_connection(alias)
-    return None
-
-
 def throttle_scope(request, view) -> str:
     scope = getattr(view, "throttle_scope", None)
     if scope:
@@ -82,7 +71,7 @@ def parse_rate(rate: str) -> tuple[int, int]:
 
 def hit(*, key: str, window_s: int) -> tuple[int, float]:
     """Count one request against `key`: the window's count so far, and its seconds left."""
-    client = redis_client()
+    client = redis.client()  # a RedisCluster with REDIS_CLUSTER=1: the key is one slot
     if client is not None:
         count, left_ms = _hit_script(client)(
             keys=[caches[CACHE_ALIAS].make_key(key)], args=[window_s * 1000], client=client

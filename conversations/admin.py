@@ -12,13 +12,14 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from chatengine import replica
 from chatengine.events import log_event
 from conversations import exports, selectors, services
 from conversations import fields as message_fields
@@ -42,7 +43,8 @@ class EstimatedCountPaginator(Paginator):
     @cached_property
     def count(self) -> int:
         qs = self.object_list
-        if connection.vendor == "postgresql" and isinstance(qs, QuerySet) and not qs.query.where:
+        connection = connections[qs.db] if isinstance(qs, QuerySet) else None
+        if connection and connection.vendor == "postgresql" and not qs.query.where:
             with connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
@@ -85,6 +87,35 @@ def _streamed_export(
     return response
 
 
+class ReplicaListMixin:
+    """A list page (the GET of a changelist: its rows, count, search, filters and date
+    drill-down) reads from the replica when one is usable (chatengine/replica.py): staff
+    searching the history tolerate its lag, and a search over every message is the heaviest
+    read there is. Everything else (a session's own page, actions, saves) reads the primary.
+    A replica that fails mid-page costs a retry on the primary, not an error page."""
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        using = getattr(request, "replica_alias", None)
+        return queryset.using(using) if using else queryset
+
+    def changelist_view(self, request, extra_context=None):
+        using = replica.alias() if request.method == "GET" else DEFAULT_DB_ALIAS
+        if using == DEFAULT_DB_ALIAS:
+            return super().changelist_view(request, extra_context)
+        request.replica_alias = using
+        try:
+            response = super().changelist_view(request, extra_context)
+            # Rendered here, not on the way out, so a failing replica is caught below.
+            if hasattr(response, "render"):
+                response.render()
+            return response
+        except DatabaseError as exc:
+            replica.failed(exc)
+            request.replica_alias = None
+            return super().changelist_view(request, extra_context)
+
+
 class HasFailedReplyFilter(admin.SimpleListFilter):
     title = "has errors"
     parameter_name = "has_errors"
@@ -101,7 +132,7 @@ class HasFailedReplyFilter(admin.SimpleListFilter):
 
 
 @admin.register(ChatSession)
-class ChatSessionAdmin(admin.ModelAdmin):
+class ChatSessionAdmin(ReplicaListMixin, admin.ModelAdmin):
     list_display = (
         "display_title",
         "user_display",
@@ -342,7 +373,7 @@ class FinishReasonFilter(admin.SimpleListFilter):
 
 
 @admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
+class MessageAdmin(ReplicaListMixin, admin.ModelAdmin):
     """Content search across all sessions; each hit links to its place in the transcript."""
 
     list_display = (

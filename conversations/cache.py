@@ -34,10 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import caches
-from django_redis import get_redis_connection
-from django_redis.cache import RedisCache
 
+from chatengine import redis as chatengine_redis
 from chatengine.backoff import Backoff
 from chatengine.events import log_event
 from chatengine.metrics import CACHE_EVENTS
@@ -55,10 +53,8 @@ logger = logging.getLogger(__name__)
 
 # --- configuration ----------------------------------------------------------------------
 def enabled() -> bool:
-    """On when configured and the cache alias is Redis (without Redis: off, see above)."""
-    return settings.CHATENGINE_CACHE_ENABLED and isinstance(
-        caches[settings.CHATENGINE_CACHE_ALIAS], RedisCache
-    )
+    """On when configured and there is Redis, one server or a cluster (without: off, see above)."""
+    return settings.CHATENGINE_CACHE_ENABLED and chatengine_redis.client() is not None
 
 
 def tail_size() -> int:
@@ -284,7 +280,9 @@ def slice_tail(
 
 
 def _store() -> RedisStore:
-    return RedisStore(get_redis_connection(settings.CHATENGINE_CACHE_ALIAS))
+    # A redis-py Redis or, with REDIS_CLUSTER=1, a RedisCluster: each script names the two keys
+    # of one session, which share a slot (cache_store.py), so both run them the same way.
+    return RedisStore(chatengine_redis.client())
 
 
 def store_facts() -> tuple[int, int]:

@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 from django.conf import settings
+from redis.cluster import RedisCluster
 
 KEY_PREFIX = "chatengine:v3"
 
@@ -169,4 +170,8 @@ class RedisStore:
 
     def used_memory(self) -> int:
         """Bytes Redis uses in all (the tails share it with throttles and anything else)."""
+        if isinstance(self.client, RedisCluster):
+            # Summed over the masters (their replicas hold as much again).
+            per_node = self.client.info("memory", target_nodes=RedisCluster.PRIMARIES)
+            return sum(int(info["used_memory"]) for info in per_node.values())
         return int(self.client.info("memory")["used_memory"])

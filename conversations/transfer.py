@@ -18,7 +18,7 @@ from typing import IO, Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.color import no_style
-from django.db import DatabaseError, connection, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
 from django.db.models import QuerySet
 from rest_framework.exceptions import ValidationError
 
@@ -100,7 +100,11 @@ def message_to_record(message: Message) -> dict[str, Any]:
         record[EARLIER_VERSIONS] = [
             {name: getattr(version, name) for name in VERSION_FIELDS}
             | {"created_at": iso(version.created_at)}
-            for version in MessageVersion.objects.filter(message=message).order_by("number")
+            # From the database the message came from (a replica, for an export), so the
+            # versions match its count.
+            for version in MessageVersion.objects.using(message._state.db or DEFAULT_DB_ALIAS)
+            .filter(message=message)
+            .order_by("number")
         ]
     return record
 
@@ -111,13 +115,15 @@ def sessions_for_export(
     session_ids: Iterable[uuid.UUID] = (),
     since: datetime | None = None,
     until: datetime | None = None,
+    using: str = DEFAULT_DB_ALIAS,
 ) -> QuerySet[ChatSession]:
-    """Sessions matching the export filters, oldest first.
+    """Sessions matching the export filters, oldest first, read from the database `using`
+    (export_sessions passes the replica's alias when one is usable: chatengine/replica.py).
 
     `since`/`until` bound the last activity (`updated_at`: bumped by every message and every
     edit), `since` inclusive and `until` exclusive, so consecutive windows never overlap.
     """
-    qs = ChatSession.objects.select_related("user")
+    qs = ChatSession.objects.using(using).select_related("user")
     usernames = list(usernames)
     if usernames:
         qs = qs.filter(**{f"user__{get_user_model().USERNAME_FIELD}__in": usernames})
@@ -132,15 +138,14 @@ def sessions_for_export(
 
 
 def iter_session_messages(
-    *, session_id: uuid.UUID, batch_size: int = EXPORT_MESSAGE_BATCH
+    *, session_id: uuid.UUID, batch_size: int = EXPORT_MESSAGE_BATCH, using: str = DEFAULT_DB_ALIAS
 ) -> Iterator[Message]:
     """A session's messages by seq, read in keyset batches of `batch_size` (never OFFSET)."""
     after = 0
+    messages = Message.objects.using(using)
     while True:
         batch = list(
-            Message.objects.filter(session_id=session_id, seq__gt=after).order_by("seq")[
-                :batch_size
-            ]
+            messages.filter(session_id=session_id, seq__gt=after).order_by("seq")[:batch_size]
         )
         yield from batch
         if len(batch) < batch_size:
@@ -169,7 +174,9 @@ def export_sessions(
         # The record is a non-empty object: reopen it to stream "messages" in as the last key.
         out.write(head[:-1] + ', "messages": [')
         for index, message in enumerate(
-            iter_session_messages(session_id=session.pk, batch_size=message_batch_size)
+            iter_session_messages(
+                session_id=session.pk, batch_size=message_batch_size, using=sessions.db
+            )
         ):
             if index:
                 out.write(", ")

@@ -10,6 +10,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, include, path, resolve
 from django.urls.exceptions import Resolver404
 
+from chatengine import routing
 from chatengine.routing import API_PREFIXES, either_slash
 from chatengine.text import ELLIPSIS, MAX_QUOTED_CHARS
 from conversations.models import ChatSession, Message
@@ -48,7 +49,11 @@ def api_routes(patterns=None, prefix: str = "") -> list[tuple[str, str]]:
         route = prefix + str(entry.pattern)
         if isinstance(entry, URLResolver):
             found += api_routes(entry.url_patterns, route)
-        elif isinstance(entry, URLPattern) and route.startswith(API_PREFIXES):
+        elif (
+            isinstance(entry, URLPattern)
+            and route.startswith(API_PREFIXES)
+            and entry.name not in routing._CATCH_ALL_NAMES  # no spelling: it takes every path
+        ):
             found.append((route, entry.name))
     return found
 
@@ -209,3 +214,10 @@ class TestEnvelopeInDebugMode:
         response = api_client.get("/api/v1/sessions/", HTTP_ACCEPT="text/html")
         assert response.status_code == 401
         assert response["Content-Type"].startswith("text/html")
+
+
+def test_a_catch_all_route_never_shadows_the_other_spelling_of_a_real_one():
+    # /v1/ has a catch-all (OpenAI's 404); the slashed spelling still reaches the real route.
+    assert resolve("/v1/conversations/").url_name == "openai-conversations"
+    assert resolve("/v1/responses/input_tokens/").url_name == "openai-input-tokens"
+    assert resolve("/v1/nothing-here").url_name == "openai-not-found"

@@ -1,7 +1,9 @@
 import uuid
 
 from django.core.management.base import CommandError
+from django.db import DEFAULT_DB_ALIAS
 
+from chatengine import replica
 from conversations import transfer
 from conversations.management.cli import ConversationsCommand, Progress, parse_moment
 
@@ -12,7 +14,10 @@ class Command(ConversationsCommand):
         "order, every column kept (docs/commands.md lists the fields). Writes to stdout "
         "unless --output is given. Streams with constant memory: sessions are read in chunks "
         "and messages in keyset batches, so a million messages are never held at once. "
-        "--since/--until filter on last activity (updated_at: the last message or edit)."
+        "--since/--until filter on last activity (updated_at: the last message or edit). "
+        "Reads from the read replica (DATABASE_REPLICA_URL) when one is configured and not "
+        "too far behind, so it may miss the last seconds of writes; --primary reads the "
+        "primary."
     )
 
     def add_arguments(self, parser):
@@ -43,6 +48,12 @@ class Command(ConversationsCommand):
             "--until", metavar="DATE", help="Last activity before this ISO date or date-time."
         )
 
+        parser.add_argument(
+            "--primary",
+            action="store_true",
+            help="Read the primary database even when a read replica is configured.",
+        )
+
     def handle(self, *args, **options):
         verbosity = options["verbosity"]
         session_ids = []
@@ -57,7 +68,11 @@ class Command(ConversationsCommand):
             raise CommandError("--since must be earlier than --until.")
 
         sessions = transfer.sessions_for_export(
-            usernames=options["user"], session_ids=session_ids, since=since, until=until
+            usernames=options["user"],
+            session_ids=session_ids,
+            since=since,
+            until=until,
+            using=DEFAULT_DB_ALIAS if options["primary"] else replica.alias(),
         )
         path = options["output"]
         to_stdout = path in (None, "-")
