@@ -164,7 +164,10 @@ class ChatSessionAdmin(ReplicaListMixin, admin.ModelAdmin):
     actions = ("archive_sessions", "unarchive_sessions", "export_json", "export_markdown")
 
     fieldsets = (
-        (None, {"fields": ("id", "user_display", "title", "model", "archived")}),
+        (
+            None,
+            {"fields": ("id", "user_display", "title", "model", "context_strategy", "archived")},
+        ),
         (
             "Activity",
             {"fields": ("message_count", "total_tokens", "last_message_at", "created_at")},
@@ -179,6 +182,7 @@ class ChatSessionAdmin(ReplicaListMixin, admin.ModelAdmin):
         "user_display",
         "title",
         "model",
+        "context_strategy",
         "message_count",
         "total_tokens",
         "last_message_at",
@@ -326,6 +330,15 @@ class ChatSessionAdmin(ReplicaListMixin, admin.ModelAdmin):
         except ValueError:
             requested = 1
         page = selectors.get_transcript_page(session=session, page=requested)
+        # Where a summary cut in: after the last message it folded.
+        summaries = {
+            s.covers_to_seq: s
+            for s in selectors.summaries_ending_between(
+                session=session,
+                first_seq=page.messages[0].seq if page.messages else 0,
+                last_seq=page.messages[-1].seq if page.messages else 0,
+            )
+        }
 
         def page_url(number: int) -> str:
             params = request.GET.copy()
@@ -343,6 +356,7 @@ class ChatSessionAdmin(ReplicaListMixin, admin.ModelAdmin):
                     if message.versions > 1
                     else ""
                 ),
+                "summary": summaries.get(message.seq),
             }
             for message in page.messages
         ]

@@ -40,6 +40,7 @@ def fork_session(*, session: ChatSession, at_seq: int, title: str | None = None)
             system_prompt=session.system_prompt,
             model=session.model,
             metadata=session.metadata,
+            context_strategy=session.context_strategy,
             forked_from=session,
             forked_at_seq=at_seq,
         )

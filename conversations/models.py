@@ -36,6 +36,21 @@ class ChatSession(models.Model):
     )
     forked_at_seq = models.PositiveIntegerField(null=True, blank=True)
 
+    class ContextStrategy(models.TextChoices):
+        # The newest messages that fit; older ones are left out.
+        WINDOW = "window"
+        # The same window, plus a rolling summary of what fell out of it (llm/summaries.py).
+        SUMMARY = "summary"
+
+    # The default comes from settings.LLM_CONTEXT_STRATEGY at create (services.create_session).
+    # db_default too: raw inserts (bench/seed.py, bulk loads) that predate the column work.
+    context_strategy = models.CharField(
+        max_length=16,
+        choices=ContextStrategy.choices,
+        default=ContextStrategy.WINDOW,
+        db_default=ContextStrategy.WINDOW,
+    )
+
     # Denormalised, written only under the session row lock: append_message adds, a message
     # delete (MessageQuerySet.delete) takes back.
     message_count = models.PositiveIntegerField(default=0)
@@ -174,6 +189,10 @@ class Message(models.Model):
     # answers one call.
     tool_calls = models.JSONField(null=True, blank=True)
     tool_call_id = models.CharField(max_length=128, blank=True, default="")
+    # Sent in every context, like the system messages (llm/context.py), and never folded
+    # into a summary.
+    # db_default too: raw inserts that do not list the column (INSERT ... SELECT) get False.
+    pinned = models.BooleanField(default=False, db_default=False)
 
     # Filled only on replies the engine generated (null elsewhere).
     # null, not "", on purpose: the API distinguishes "not generated" from an empty value.
@@ -204,12 +223,13 @@ class Message(models.Model):
                 condition=Q(role="assistant", finish_reason__in=FAILED_FINISH_REASONS),
                 name="message_session_failed_idx",
             ),
-            # The context always sends a session's system messages, however old: this partial
-            # index finds them without scanning the session's history (it holds only them).
+            # The context always sends a session's system and pinned messages, however old:
+            # this partial index finds them without scanning the session's history (it holds
+            # only them). Its condition is PINNED_IN_CONTEXT, which the selector repeats.
             models.Index(
                 fields=["session", "seq"],
-                condition=models.Q(role="system"),
-                name="message_session_system_idx",
+                condition=Q(role="system") | Q(pinned=True),
+                name="message_session_pinned_idx",
             ),
         ]
 
@@ -280,6 +300,43 @@ class MessageVersion(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id} v{self.number}"
+
+
+class Summary(models.Model):
+    """A rolling summary of a session's messages 1..covers_to_seq, as one reply sent it.
+
+    Written by llm/summaries.py, never by rewriting messages. Each row folds the previous row
+    (which covered 1..covers_from_seq-1) plus the messages covers_from_seq..covers_to_seq, so
+    the rows of a session tile 1..N: covers_from_seq is unique per session, and two replies
+    racing to fold the same range store one row (the other reads it).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="summaries")
+    # The first seq this row newly folded (the previous row's covers_to_seq + 1).
+    covers_from_seq = models.PositiveIntegerField()
+    covers_to_seq = models.PositiveIntegerField()
+    text = models.TextField()
+    # Tokens of the system message that carries it into a context (capped by
+    # LLM_SUMMARY_MAX_TOKENS).
+    token_count = models.PositiveIntegerField()
+    model = models.CharField(max_length=128)
+    usage = models.JSONField(null=True, blank=True)  # the summarising call's own usage
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "covers_from_seq"], name="summary_session_from_uniq"
+            ),
+            # Also the index the latest summary is read by.
+            models.UniqueConstraint(
+                fields=["session", "covers_to_seq"], name="summary_session_to_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} summary 1..{self.covers_to_seq}"
 
 
 class IdempotencyKey(models.Model):

@@ -15,6 +15,7 @@ SESSION = {
     "model": "",
     "metadata": {"customer": "c-1042"},
     "archived": False,
+    "context_strategy": "window",
     "forked_from": None,
     "forked_at_seq": None,
     "message_count": 2,
@@ -35,6 +36,7 @@ MESSAGE = {
     "token_count": 0,
     "tool_calls": None,
     "tool_call_id": "",
+    "pinned": False,
     "model": None,
     "usage": None,
     "finish_reason": None,
@@ -197,4 +199,33 @@ VERSION_PAGE = OpenApiExample(
     },
     response_only=True,
     status_codes=["200"],
+)
+
+
+SUMMARY_PAGE = OpenApiExample(
+    "A page of summaries",
+    value={
+        "results": [
+            {
+                "id": 12,
+                "covers_from_seq": 1,
+                "covers_to_seq": 40,
+                "text": "Ana is planning a day in Lisbon: Belém in the morning, Alfama after.",
+                "token_count": 41,
+                "model": "gpt-4o-mini",
+                "usage": {"prompt_tokens": 612, "completion_tokens": 24, "total_tokens": 636},
+                "created_at": "2026-03-01T10:15:00Z",
+            }
+        ],
+        "next": None,
+        "has_more": False,
+    },
+    response_only=True,
+    status_codes=["200"],
+)
+
+
+MESSAGE_PIN_REQUEST = OpenApiExample("Pin a message", value={"pinned": True}, request_only=True)
+MESSAGE_OK = OpenApiExample(
+    "The message", value={**MESSAGE, "pinned": True}, response_only=True, status_codes=["200"]
 )

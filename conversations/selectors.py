@@ -15,7 +15,13 @@ from chatengine.db import fetch_instance, fetch_instances
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
 from conversations.cache_encoding import encode_message
-from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message, MessageVersion
+from conversations.models import (
+    FAILED_FINISH_REASONS,
+    ChatSession,
+    Message,
+    MessageVersion,
+    Summary,
+)
 
 T = TypeVar("T")
 
@@ -296,15 +302,60 @@ def iter_transcript(*, session: ChatSession, chunk_size: int = 1000) -> Iterator
     return Message.objects.filter(session=session).order_by("seq").iterator(chunk_size=chunk_size)
 
 
-def list_system_messages(*, session: ChatSession) -> list[Message]:
-    """The session's `system` messages, oldest first: the context always sends them.
+def list_pinned_messages(*, session: ChatSession) -> list[Message]:
+    """The session's `system` and pinned messages, oldest first: the context always sends them.
 
-    Served by the partial index message_session_system_idx, which holds only system rows, so
-    the cost does not grow with the session's history.
+    Served by the partial index message_session_pinned_idx, which holds only those rows (its
+    condition is this filter), so the cost does not grow with the session's history.
     """
-    return fetch_instances(
-        Message,
-        where=("session_id", "role"),
-        params=[session.pk, Message.Role.SYSTEM.value],
-        order_by=("seq",),
+    return list(
+        Message.objects.filter(session=session)
+        .filter(Q(role=Message.Role.SYSTEM) | Q(pinned=True))
+        .order_by("seq")
+    )
+
+
+# --- Rolling summaries (llm/summaries.py) ---------------------------------------------------
+def latest_summary(*, session: ChatSession) -> Summary | None:
+    """The session's summary covering the most messages (one probe of its unique index)."""
+    return Summary.objects.filter(session=session).order_by("-covers_to_seq").first()
+
+
+def summary_starting_at(*, session: ChatSession, covers_from_seq: int) -> Summary | None:
+    return Summary.objects.filter(session=session, covers_from_seq=covers_from_seq).first()
+
+
+def list_summaries(*, session: ChatSession, limit: int, after: int | None = None) -> Page[Summary]:
+    """A keyset page of the session's summaries, oldest range first (`after`: a covers_to_seq)."""
+    rows = Summary.objects.filter(session=session)
+    if after is not None:
+        rows = rows.filter(covers_to_seq__gt=after)
+    items = list(rows.order_by("covers_to_seq")[: limit + 1])
+    has_more = len(items) > limit
+    items = items[:limit]
+    next_params = {"after": str(items[-1].covers_to_seq)} if has_more else None
+    return Page(items=items, has_more=has_more, next_params=next_params)
+
+
+def summaries_ending_between(
+    *, session: ChatSession, first_seq: int, last_seq: int
+) -> list[Summary]:
+    """The session's summaries whose range ends at a seq in first_seq..last_seq (the admin
+    transcript marks where each cut in)."""
+    return list(
+        Summary.objects.filter(
+            session=session, covers_to_seq__gte=first_seq, covers_to_seq__lte=last_seq
+        ).order_by("covers_to_seq")
+    )
+
+
+def list_messages_to_fold(
+    *, session: ChatSession, from_seq: int, to_seq: int, limit: int
+) -> list[Message]:
+    """Messages from_seq..to_seq in seq order (at most `limit`), minus the pinned and system
+    ones, which every context sends anyway: what one summary folds, read by the seq index."""
+    return list(
+        Message.objects.filter(session=session, seq__gte=from_seq, seq__lte=to_seq)
+        .exclude(Q(role=Message.Role.SYSTEM) | Q(pinned=True))
+        .order_by("seq")[:limit]
     )

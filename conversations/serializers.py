@@ -1,22 +1,29 @@
 """Input serializers validate what callers send; output serializers shape what we return."""
 
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
 from chatengine.openapi import document_metadata_field
 from conversations import fields as message_fields
-from conversations.models import VERSIONED_FIELDS, ChatSession, Message
+from conversations.models import VERSIONED_FIELDS, ChatSession, Message, Summary
 from llm.catalog import NOT_ALLOWED, is_allowed_model
 
 METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_CHARS = 64
 METADATA_MAX_VALUE_CHARS = 512
 MAX_SEQ = 2_147_483_647  # the seq column's range; larger cursors would overflow the query
+
+
+def _column_max_length(model, name: str) -> int:
+    # A text field's limit is its column's: stated once, in the model.
+    return model._meta.get_field(name).max_length
 
 
 def _reject_unencodable(value: str) -> None:
@@ -57,7 +64,7 @@ class ModelNameField(StrictCharField):
     default_error_messages = {"not_allowed": NOT_ALLOWED}
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", 128)
+        kwargs.setdefault("max_length", _column_max_length(ChatSession, "model"))
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
@@ -135,7 +142,9 @@ class StrictInputSerializer(serializers.Serializer):
 
 # --- Sessions -----------------------------------------------------------------------------
 class SessionCreateInputSerializer(StrictInputSerializer):
-    title = StrictCharField(required=False, allow_blank=True, max_length=255)
+    title = StrictCharField(
+        required=False, allow_blank=True, max_length=_column_max_length(ChatSession, "title")
+    )
     system_prompt = StrictCharField(
         required=False, allow_blank=True, max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS
     )
@@ -146,6 +155,13 @@ class SessionCreateInputSerializer(StrictInputSerializer):
         + MODEL_HELP,
     )
     metadata = MetadataField(required=False)
+    context_strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices,
+        required=False,
+        help_text="What a reply does with history that no longer fits: `window` leaves it "
+        "out, `summary` folds it into a rolling summary sent in its place. Absent on create: "
+        "the server's `LLM_CONTEXT_STRATEGY`.",
+    )
 
 
 class SessionUpdateInputSerializer(SessionCreateInputSerializer):
@@ -169,21 +185,7 @@ class SessionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ChatSession
-        fields = [
-            "id",
-            "title",
-            "system_prompt",
-            "model",
-            "metadata",
-            "archived",
-            "forked_from",
-            "forked_at_seq",
-            "message_count",
-            "total_tokens",
-            "last_message_at",
-            "created_at",
-            "updated_at",
-        ]
+        fields = list(message_fields.SESSION_API_FIELDS)
         read_only_fields = fields
 
 
@@ -250,6 +252,15 @@ class UsageSerializer(serializers.Serializer):
     total_tokens = StrictIntegerField(min_value=0)
 
 
+class SummaryRefSerializer(serializers.Serializer):
+    """The rolling summary a context sent in place of messages 1..covers_to_seq."""
+
+    id = StrictIntegerField(help_text="The summary's id (GET .../summaries/).")
+    covers_from_seq = StrictIntegerField(help_text="Always 1: a summary covers 1..N.")
+    covers_to_seq = StrictIntegerField(help_text="N: the last message it stands for.")
+    tokens = StrictIntegerField(min_value=0, help_text="Tokens of the message sent.")
+
+
 class ContextRecordSerializer(serializers.Serializer):
     """What went into a reply: which history was sent and its token count."""
 
@@ -264,6 +275,17 @@ class ContextRecordSerializer(serializers.Serializer):
     tokens = StrictIntegerField(min_value=0, help_text="Prompt tokens, as counted here.")
     budget = StrictIntegerField(help_text="Prompt tokens the model's window allowed.")
     encoding = StrictCharField(help_text="The tiktoken encoding used to count.")
+    strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices,
+        required=False,
+        help_text="The session's context strategy then (absent on replies stored before it "
+        "existed: `window`).",
+    )
+    summary = SummaryRefSerializer(
+        allow_null=True,
+        required=False,
+        help_text="The summary sent in place of the older messages; null if none.",
+    )
 
 
 TOOL_CALLS_HELP = (
@@ -356,9 +378,17 @@ def _content_field(*, allow_blank: bool = False) -> serializers.Field:
 class _MessageInputVariant(StrictInputSerializer):
     content = _content_field()
     name = StrictCharField(
-        required=False, allow_blank=True, max_length=64, help_text="Optional author name."
+        required=False,
+        allow_blank=True,
+        max_length=_column_max_length(Message, "name"),
+        help_text="Optional author name.",
     )
     metadata = MetadataField(required=False)
+    pinned = StrictBooleanField(
+        required=False,
+        help_text="Keep it in every context the session's replies send (counted first, "
+        "never summarised); change it later with PATCH on the message.",
+    )
 
 
 class SystemMessageInputSerializer(_MessageInputVariant):
@@ -461,7 +491,7 @@ class MessageCreateInputSerializer(serializers.Serializer):
         return {name for v in cls.variants for name in v._declared_fields}
 
 
-# --- A message of an import line (conversations/transfer.py) -----------------------------
+# --- A line of the import (conversations/import_format.py) --------------------------------
 class GeneratedReplyInputSerializer(AssistantToolCallsMessageInputSerializer):
     """An assistant message the engine generated, as an import line carries it: its content is
     what the model said (blank, or longer than an appended message may be), with or without
@@ -488,8 +518,41 @@ class AwareDateTimeField(serializers.Field):
         return parsed
 
 
-def _column_max_length(name: str) -> int:
-    return Message._meta.get_field(name).max_length
+class SessionRecordSerializer(SessionUpdateInputSerializer):
+    """A session of an import line, without its messages: what the API takes for a session,
+    validated as the API does (SessionUpdateInputSerializer: title, system_prompt, the model
+    allow-list, metadata's limits, archived), and the columns only an import carries (declared
+    here). `user` is the owner's username; the counters are checked against the messages."""
+
+    id = StrictCharField()
+    user = StrictCharField()
+    message_count = StrictIntegerField(min_value=0, required=False, default=None)
+    total_tokens = StrictIntegerField(min_value=0, required=False, default=None)
+    last_seq = StrictIntegerField(min_value=0, required=False, default=None)
+    last_message_at = AwareDateTimeField(allow_null=True, required=False, default=None)
+    created_at = AwareDateTimeField()
+    updated_at = AwareDateTimeField()
+    # A fork's parent (its id) and where it began; an import drops a parent it does not hold.
+    forked_from = StrictCharField(allow_null=True, required=False, default=None)
+    forked_at_seq = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
+
+    def validate_id(self, value: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise serializers.ValidationError(f"Not a UUID: {value[:40]!r}.") from None
+
+    def validate_forked_from(self, value: str | None) -> uuid.UUID | None:
+        return None if value is None else self.validate_id(value)
+
+    def validate_user(self, value: str) -> str:
+        User = get_user_model()
+        max_length = User._meta.get_field(User.USERNAME_FIELD).max_length
+        if max_length is not None and len(value) > max_length:
+            raise serializers.ValidationError(
+                f"Ensure this field has no more than {max_length} characters."
+            )
+        return value
 
 
 class MessageRecordSerializer(serializers.Serializer):
@@ -505,7 +568,7 @@ class MessageRecordSerializer(serializers.Serializer):
     seq = StrictIntegerField(min_value=1)
     token_count = StrictIntegerField(min_value=0, required=False, default=0)
     model = StrictCharField(
-        max_length=_column_max_length("model"),
+        max_length=_column_max_length(Message, "model"),
         allow_blank=True,
         allow_null=True,
         required=False,
@@ -513,7 +576,7 @@ class MessageRecordSerializer(serializers.Serializer):
     )
     usage = UsageSerializer(allow_null=True, required=False, default=None)
     finish_reason = StrictCharField(
-        max_length=_column_max_length("finish_reason"),
+        max_length=_column_max_length(Message, "finish_reason"),
         allow_blank=True,
         allow_null=True,
         required=False,
@@ -694,3 +757,80 @@ class ForksQuerySerializer(serializers.Serializer):
     cursor = serializers.CharField(
         required=False, max_length=512, help_text="Opaque; copy it from a `next` URL."
     )
+
+
+class SummaryListQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, default=50, min_value=1, max_value=200, help_text="Page size."
+    )
+    after = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Only summaries with a greater `covers_to_seq` (exclusive).",
+    )
+
+
+class SummarySerializer(serializers.ModelSerializer):
+    """A stored rolling summary of messages 1..covers_to_seq."""
+
+    usage = UsageField(read_only=True, help_text="The summarising call's own usage.")
+
+    class Meta:
+        model = Summary
+        fields = [
+            "id",
+            "covers_from_seq",
+            "covers_to_seq",
+            "text",
+            "token_count",
+            "model",
+            "usage",
+            "created_at",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "covers_from_seq": {
+                "help_text": "The first message this summary newly folded (the previous "
+                "one covered 1..covers_from_seq-1); it stands for 1..covers_to_seq."
+            },
+            "token_count": {"help_text": "Tokens of the system message that carries it."},
+        }
+
+
+class MessageUpdateInputSerializer(StrictInputSerializer):
+    pinned = StrictBooleanField(
+        required=False,
+        help_text="`true`: the message is sent in every context of the session's replies "
+        "(like a system message, counted first); `false`: it goes back to the window. "
+        "Absent: unchanged.",
+    )
+
+
+class MessageVersionRecordSerializer(serializers.Serializer):
+    """One earlier answer of a regenerated message in an import line (its `earlier_versions`),
+    numbered from 1 in the order the answers stood."""
+
+    number = StrictIntegerField(min_value=1)
+    content = StrictCharField(allow_blank=True, trim_whitespace=False)
+    metadata = serializers.DictField(required=False, default=dict)
+    token_count = StrictIntegerField(min_value=0, required=False, default=0)
+    tool_calls = serializers.ListField(allow_null=True, required=False, default=None)
+    model = StrictCharField(
+        max_length=_column_max_length(Message, "model"),
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        default=None,
+    )
+    usage = serializers.DictField(allow_null=True, required=False, default=None)
+    finish_reason = StrictCharField(
+        max_length=_column_max_length(Message, "finish_reason"),
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        default=None,
+    )
+    latency_ms = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
+    context = serializers.JSONField(allow_null=True, required=False, default=None)
+    created_at = AwareDateTimeField()

@@ -19,4 +19,14 @@ urlpatterns = [
         views.MessageVersionListView.as_view(),
         name="message-versions",
     ),
+    path(
+        "sessions/<str:session_id>/messages/<int:seq>/",
+        views.MessageDetailView.as_view(),
+        name="message-detail",
+    ),
+    path(
+        "sessions/<str:session_id>/summaries/",
+        views.SummaryListView.as_view(),
+        name="summary-list",
+    ),
 ]

@@ -3,7 +3,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from conversations.models import Message
+from conversations.models import ChatSession, Message
 from conversations.serializers import (
     MODEL_HELP,
     MessageSerializer,
@@ -14,7 +14,9 @@ from conversations.serializers import (
     StrictCharField,
     StrictInputSerializer,
     StrictIntegerField,
+    SummaryRefSerializer,
     ToolCallSerializer,
+    UserMessageInputSerializer,
 )
 from llm.types import Context
 
@@ -25,13 +27,20 @@ STREAM_PATH = "/api/v1/sessions/{id}/reply/stream/"
 STREAM_MOVED = f"Streaming has its own endpoint: POST {STREAM_PATH} (same body, no `stream`)."
 
 
+def _user_message_field(name: str, **overrides) -> serializers.Field:
+    """A copy of the user message input's field `name`, optional."""
+    declared = UserMessageInputSerializer._declared_fields[name]
+    return type(declared)(*declared._args, **{**declared._kwargs, "required": False, **overrides})
+
+
 class _ReplyFields(StrictInputSerializer):
     """What a reply takes, streamed or not. Every field is optional; unknown fields are
     refused."""
 
-    content = StrictCharField(
-        required=False,
-        max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS,
+    # A user message's own fields (one definition of content's length and metadata's limits),
+    # optional here.
+    content = _user_message_field(
+        "content",
         help_text="A new user message, appended before replying. Leave it out to reply to the "
         "history as it is (the session must then have messages).",
     )
@@ -48,7 +57,7 @@ class _ReplyFields(StrictInputSerializer):
         "the history sent gets the model's window minus this. More than the window leaves is "
         "a 422.",
     )
-    metadata = MetadataField(required=False)
+    metadata = _user_message_field("metadata")
 
 
 class ReplyInputSerializer(_ReplyFields):
@@ -137,7 +146,16 @@ class ContextSummarySerializer(serializers.Serializer):
         min_value=0, help_text="History messages sent (the `system_prompt` not counted)."
     )
     messages_dropped = serializers.IntegerField(
-        min_value=0, help_text="Older history messages left out to fit the budget."
+        min_value=0,
+        help_text="Older history messages left out to fit the budget (under the `summary` "
+        "strategy, those the summary stands for count here too).",
+    )
+    strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices, help_text="The session's context strategy."
+    )
+    summary = SummaryRefSerializer(
+        allow_null=True,
+        help_text="The summary sent in place of messages 1..covers_to_seq; null if none.",
     )
 
 
@@ -206,6 +224,8 @@ def context_summary(context: Context) -> dict:
         "budget": context.budget,
         "messages_included": context.messages_included,
         "messages_dropped": context.messages_dropped,
+        "strategy": context.strategy,
+        "summary": context.summary.as_record() if context.summary else None,
     }
 
 

@@ -21,6 +21,7 @@ from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from conversations import branching, idempotency, selectors, services
 from conversations.models import ChatSession, Message
+from llm import summaries
 from llm.catalog import for_model
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
@@ -83,8 +84,8 @@ def build_context(
     the history then ends before it (the context that message was answered from).
 
     History is read newest-first in keyset batches and reading stops once the budget is full.
-    The session's `system` messages are always sent: taken from the first batch when it holds
-    the whole history, else read with their own (indexed) query.
+    The session's `system` and pinned messages are always sent: taken from the first batch
+    when it holds the whole history, else read with their own (indexed) query.
     """
     model = resolve_model(session=session, model=model)
     counter = counter_for_model(model)
@@ -104,11 +105,13 @@ def build_context(
             session=session, limit=batch_size, before=replacing, order="desc"
         )
     if first.has_more:
-        system_rows = selectors.list_system_messages(session=session)
+        system_rows = selectors.list_pinned_messages(session=session)
     else:
-        # The whole history is in this page, so are its system messages: a query less (the
-        # usual case: a history that fits the window is read in one batch).
-        system_rows = [m for m in reversed(first.items) if m.role == Message.Role.SYSTEM]
+        # The whole history is in this page, so are its system and pinned messages: a query
+        # less (the usual case: a history that fits the window is read in one batch).
+        system_rows = [
+            m for m in reversed(first.items) if m.role == Message.Role.SYSTEM or m.pinned
+        ]
 
     if pending is None:
         pending = ()
@@ -128,6 +131,7 @@ def build_context(
             )
 
     pinned = [history_message(m) for m in system_rows]
+    summary_options = summaries.builder_options(session=session)
     return select_messages(
         system_prompt=session.system_prompt,
         system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
@@ -136,6 +140,7 @@ def build_context(
         total_messages=session.message_count + len(pending) - (1 if replacing is not None else 0),
         budget=budget,
         encoding=counter.encoding_name,
+        **summary_options,
     )
 
 
@@ -205,7 +210,9 @@ def prepare_reply(
         return PreparedReply(
             session=session,
             user_message=stored,
-            context=build_context(session, model=model, max_output_tokens=max_output_tokens),
+            context=_context_for_reply(
+                session, model=model, max_output_tokens=max_output_tokens, counter=counter
+            ),
             model=model,
             max_output_tokens=max_output_tokens,
             metadata=None,
@@ -220,8 +227,8 @@ def prepare_reply(
             content=content,
             token_count=counter.count_message(role=Message.Role.USER, content=content),
         )
-    context = build_context(
-        session, model=model, max_output_tokens=max_output_tokens, pending=pending
+    context = _context_for_reply(
+        session, model=model, max_output_tokens=max_output_tokens, counter=counter, pending=pending
     )
     user_message = None
     if pending is not None:
@@ -254,6 +261,33 @@ def prepare_reply(
         metadata=None if user_message is not None else metadata,
         counter=counter,
         provider=get_provider(),
+    )
+
+
+def _context_for_reply(
+    session: ChatSession,
+    *,
+    model: str,
+    max_output_tokens: int,
+    counter: TokenCounter,
+    pending: HistoryMessage | None = None,
+) -> Context:
+    """build_context, after folding what left the window into the summary (summary strategy,
+    llm/summaries.py); before the user message is stored, so a summarising call holds no
+    transaction and a rejected request stores nothing."""
+    return summaries.context_for_reply(
+        session=session,
+        build=lambda: build_context(
+            session, model=model, max_output_tokens=max_output_tokens, pending=pending
+        ),
+        model=model,
+        counter=counter,
+        provider=get_provider(),
+        input_budget=compute_budget(
+            context_window=context_window_for_model(model),
+            max_output_tokens=max_output_tokens,
+            safety_margin=settings.LLM_CONTEXT_SAFETY_MARGIN,
+        ),
     )
 
 

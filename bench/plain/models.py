@@ -41,6 +41,7 @@ class Message(models.Model):
     token_count = models.PositiveIntegerField(default=0)
     tool_calls = models.JSONField(null=True, blank=True)
     tool_call_id = models.CharField(max_length=128, blank=True, default="")
+    pinned = models.BooleanField(default=False)
     model = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     usage = models.JSONField(null=True, blank=True)
     finish_reason = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001

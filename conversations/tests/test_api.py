@@ -64,6 +64,7 @@ SESSION_FIELDS = {
     "model",
     "metadata",
     "archived",
+    "context_strategy",
     "forked_from",
     "forked_at_seq",
     "message_count",

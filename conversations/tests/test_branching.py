@@ -101,6 +101,16 @@ class TestFork:
         fork.refresh_from_db()
         assert fork.message_count == fork.last_seq == 3
 
+    def test_a_fork_keeps_the_pinned_messages_and_the_context_strategy(self, user):
+        parent = conversation(user, 3)
+        ChatSession.objects.filter(pk=parent.pk).update(context_strategy="summary")
+        parent.refresh_from_db()
+        Message.objects.filter(session=parent, seq=2).update(pinned=True)
+        fork = branching.fork_session(session=parent, at_seq=3)
+        assert fork.context_strategy == "summary"
+        pinned = Message.objects.filter(session=fork, pinned=True).values_list("seq", flat=True)
+        assert list(pinned) == [2]
+
     def test_a_fork_copies_only_the_current_answer(self, user):
         parent = conversation(user, 2)
         answer = Message.objects.get(session=parent, seq=2)

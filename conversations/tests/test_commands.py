@@ -425,7 +425,7 @@ class TestImportRejectsBadLines:
 
         err = err.getvalue()
         assert "line 2: not valid JSON" in err
-        assert "line 3: title: expected a string, got an integer" in err
+        assert "line 3: title: Expected a string, got int." in err
         assert 'line 5: messages[0].role: "robot" is not a valid choice.' in err
         assert sorted(ChatSession.objects.values_list("title", flat=True)) == ["Trip", "Trip"]
         # The bad lines left nothing behind: no session, no message, no user of theirs.
@@ -441,14 +441,14 @@ class TestImportRejectsBadLines:
                 lambda r: r["messages"][0].update(token_count="4"),
                 "messages[0].token_count: Expected an integer, got str.",
             ),
-            (lambda r: r["messages"][0].update(colour="red"), "messages[0].colour: unknown field"),
+            (lambda r: r["messages"][0].update(colour="red"), "messages[0].colour: Unknown field."),
             (lambda r: r.update(created_at="last week"), "created_at: Not an ISO 8601 date-time"),
-            (lambda r: r.update(id="nope"), "id: not a UUID"),
-            (lambda r: r.update(archived="yes"), "archived: expected a boolean, got a string"),
+            (lambda r: r.update(id="nope"), "id: Not a UUID"),
+            (lambda r: r.update(archived="yes"), "archived: Expected true or false, got str."),
             (lambda r: r["messages"][-1].update(seq=9), "last_seq: 4, but a message has seq 9"),
             (lambda r: r.update(total_tokens=1), "total_tokens: 1, but the messages add up to 23"),
             (lambda r: r.pop("messages"), "messages: missing"),
-            (lambda r: r.update(forked_from="nope"), "forked_from: not a UUID"),
+            (lambda r: r.update(forked_from="nope"), "forked_from: Not a UUID"),
             (
                 lambda r: r["messages"][3].update(versions=2),
                 "messages[3].earlier_versions: versions is 2, so 1 earlier versions are due, not 0",
@@ -471,6 +471,32 @@ class TestImportRejectsBadLines:
         assert expected in err.getvalue()
         assert ChatSession.objects.count() == 0
         assert Message.objects.count() == 0
+
+    @pytest.mark.parametrize(
+        ("change", "expected"),
+        [
+            (
+                lambda r: r.update(metadata={f"k{i}": "v" for i in range(17)}),
+                "metadata: At most 16 keys are allowed.",
+            ),
+            (
+                lambda r: r.update(metadata={"k": 1}),
+                "metadata: Value of 'k' must be a string, got int.",
+            ),
+            (lambda r: r.update(model="no-such-model"), "model: "),
+            (lambda r: r.update(title="t" * 256), "title: Ensure this field has no more than 255"),
+            (lambda r: r.update(colour="red"), "colour: Unknown field."),
+        ],
+    )
+    def test_a_session_is_validated_as_the_api_validates_it(
+        self, tmp_path, good_lines, change, expected
+    ):
+        path = write_lines(tmp_path / "bad.jsonl", [self.corrupt(good_lines[0], change)])
+        err = io.StringIO()
+        with pytest.raises(CommandError, match="1 bad line"):
+            call_command("import_sessions", str(path), stdout=io.StringIO(), stderr=err)
+        assert f"line 1: {expected}" in err.getvalue()
+        assert ChatSession.objects.count() == 0
 
     def test_a_database_refusal_rolls_the_whole_session_back(self, tmp_path, good_lines):
         # Valid JSON the database rejects at the last message: the session must not remain.

@@ -103,6 +103,8 @@ class TestReply:
             "tokens": result.context.tokens,
             "budget": result.context.budget,
             "encoding": "cl100k_base",
+            "strategy": "window",
+            "summary": None,
         }
         assert user.model is None
         assert user.usage is None

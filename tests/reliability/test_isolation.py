@@ -55,6 +55,7 @@ VIEW_BODIES = {
     "EditView": {"post": {"content": "isolation probe"}},
     "RegenerateView": {"post": {}},
     "RegenerateStreamView": {"post": {}},
+    "MessageDetailView": {"patch": {"pinned": True}},
 }
 # The owner's probe message is the last assistant answer (what a regenerate takes): an edit of
 # it is refused for its role, once the session and the seq were found.

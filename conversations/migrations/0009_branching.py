@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0007_idempotencykey_session'),
+        ('conversations', '0008_context_strategy_summaries_pinned'),
     ]
 
     operations = [
