@@ -261,6 +261,12 @@ session_id_parameter = OpenApiParameter(
     description="The session's id. An id that is not a UUID, a missing one and another "
     "user's all answer 404 `not_found`.",
 )
+seq_parameter = OpenApiParameter(
+    "seq",
+    OpenApiTypes.INT,
+    OpenApiParameter.PATH,
+    description="The message's `seq` in the session. A seq with no message is a 404 `not_found`.",
+)
 
 
 # --- Fields with a schema of their own ----------------------------------------------------

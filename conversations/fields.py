@@ -72,6 +72,8 @@ MESSAGE_FIELDS: tuple[MessageField, ...] = (
     MessageField("finish_reason"),
     MessageField("latency_ms"),
     MessageField("context", admin="context_display"),
+    # How many answers stood at this seq (a regenerate adds one); the admin lists the earlier.
+    MessageField("versions", admin="versions_display"),
     MessageField("created_at", kind="datetime"),
 )
 
@@ -85,6 +87,8 @@ SESSION_API_FIELDS: tuple[str, ...] = (
     "metadata",
     "archived",
     "context_strategy",
+    "forked_from",
+    "forked_at_seq",
     "message_count",
     "total_tokens",
     "last_message_at",

@@ -11,8 +11,20 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from conversations.models import ChatSession, Message
-from conversations.serializers import MessageRecordSerializer, SessionRecordSerializer, error_lines
-from conversations.transfer import MESSAGE_FIELDS, SESSION_FIELDS, ParsedLine, SessionRecord
+from conversations.serializers import (
+    MessageRecordSerializer,
+    MessageVersionRecordSerializer,
+    SessionRecordSerializer,
+    error_lines,
+)
+from conversations.transfer import (
+    EARLIER_VERSIONS,
+    MESSAGE_FIELDS,
+    SESSION_FIELDS,
+    VERSION_FIELDS,
+    ParsedLine,
+    SessionRecord,
+)
 
 
 class RecordError(ValueError):
@@ -67,7 +79,8 @@ def parse_record(line: str) -> SessionRecord:
             errors.append(f"messages[{index}]: expected an object, got {_kind(raw)}")
             continue
         errors.extend(
-            f"{path}{name}: Unknown field." for name in sorted(set(raw) - set(MESSAGE_FIELDS))
+            f"{path}{name}: Unknown field."
+            for name in sorted(set(raw) - {*MESSAGE_FIELDS, EARLIER_VERSIONS})
         )
         record = MessageRecordSerializer(data=raw)
         if not record.is_valid():
@@ -87,11 +100,20 @@ def parse_record(line: str) -> SessionRecord:
             if message_id in seen_ids:
                 errors.append(f"{path}id: duplicate message id {message_id}")
             seen_ids.add(message_id)
+        raw_versions = raw.get(EARLIER_VERSIONS, [])
+        earlier = _parse_versions(raw_versions, f"{path}{EARLIER_VERSIONS}", errors)
+        given = len(raw_versions) if isinstance(raw_versions, list) else 0
+        if given != message["versions"] - 1:
+            errors.append(
+                f"{path}{EARLIER_VERSIONS}: versions is {message['versions']}, so "
+                f"{message['versions'] - 1} earlier versions are due, not {given}"
+            )
         messages.append(
             {
                 name: message[name] if name in message else _default(Message, name)
                 for name in MESSAGE_FIELDS
             }
+            | {EARLIER_VERSIONS: earlier}
         )
     if errors:
         raise RecordError("; ".join(errors))
@@ -101,6 +123,7 @@ def parse_record(line: str) -> SessionRecord:
         for name in SESSION_FIELDS
         if name not in ("id", "user")
     }
+    columns["forked_from_id"] = columns.pop("forked_from")
     # The session's own counters prove its message list complete: a line cut short or edited
     # by hand shows up here. A seq gap is accepted when the counters agree (a message deleted
     # at the source leaves one; the API itself never does).
@@ -125,6 +148,33 @@ def parse_record(line: str) -> SessionRecord:
     return SessionRecord(
         id=values["id"], username=values["user"], columns=columns, messages=messages
     )
+
+
+def _parse_versions(raw: Any, where: str, errors: list[str]) -> list[dict[str, Any]]:
+    """A message's earlier versions, numbered 1, 2, ... in order."""
+    if not isinstance(raw, list):
+        errors.append(f"{where}: expected a list, got {_kind(raw)}")
+        return []
+    parsed = []
+    for index, item in enumerate(raw):
+        path = f"{where}[{index}]"
+        if not isinstance(item, dict):
+            errors.append(f"{path}: expected an object, got {_kind(item)}")
+            continue
+        errors.extend(
+            f"{path}.{name}: Unknown field." for name in sorted(set(item) - set(VERSION_FIELDS))
+        )
+        # The numbering is checked whatever else is wrong with the version.
+        number = item.get("number")
+        if type(number) is int and number != index + 1:
+            errors.append(f"{path}.number: {number}, but it is version {index + 1} of the list")
+        version = MessageVersionRecordSerializer(data=item)
+        if not version.is_valid():
+            errors.extend(f"{path}.{line}" for line in error_lines(version.errors))
+            continue
+        values = dict(version.validated_data)
+        parsed.append({name: values[name] for name in VERSION_FIELDS})
+    return parsed
 
 
 def parse_lines(lines: Iterable[bytes]) -> Iterator[ParsedLine]:

@@ -29,6 +29,12 @@ class ChatSession(models.Model):
     )
     metadata = models.JSONField(default=dict, blank=True)
     archived = models.BooleanField(default=False)
+    # A fork (conversations/branching.py) starts as a copy of its parent's messages
+    # 1..forked_at_seq. The parent may be deleted later: the fork keeps its copy and the seq.
+    forked_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks"
+    )
+    forked_at_seq = models.PositiveIntegerField(null=True, blank=True)
 
     class ContextStrategy(models.TextChoices):
         # The newest messages that fit; older ones are left out.
@@ -152,6 +158,9 @@ class MessageQuerySet(models.QuerySet):
                 .annotate(messages=Count("pk"), tokens=Sum("token_count"))
             )
             counters = {row["session_id"]: (row["messages"], row["tokens"] or 0) for row in gone}
+            MessageVersion.objects.using(self.db).filter(
+                message__in=scoped.order_by().values("pk")
+            ).delete()
             deleted = super(MessageQuerySet, scoped).delete()
             _history_changed(session_ids=session_ids, using=self.db, counters=counters)
             return deleted
@@ -192,6 +201,9 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     context = models.JSONField(null=True, blank=True)
+    # How many answers have stood at this seq, this one included: a regenerate keeps the one
+    # it replaces as a MessageVersion and adds one here (1 = never regenerated).
+    versions = models.PositiveIntegerField(default=1, db_default=1)
 
     # default=, not auto_now_add: an import keeps the time it is given (see ChatSession).
     created_at = models.DateTimeField(default=timezone.now, editable=False, blank=True)
@@ -237,6 +249,57 @@ class Message(models.Model):
     def delete(self, using: str | None = None, keep_parents: bool = False):
         # Through the queryset, which takes the message back out of the session's counters.
         return type(self).objects.using(using or self._state.db).filter(pk=self.pk).delete()
+
+
+# What a regenerate replaces on a message and keeps on its MessageVersion: everything that
+# belongs to one answer (the seq, role and session stay the message's).
+VERSIONED_FIELDS = (
+    "content",
+    "metadata",
+    "token_count",
+    "tool_calls",
+    "model",
+    "usage",
+    "finish_reason",
+    "latency_ms",
+    "context",
+    "created_at",
+)
+
+
+class MessageVersion(models.Model):
+    """An earlier answer of a regenerated message, kept as it was (never deleted with the
+    regenerate; it goes only with its message). `number` counts from 1 in the order the
+    answers stood; the message itself is the current one, number `message.versions`."""
+
+    # DO_NOTHING, not CASCADE: a message with a cascade of its own can no longer be deleted
+    # in bulk, and a session's delete would load every message id. A session's delete
+    # cascades here through `session` instead (one DELETE), and a message delete
+    # (MessageQuerySet.delete) deletes the message's versions itself; the constraint,
+    # checked at commit, stops any path that forgets to.
+    message = models.ForeignKey(
+        Message, on_delete=models.DO_NOTHING, related_name="earlier_versions"
+    )
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="+")
+    number = models.PositiveIntegerField()
+    content = models.TextField(blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    token_count = models.PositiveIntegerField(default=0)
+    tool_calls = models.JSONField(null=True, blank=True)
+    model = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    usage = models.JSONField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    context = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "number"], name="message_version_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} v{self.number}"
 
 
 class Summary(models.Model):

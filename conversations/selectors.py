@@ -15,7 +15,13 @@ from chatengine.db import Read, fetch_instance, fetch_instances, fetch_values
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
 from conversations.cache_encoding import encode_message
-from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message, Summary
+from conversations.models import (
+    FAILED_FINISH_REASONS,
+    ChatSession,
+    Message,
+    MessageVersion,
+    Summary,
+)
 from llm.types import HistoryMessage, ToolCall
 
 T = TypeVar("T")
@@ -72,9 +78,13 @@ def list_sessions(
     cursor: str | None = None,
     archived: bool | None = None,
     search: str | None = None,
+    forked_from: ChatSession | None = None,
 ) -> Page[ChatSession]:
-    """The user's sessions, most recent activity first, one keyset page at a time."""
+    """The user's sessions, most recent activity first, one keyset page at a time (only the
+    forks of `forked_from`, if given)."""
     qs: QuerySet[ChatSession] = ChatSession.objects.filter(user=user)
+    if forked_from is not None:
+        qs = qs.filter(forked_from=forked_from)
     if archived is not None:
         qs = qs.filter(archived=archived)
     if search:
@@ -182,6 +192,44 @@ def _newest_messages(*, session: ChatSession, count: int) -> list[Message]:
     )
 
 
+def get_message(*, session: ChatSession, seq: int) -> Message:
+    """The message at `seq` of a session the caller already holds (get_session_for_user
+    checked its owner); NotFound when there is none."""
+    message = Message.objects.filter(session=session, seq=seq).first()
+    if message is None:
+        raise NotFound(f"No message {seq} in this session.")
+    return message
+
+
+def has_message_after(*, session: ChatSession, seq: int) -> bool:
+    return Message.objects.filter(session=session, seq__gt=seq).exists()
+
+
+@dataclass(frozen=True)
+class Version:
+    """One answer that stood at a message's seq: an earlier one (a MessageVersion) or the
+    message's current one."""
+
+    number: int
+    current: bool
+    answer: Message | MessageVersion
+
+
+def list_message_versions(*, message: Message, limit: int, after: int | None = None) -> Page:
+    """The answers of `message`, oldest first: its earlier versions by number, then its
+    current one (number `message.versions`), one keyset page at a time."""
+    rows = MessageVersion.objects.filter(message=message).order_by("number")
+    if after is not None:
+        rows = rows.filter(number__gt=after)
+    items = [Version(number=v.number, current=False, answer=v) for v in rows[: limit + 1]]
+    if len(items) <= limit and (after is None or after < message.versions):
+        items.append(Version(number=message.versions, current=True, answer=message))
+    has_more = len(items) > limit
+    items = items[:limit]
+    next_params = {"after": str(items[-1].number)} if has_more else None
+    return Page(items=items, has_more=has_more, next_params=next_params)
+
+
 # --- Support admin reads ------------------------------------------------------------------
 # Not scoped to a user: only the admin (staff, checked by Django's admin) calls these.
 
@@ -255,15 +303,6 @@ def iter_transcript(*, session: ChatSession, chunk_size: int = 1000) -> Iterator
     return Message.objects.filter(session=session).order_by("seq").iterator(chunk_size=chunk_size)
 
 
-def get_message(*, session: ChatSession, seq: int) -> Message:
-    """The session's message at `seq` (the caller already holds the user's session); NotFound
-    if there is none."""
-    message = Message.objects.filter(session=session, seq=seq).first()
-    if message is None:
-        raise NotFound("Message not found.")
-    return message
-
-
 # --- Rolling summaries (llm/summaries.py) ---------------------------------------------------
 def latest_summary(*, session: ChatSession) -> Summary | None:
     """The session's summary covering the most messages (one probe of its unique index)."""
@@ -327,10 +366,16 @@ class ContextRows:
 
 
 def list_context_messages(
-    *, session: ChatSession, limit: int, before: int | None = None
+    *,
+    session: ChatSession,
+    limit: int,
+    before: int | None = None,
+    always_sent: bool | None = None,
 ) -> ContextRows:
     """The newest `limit` messages (below seq `before`, if given) as the context builder takes
-    them; the first batch (no `before`) also brings the session's system and pinned messages.
+    them; with `always_sent` (the first batch; by default when there is no `before`), also the
+    session's system and pinned messages (below `before` too: a regenerated answer's context
+    ends before it).
 
     Read from PostgreSQL, not the history cache: the seven columns the context needs, by the
     (session, seq) index, and the system and pinned ones by their partial index, in one round trip
@@ -344,11 +389,17 @@ def list_context_messages(
         order_by=("-seq",),
         limit=limit + 1,
     )
-    if before is None:
+    if always_sent is None:
+        always_sent = before is None
+    if always_sent:
         # The condition of the partial index message_session_pinned_idx, which serves it.
         system = Read(
-            where=("session_id", ("role", "pinned")),
-            params=[session.pk, Message.Role.SYSTEM.value, True],
+            where=("session_id", ("role", "pinned"))
+            if before is None
+            else ("session_id", "seq__lt", ("role", "pinned")),
+            params=[session.pk, Message.Role.SYSTEM.value, True]
+            if before is None
+            else [session.pk, before, Message.Role.SYSTEM.value, True],
             order_by=("seq",),
         )
         newest, system_rows = fetch_values(Message, columns=CONTEXT_COLUMNS, reads=[window, system])

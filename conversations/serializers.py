@@ -12,7 +12,7 @@ from rest_framework.settings import api_settings
 
 from chatengine.openapi import document_metadata_field
 from conversations import fields as message_fields
-from conversations.models import ChatSession, Message, Summary
+from conversations.models import VERSIONED_FIELDS, ChatSession, Message, Summary
 from llm.catalog import NOT_ALLOWED, is_allowed_model
 
 METADATA_MAX_KEYS = 16
@@ -170,6 +170,18 @@ class SessionUpdateInputSerializer(SessionCreateInputSerializer):
 
 class SessionSerializer(serializers.ModelSerializer):
     metadata = MetadataField(read_only=True)
+    forked_from = serializers.UUIDField(
+        source="forked_from_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The session this one was forked from (a fork or an edit); null otherwise, "
+        "or once that session is deleted.",
+    )
+    forked_at_seq = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="The parent's last message copied into this fork; null if not a fork.",
+    )
 
     class Meta:
         model = ChatSession
@@ -520,12 +532,18 @@ class SessionRecordSerializer(SessionUpdateInputSerializer):
     last_message_at = AwareDateTimeField(allow_null=True, required=False, default=None)
     created_at = AwareDateTimeField()
     updated_at = AwareDateTimeField()
+    # A fork's parent (its id) and where it began; an import drops a parent it does not hold.
+    forked_from = StrictCharField(allow_null=True, required=False, default=None)
+    forked_at_seq = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
 
     def validate_id(self, value: str) -> uuid.UUID:
         try:
             return uuid.UUID(value)
         except ValueError:
             raise serializers.ValidationError(f"Not a UUID: {value[:40]!r}.") from None
+
+    def validate_forked_from(self, value: str | None) -> uuid.UUID | None:
+        return None if value is None else self.validate_id(value)
 
     def validate_user(self, value: str) -> str:
         User = get_user_model()
@@ -566,6 +584,7 @@ class MessageRecordSerializer(serializers.Serializer):
     )
     latency_ms = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
     context = ContextRecordSerializer(allow_null=True, required=False, default=None)
+    versions = StrictIntegerField(min_value=1, required=False, default=1)
     created_at = AwareDateTimeField()
 
     def to_internal_value(self, data):
@@ -635,6 +654,12 @@ class MessageSerializer(serializers.ModelSerializer):
     tool_calls = ToolCallsOutputField(read_only=True)
     usage = UsageField(read_only=True, help_text="Null unless the engine generated it.")
     context = ContextRecordField(read_only=True, help_text="Null unless the engine generated it.")
+    versions = serializers.IntegerField(
+        read_only=True,
+        min_value=1,
+        help_text="How many answers have stood at this seq, this one included (1: never "
+        "regenerated); the earlier ones are at `GET .../messages/{seq}/versions/`.",
+    )
 
     class Meta:
         model = Message
@@ -667,6 +692,70 @@ class HistoryQuerySerializer(serializers.Serializer):
         required=False,
         default="asc",
         help_text="`asc`: oldest first; `desc`: newest first.",
+    )
+
+
+# --- Branching ----------------------------------------------------------------------------
+class ForkInputSerializer(StrictInputSerializer):
+    at_seq = StrictIntegerField(
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Copy the messages with seq 1..`at_seq` (0: none, only the session's "
+        "settings). More than the session's last seq is a 404.",
+    )
+    title = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=255,
+        help_text="The fork's title; default: the parent's.",
+    )
+
+
+class MessageVersionSerializer(serializers.Serializer):
+    """One answer that stood at a message's seq: an earlier one, or the current one."""
+
+    number = serializers.IntegerField(
+        min_value=1, help_text="1 for the first answer, in the order they stood."
+    )
+    current = serializers.BooleanField(help_text="Whether this is the message's answer now.")
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    metadata = MetadataField(read_only=True)
+    token_count = serializers.IntegerField(min_value=0)
+    tool_calls = ToolCallsOutputField(read_only=True)
+    model = serializers.CharField(allow_null=True)
+    usage = UsageField(read_only=True)
+    finish_reason = serializers.CharField(allow_null=True)
+    latency_ms = serializers.IntegerField(allow_null=True, min_value=0)
+    context = ContextRecordField(read_only=True, help_text="What this answer was generated from.")
+    created_at = serializers.DateTimeField()
+
+    def to_representation(self, instance) -> dict:
+        # The fields above document the shape; VERSIONED_FIELDS is what a version holds.
+        answer = instance.answer
+        body = {"number": instance.number, "current": instance.current}
+        body.update((name, getattr(answer, name)) for name in VERSIONED_FIELDS)
+        body["created_at"] = message_fields.api_datetime(answer.created_at)
+        return body
+
+
+class VersionsQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, default=50, min_value=1, max_value=200, help_text="Page size."
+    )
+    after = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Only versions with a greater `number` (exclusive).",
+    )
+
+
+class ForksQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, default=20, min_value=1, max_value=100, help_text="Page size."
+    )
+    cursor = serializers.CharField(
+        required=False, max_length=512, help_text="Opaque; copy it from a `next` URL."
     )
 
 
@@ -716,3 +805,32 @@ class MessageUpdateInputSerializer(StrictInputSerializer):
         "(like a system message, counted first); `false`: it goes back to the window. "
         "Absent: unchanged.",
     )
+
+
+class MessageVersionRecordSerializer(serializers.Serializer):
+    """One earlier answer of a regenerated message in an import line (its `earlier_versions`),
+    numbered from 1 in the order the answers stood."""
+
+    number = StrictIntegerField(min_value=1)
+    content = StrictCharField(allow_blank=True, trim_whitespace=False)
+    metadata = serializers.DictField(required=False, default=dict)
+    token_count = StrictIntegerField(min_value=0, required=False, default=0)
+    tool_calls = serializers.ListField(allow_null=True, required=False, default=None)
+    model = StrictCharField(
+        max_length=_column_max_length(Message, "model"),
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        default=None,
+    )
+    usage = serializers.DictField(allow_null=True, required=False, default=None)
+    finish_reason = StrictCharField(
+        max_length=_column_max_length(Message, "finish_reason"),
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        default=None,
+    )
+    latency_ms = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
+    context = serializers.JSONField(allow_null=True, required=False, default=None)
+    created_at = AwareDateTimeField()

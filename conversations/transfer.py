@@ -24,11 +24,15 @@ from django.db.models import QuerySet
 
 from chatengine.events import log_event
 from conversations import fields as message_fields
-from conversations.models import ChatSession, Message
+from conversations.models import VERSIONED_FIELDS, ChatSession, Message, MessageVersion
 
 # Both declared in conversations/fields.py with the API and admin lists.
 SESSION_FIELDS = message_fields.session_export_names()
 MESSAGE_FIELDS = message_fields.export_names()
+# A regenerated message (versions > 1) also carries the answers it replaced, oldest first:
+# "earlier_versions": [{"number": 1, <VERSIONED_FIELDS>}, ...].
+EARLIER_VERSIONS = "earlier_versions"
+VERSION_FIELDS = ("number", *VERSIONED_FIELDS)
 
 EXPORT_SESSION_CHUNK = 200
 EXPORT_MESSAGE_BATCH = 1000
@@ -45,7 +49,12 @@ def session_to_record(session: ChatSession) -> dict[str, Any]:
     """The session's line without its messages (`user` as username, UUID and dates as text)."""
     record = {}
     for name in SESSION_FIELDS:
-        value = session.user.get_username() if name == "user" else getattr(session, name)
+        if name == "user":
+            value = session.user.get_username()
+        elif name == "forked_from":
+            value = session.forked_from_id
+        else:
+            value = getattr(session, name)
         if isinstance(value, datetime):
             value = iso(value)
         elif isinstance(value, uuid.UUID):
@@ -66,6 +75,17 @@ def message_to_record(message: Message) -> dict[str, Any]:
         elif f.kind == "uuid":
             value = str(value)
         record[f.name] = value
+    if message.versions > 1:
+        # A query per regenerated message only: most messages never were.
+        record[EARLIER_VERSIONS] = [
+            {name: getattr(version, name) for name in VERSION_FIELDS}
+            | {"created_at": iso(version.created_at)}
+            # From the database the message came from (a replica, for an export), so the
+            # versions match its count.
+            for version in MessageVersion.objects.using(message._state.db or DEFAULT_DB_ALIAS)
+            .filter(message=message)
+            .order_by("number")
+        ]
     return record
 
 
@@ -246,12 +266,33 @@ def import_session(
         outcome.messages = len(record.messages)
         if dry_run:
             return outcome
-        session = ChatSession.objects.create(id=record.id, user=user, **record.columns)
+        columns = dict(record.columns)
+        parent = columns["forked_from_id"]
+        if parent is not None and not ChatSession.objects.filter(pk=parent).exists():
+            # Its parent is not here (not imported, or deleted): the fork stands alone, as a
+            # fork whose parent was deleted does; forked_at_seq still says where it began.
+            columns["forked_from_id"] = None
+        session = ChatSession.objects.create(id=record.id, user=user, **columns)
         keep_updated_at(ChatSession.objects.filter(pk=session.pk), record.columns["updated_at"])
-        Message.objects.bulk_create(
+        rows = Message.objects.bulk_create(
             [
-                Message(session=session, **(m if keep_ids else {**m, "id": None}))
+                Message(
+                    session=session,
+                    **{
+                        name: (value if keep_ids or name != "id" else None)
+                        for name, value in m.items()
+                        if name != EARLIER_VERSIONS
+                    },
+                )
                 for m in record.messages
+            ],
+            batch_size=1000,
+        )
+        MessageVersion.objects.bulk_create(
+            [
+                MessageVersion(message=row, session=session, **version)
+                for row, m in zip(rows, record.messages, strict=True)
+                for version in m[EARLIER_VERSIONS]
             ],
             batch_size=1000,
         )

@@ -12,6 +12,13 @@ urlpatterns = [
         views.MessageListCreateView.as_view(),
         name="message-list",
     ),
+    path("sessions/<str:session_id>/fork/", views.ForkView.as_view(), name="session-fork"),
+    path("sessions/<str:session_id>/forks/", views.ForkListView.as_view(), name="session-forks"),
+    path(
+        "sessions/<str:session_id>/messages/<int:seq>/versions/",
+        views.MessageVersionListView.as_view(),
+        name="message-versions",
+    ),
     path(
         "sessions/<str:session_id>/messages/<int:seq>/",
         views.MessageDetailView.as_view(),

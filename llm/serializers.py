@@ -1,12 +1,17 @@
 """Input and output shapes of the reply and context endpoints."""
 
+from django.conf import settings
 from rest_framework import serializers
 
 from conversations.models import ChatSession, Message
 from conversations.serializers import (
     MODEL_HELP,
     MessageSerializer,
+    MetadataField,
     ModelNameField,
+    SessionSerializer,
+    StrictBooleanField,
+    StrictCharField,
     StrictInputSerializer,
     StrictIntegerField,
     SummaryRefSerializer,
@@ -72,6 +77,51 @@ class ReplyStreamInputSerializer(_ReplyFields):
     optional; unknown fields are refused."""
 
 
+class RegenerateInputSerializer(StrictInputSerializer):
+    """A regenerate of the last answer, as JSON or streamed. Every field is optional;
+    unknown fields are refused."""
+
+    model = ModelNameField(
+        required=False,
+        help_text="The model for the new answer; default: the session's `model`, else the "
+        "server's `LLM_MODEL`. " + MODEL_HELP,
+    )
+    max_output_tokens = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_OUTPUT_TOKENS_LIMIT,
+        help_text="Tokens reserved for the answer, as for a reply.",
+    )
+    metadata = MetadataField(required=False, help_text="The new answer's metadata (default: none).")
+
+
+class EditInputSerializer(StrictInputSerializer):
+    """An edited user message: a new session (a fork before it) ends with it."""
+
+    content = StrictCharField(
+        max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS,
+        help_text="The edited text, stored exactly as sent.",
+    )
+    metadata = MetadataField(
+        required=False, help_text="The edited message's metadata; default: the original's."
+    )
+    reply = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="Also get the model's reply in the new session (as `POST .../reply/`).",
+    )
+    model = ModelNameField(
+        required=False,
+        help_text="With `reply`: the model for the reply, as for a reply. " + MODEL_HELP,
+    )
+    max_output_tokens = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_OUTPUT_TOKENS_LIMIT,
+        help_text="With `reply`: tokens reserved for the reply, as for a reply.",
+    )
+
+
 class ContextQuerySerializer(serializers.Serializer):
     # Not trimmed: the schema (minLength 1) calls "  " a model name, not a blank one.
     model = ModelNameField(
@@ -116,6 +166,25 @@ class ReplySerializer(serializers.Serializer):
     message = MessageSerializer(
         help_text="The assistant's reply, with `model`, `usage`, `finish_reason`, "
         "`latency_ms` and `context` filled in."
+    )
+    context = ContextSummarySerializer()
+
+
+class EditSerializer(serializers.Serializer):
+    session = SessionSerializer(help_text="The new session: a fork before the edited message.")
+    user_message = MessageSerializer(help_text="The edited message, the new session's last.")
+    message = MessageSerializer(
+        allow_null=True, help_text="The reply in the new session; null without `reply`."
+    )
+    context = ContextSummarySerializer(
+        allow_null=True, help_text="How the reply's history was chosen; null without `reply`."
+    )
+
+
+class RegenerateSerializer(serializers.Serializer):
+    message = MessageSerializer(
+        help_text="The message with its new answer (its `versions` one more); the one it "
+        "replaced is at `GET .../messages/{seq}/versions/`."
     )
     context = ContextSummarySerializer()
 
@@ -177,3 +246,16 @@ def context_preview_body(*, context: Context, model: str) -> dict:
         "last_seq": context.last_seq,
         "encoding": context.encoding,
     }
+
+
+def edit_body(*, session, user_message, reply) -> dict:
+    return {
+        "session": SessionSerializer(session).data,
+        "user_message": MessageSerializer(user_message).data,
+        "message": MessageSerializer(reply.message).data if reply else None,
+        "context": context_summary(reply.context) if reply else None,
+    }
+
+
+def regenerate_body(*, message, context: Context) -> dict:
+    return {"message": MessageSerializer(message).data, "context": context_summary(context)}

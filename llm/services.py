@@ -19,7 +19,7 @@ from django.db import transaction
 from chatengine.events import log_event
 from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
-from conversations import idempotency, selectors, services
+from conversations import branching, idempotency, selectors, services
 from conversations.models import ChatSession, Message
 from llm import summaries
 from llm.catalog import for_model
@@ -75,9 +75,13 @@ def build_context(
     model: str | None = None,
     max_output_tokens: int | None = None,
     pending: HistoryMessage | tuple[HistoryMessage, ...] | None = None,
+    replacing: int | None = None,
 ) -> Context:
     """What would be sent for `session` now (plus `pending`: messages not stored yet, oldest
     first).
+
+    `replacing`: the seq of the session's last message, whose answer is being regenerated;
+    the history then ends before it (the context that message was answered from).
 
     History is read newest-first in keyset batches and reading stops once the budget is full.
     The session's `system` and pinned messages are always sent: read with the first batch,
@@ -97,8 +101,11 @@ def build_context(
         # An unsaved session (a reply that stores nothing, in no conversation): no history.
         first = selectors.ContextRows(newest=[], has_more=False, system=[])
     else:
-        # One round trip: the first batch and the system and pinned messages.
-        first = selectors.list_context_messages(session=session, limit=batch_size)
+        # One round trip: the first batch and the system and pinned messages (below the
+        # message being regenerated, if any: the context it was answered from).
+        first = selectors.list_context_messages(
+            session=session, limit=batch_size, before=replacing, always_sent=True
+        )
 
     if pending is None:
         pending = ()
@@ -123,7 +130,7 @@ def build_context(
         system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
         pinned=pinned,
         history_newest_first=history(),
-        total_messages=session.message_count + len(pending),
+        total_messages=session.message_count + len(pending) - (1 if replacing is not None else 0),
         budget=budget,
         encoding=counter.encoding_name,
         **summary_options,
@@ -146,6 +153,8 @@ class PreparedReply:
     # `store: false`; prepared with `user_message=None` and a context built in memory).
     store: bool = True
     options: GenerationOptions | None = None  # temperature, top_p, tools: passed through
+    # A regenerate: the last message, whose current answer the reply replaces (not appended).
+    replaces: Message | None = None
 
     def provider_options(self) -> dict[str, Any]:
         """Keyword arguments of the provider call beyond the messages."""
@@ -353,7 +362,8 @@ def store_reply(
     latency_ms: int,
     tool_calls: tuple[ToolCall, ...] = (),
 ) -> Message:
-    """Append the assistant message with what went into it (its own transaction).
+    """Append the assistant message with what went into it (its own transaction); for a
+    regenerate, store it as the new answer of the message it replaces.
 
     With `prepared.store` false, the same message unsaved (no id, no seq): nothing is written.
     """
@@ -374,6 +384,12 @@ def store_reply(
     if not prepared.store:
         fields["metadata"] = fields["metadata"] or {}
         return Message(session=prepared.session, **fields)
+    if prepared.replaces is not None:
+        answer = {name: value for name, value in fields.items() if name != "role"}
+        answer["metadata"] = answer["metadata"] or {}
+        return branching.replace_answer(
+            session=prepared.session, seq=prepared.replaces.seq, answer=answer
+        )
     return services.append_message(session=prepared.session, **fields)
 
 
@@ -460,6 +476,9 @@ class _StreamState:
         self.model = prepared.model
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
+        # Set once finish() starts storing: an error it raises (a Conflict) must not make
+        # interrupt() store the same text a second time.
+        self.stored = False
 
     def take(self, chunk) -> str:
         if chunk.model:
@@ -473,6 +492,7 @@ class _StreamState:
         return chunk.delta
 
     def finish(self) -> Message:
+        self.stored = True
         latency_ms = _elapsed_ms(self.started)
         finish_reason = self.finish_reason or "stop"
         _log_response(
@@ -504,8 +524,10 @@ class _StreamState:
                 finish_reason=INTERRUPTED,
                 latency_ms=latency_ms,
             )
-        if not self.parts:
-            return None  # nothing arrived: an empty assistant message would only add noise
+        if not self.parts or self.stored:
+            # Nothing arrived (an empty assistant message would only add noise), or finish()
+            # already stored it (or refused to).
+            return None
         return store_reply(
             self.prepared,
             text="".join(self.parts),
@@ -557,6 +579,7 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
             async for chunk in chunks:
                 if state.take(chunk):
                     yield Delta(chunk.delta)
+        message = await sync_to_async(state.finish)()
     except ApplicationError as exc:
         stored = await asyncio.shield(sync_to_async(state.interrupt)(exc))
         yield Failed(error=exc, message=stored)
@@ -564,5 +587,4 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
     except (asyncio.CancelledError, GeneratorExit):
         await asyncio.shield(sync_to_async(state.interrupt)(None))
         raise
-    message = await sync_to_async(state.finish)()
     yield Completed(message)

@@ -47,6 +47,7 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     context = models.JSONField(null=True, blank=True)
+    versions = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

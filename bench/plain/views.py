@@ -23,7 +23,7 @@ DEFAULT_MODEL = "gpt-4o-mini"
 MESSAGE_FIELDS = [
     "id", "session", "seq", "role", "content", "name", "metadata", "token_count",
     "tool_calls", "tool_call_id", "pinned", "model", "usage", "finish_reason", "latency_ms",
-    "context", "created_at",
+    "context", "versions", "created_at",
 ]  # fmt: skip
 
 

@@ -65,6 +65,8 @@ SESSION_FIELDS = {
     "metadata",
     "archived",
     "context_strategy",
+    "forked_from",
+    "forked_at_seq",
     "message_count",
     "total_tokens",
     "last_message_at",
@@ -233,6 +235,7 @@ MESSAGE_FIELDS = {
     "finish_reason",
     "latency_ms",
     "context",
+    "versions",
     "created_at",
 }
 

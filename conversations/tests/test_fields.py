@@ -126,6 +126,8 @@ def test_a_sessions_export_keys_are_its_api_fields_plus_owner_and_last_seq():
         "metadata",
         "archived",
         "context_strategy",
+        "forked_from",
+        "forked_at_seq",
         "message_count",
         "total_tokens",
         "last_message_at",
