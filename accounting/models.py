@@ -12,6 +12,7 @@ from django.db import models
 class CallKind(models.TextChoices):
     REPLY = "reply"
     TITLE = "title"
+    SUMMARY = "summary"
 
 
 class UsageRecord(models.Model):

@@ -78,6 +78,7 @@ def _seed(connection) -> None:
     from django.contrib.auth.hashers import make_password
     from django.db import transaction
 
+    from conversations import bulk
     from conversations.models import ChatSession, Message
 
     if ChatSession.objects.count() >= SESSIONS and Message.objects.count() >= MESSAGES:
@@ -122,64 +123,65 @@ def _seed(connection) -> None:
     with transaction.atomic():
         session_rows = []
         message_count = 0
-        with (
-            raw.cursor() as cur,
-            cur.copy(
-                "COPY conversations_message (session_id, seq, role, content, name, metadata, "
-                "token_count, tool_call_id, model, usage, finish_reason, latency_ms, created_at) "
-                "FROM STDIN"
-            ) as copy,
-        ):
-            for index, count in enumerate(per_session):
-                session_id = uuid.uuid4()
-                model = MODELS[index % len(MODELS)]
-                last = now - timedelta(minutes=rng.randint(0, 90 * 24 * 60))
-                start = last - timedelta(seconds=30 * count)
-                total_tokens = 0
-                for seq in range(1, count + 1):
-                    message_count += 1
-                    created = start + timedelta(seconds=30 * seq)
-                    if seq % 2:
-                        content = _sentence(rng, 6, 30)
-                        if message_count % NEEDLE_EVERY == 0:
-                            content += f" My {NEEDLE} again."
-                        tokens = len(content) // 4
-                        row = (session_id, seq, "user", content, "", "{}", tokens, "")
-                        row += (None, None, None, None, created)
-                    else:
-                        content = " ".join(_sentence(rng, 8, 25) for _ in range(rng.randint(1, 3)))
-                        tokens = len(content) // 4
-                        failed = message_count % 997 == 0
-                        usage = (
-                            f'{{"prompt_tokens": {total_tokens}, "completion_tokens": {tokens}, '
-                            f'"total_tokens": {total_tokens + tokens}}}'
-                        )
-                        row = (session_id, seq, "assistant", content, "", "{}", tokens, "", model)
-                        row += (
-                            usage,
-                            "error" if failed else "stop",
-                            rng.randint(200, 4000),
-                            created,
-                        )
-                    total_tokens += tokens
-                    copy.write_row(row)
-                session_rows.append(
-                    (
-                        session_id,
-                        users[index % USERS].pk,
-                        f"Conversation {index}: " + " ".join(rng.choices(WORDS, k=3)),
-                        "You are a helpful assistant.",
-                        model,
-                        '{"source": "bench"}',
-                        index % 10 == 0,
-                        count,
-                        total_tokens,
-                        last,
-                        count,
-                        start,
-                        last,
+        for index, count in enumerate(per_session):
+            session_id = uuid.uuid4()
+            model = MODELS[index % len(MODELS)]
+            last = now - timedelta(minutes=rng.randint(0, 90 * 24 * 60))
+            start = last - timedelta(seconds=30 * count)
+            total_tokens = 0
+            rows = []
+            for seq in range(1, count + 1):
+                message_count += 1
+                created = start + timedelta(seconds=30 * seq)
+                if seq % 2:
+                    content = _sentence(rng, 6, 30)
+                    if message_count % NEEDLE_EVERY == 0:
+                        content += f" My {NEEDLE} again."
+                    tokens = len(content) // 4
+                    row = Message(role="user", content=content)
+                else:
+                    content = " ".join(_sentence(rng, 8, 25) for _ in range(rng.randint(1, 3)))
+                    tokens = len(content) // 4
+                    failed = message_count % 997 == 0
+                    row = Message(
+                        role="assistant",
+                        content=content,
+                        model=model,
+                        usage={
+                            "prompt_tokens": total_tokens,
+                            "completion_tokens": tokens,
+                            "total_tokens": total_tokens + tokens,
+                        },
+                        finish_reason="error" if failed else "stop",
+                        latency_ms=rng.randint(200, 4000),
                     )
+                row.session_id, row.seq, row.token_count, row.created_at = (
+                    session_id,
+                    seq,
+                    tokens,
+                    created,
                 )
+                rows.append(row)
+                total_tokens += tokens
+            # The columns as the model declares them (conversations.bulk), one session a COPY.
+            bulk.copy_messages(rows)
+            session_rows.append(
+                (
+                    session_id,
+                    users[index % USERS].pk,
+                    f"Conversation {index}: " + " ".join(rng.choices(WORDS, k=3)),
+                    "You are a helpful assistant.",
+                    model,
+                    '{"source": "bench"}',
+                    index % 10 == 0,
+                    count,
+                    total_tokens,
+                    last,
+                    count,
+                    start,
+                    last,
+                )
+            )
         with (
             raw.cursor() as cur,
             cur.copy(

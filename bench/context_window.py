@@ -24,6 +24,7 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from conversations import selectors  # noqa: E402
 from conversations.models import ChatSession, Message  # noqa: E402
 from llm import services  # noqa: E402
 
@@ -55,14 +56,15 @@ def seed(user, size: int) -> ChatSession:
 
 def measure(session: ChatSession, budget: int, repeat: int) -> tuple[int, int, float]:
     rows = 0
-    original = services.history_message
+    original = selectors.list_context_messages
 
-    def counting(message):
+    def counting(**kwargs):
         nonlocal rows
-        rows += 1
-        return original(message)
+        batch = original(**kwargs)
+        rows += len(batch.newest) + len(batch.system)
+        return batch
 
-    services.history_message = counting
+    selectors.list_context_messages = counting
     try:
         services.build_context(session, budget=budget)  # warm caches and the encoding
         rows = 0
@@ -72,7 +74,7 @@ def measure(session: ChatSession, budget: int, repeat: int) -> tuple[int, int, f
                 context = services.build_context(session, budget=budget)
             elapsed = (time.perf_counter() - started) / repeat
     finally:
-        services.history_message = original
+        selectors.list_context_messages = original
     assert context.messages_included > 0
     return len(queries.captured_queries) // repeat, rows // repeat, elapsed * 1000
 

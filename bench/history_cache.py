@@ -31,9 +31,9 @@ from django.db import connection  # noqa: E402
 from django.test.utils import override_settings  # noqa: E402
 from prometheus_client import REGISTRY  # noqa: E402
 
+from conversations import bulk, selectors, services  # noqa: E402
 from conversations import cache as history_cache  # noqa: E402
-from conversations import selectors, services  # noqa: E402
-from conversations.models import ChatSession  # noqa: E402
+from conversations.models import ChatSession, Message  # noqa: E402
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "500"))
 SIZES = (100_000, 100)
@@ -41,15 +41,17 @@ SIZES = (100_000, 100)
 
 def fill(session: ChatSession, n: int) -> None:
     now = datetime.now(UTC)
-    with connection.cursor() as cursor:
-        columns = (
-            "session_id, seq, role, content, name, metadata, token_count, tool_call_id, created_at"
+    bulk.copy_messages(
+        Message(
+            session_id=session.pk,
+            seq=seq,
+            role="user" if seq % 2 else "assistant",
+            content=f"message {seq}: " + "lorem ipsum dolor sit amet " * 8,
+            token_count=60,
+            created_at=now,
         )
-        with cursor.cursor.copy(f"COPY conversations_message ({columns}) FROM STDIN") as copy:
-            for seq in range(1, n + 1):
-                role = "user" if seq % 2 else "assistant"
-                content = f"message {seq}: " + "lorem ipsum dolor sit amet " * 8
-                copy.write_row((session.pk, seq, role, content, "", "{}", 60, "", now))
+        for seq in range(1, n + 1)
+    )
     ChatSession.objects.filter(pk=session.pk).update(
         last_seq=n, message_count=n, total_tokens=60 * n, last_message_at=now
     )

@@ -268,6 +268,9 @@ def _fetch_bytes(url: str, token: str, *, scheme: str = "Bearer") -> bytes:
 # --- 4. context build and its raw-read floor ----------------------------------------------
 CONTEXT_SIZES = (100, 10_000, 100_000)
 CONTEXT_MODEL = "bench-8k-window"
+# The summary strategy (issue 17) is measured at the two ends: its build must follow the
+# window too (one more indexed read: the latest summary).
+SUMMARY_CONTEXT_SIZES = (100, 100_000)
 
 
 def bench_context(results: dict, servers: list[str]) -> None:
@@ -277,7 +280,7 @@ def bench_context(results: dict, servers: list[str]) -> None:
 
     user, _token = bench_user()
     ChatSession.objects.filter(user=user, title__startswith="bench-context-").delete()
-    figures = {}
+    figures, summary_figures = {}, {}
     for size in CONTEXT_SIZES:
         sid = seed_session(user_id=user.pk, title=f"bench-context-{size}", messages=size)
         # An unlisted model gets LLM_DEFAULT_CONTEXT_TOKENS (8192): a window of ~100 turns,
@@ -296,7 +299,42 @@ def bench_context(results: dict, servers: list[str]) -> None:
         floor.close()
         f = figures[str(size)]
         log(f"  {size}: {f['median_ms']:.2f} ms (raw read floor {f['raw_floor_ms']:.2f} ms)")
+        if size in SUMMARY_CONTEXT_SIZES:
+            summary_figures[str(size)] = _bench_summary_context(session)
+            f = summary_figures[str(size)]
+            log(f"  {size}, summary strategy: {f['median_ms']:.2f} ms")
     results["context"] = figures
+    results["context_summary"] = summary_figures
+
+
+def _bench_summary_context(session) -> dict:
+    """The same session under the summary strategy, with a stored summary (of the cap's size)
+    of everything older than the window: what every later turn builds."""
+    from django.conf import settings
+
+    from conversations.models import ChatSession, Summary
+    from llm.services import build_context
+
+    ChatSession.objects.filter(pk=session.pk).update(context_strategy="summary")
+    session.refresh_from_db()
+    evicted_to = build_context(session).evicted_to_seq
+    if evicted_to is not None:
+        Summary.objects.create(
+            session=session,
+            covers_from_seq=1,
+            covers_to_seq=evicted_to,
+            text="word " * (settings.LLM_SUMMARY_MAX_TOKENS - 40),
+            token_count=settings.LLM_SUMMARY_MAX_TOKENS,
+            model="bench",
+        )
+    ctx = build_context(session)
+    return {
+        "median_ms": _median_ms(lambda s=session: build_context(s), turns=30)[0],
+        "messages_included": ctx.messages_included,
+        "tokens": ctx.tokens,
+        "budget": ctx.budget,
+        "summary_covers_to": ctx.summary.covers_to_seq if ctx.summary else None,
+    }
 
 
 def _median_ms(call, *, turns: int, min_seconds: float = 0.0) -> tuple[float, object]:
@@ -890,6 +928,22 @@ def render_markdown(results: dict) -> str:
             "Picture: `context.png`.",
             "",
         ]
+        summary = results.get("context_summary")
+        if summary and "100" in summary and "100000" in summary:
+            lines += [
+                "Summary strategy (a stored summary of everything older than the window):",
+                "",
+                "| history | chatengine ms | messages sent | tokens | summary covers |",
+                "| --- | --- | --- | --- | --- |",
+            ]
+            for size, f in summary.items():
+                covers = f"1..{f['summary_covers_to']}" if f["summary_covers_to"] else "none"
+                lines.append(
+                    f"| {int(size):,} | {f['median_ms']:.2f} | {f['messages_included']} | "
+                    f"{f['tokens']} | {covers} |"
+                )
+            ratio_line = ratio(summary["100000"]["median_ms"], summary["100"]["median_ms"])
+            lines += ["", f"Ratio 100,000 / 100 (summary strategy): {ratio_line}", ""]
     elif langchain:
         lines += [
             "## 4. Context build, LangChain peer only",

@@ -5,7 +5,8 @@
   unsafe methods under session auth (CSRF), 400 and 413 when it takes a body, 404 when its
   path names a resource, 429 when it is throttled, 406 when its content negotiation can refuse
   an `Accept`, and 500. An operation declares only the errors of its own logic, with
-  `error_responses(409, 422, ...)`.
+  `error_responses(409, 422, ...)`. It also merges a serializer's `schema_extra` (rules across
+  fields, e.g. `not`) into its component.
 - `ErrorEnvelopeSerializer` is the one error schema (`ErrorEnvelope`), `paginated()` the list
   envelope, `session_id_parameter` the session path parameter, `Tags` the operation tags.
 - `BearerSchemeExtension` documents `Authorization: Bearer <token>` as the security scheme.
@@ -278,6 +279,12 @@ session_id_parameter = OpenApiParameter(
     description="The session's id. An id that is not a UUID, a missing one and another "
     "user's all answer 404 `not_found`.",
 )
+seq_parameter = OpenApiParameter(
+    "seq",
+    OpenApiTypes.INT,
+    OpenApiParameter.PATH,
+    description="The message's `seq` in the session. A seq with no message is a 404 `not_found`.",
+)
 
 
 # --- Fields with a schema of their own ----------------------------------------------------
@@ -394,6 +401,9 @@ class ChatengineAutoSchema(AutoSchema):
         # would take any extra property for valid.
         if getattr(serializer, "rejects_unknown_fields", False):
             schema["additionalProperties"] = False
+        # Rules across fields that JSON Schema can state (the /v1/ facade's "conversation or
+        # previous_response_id, not both"), stated by the serializer that also enforces them.
+        schema.update(getattr(serializer, "schema_extra", {}))
         return schema
 
     def _get_request_for_media_type(self, serializer, direction="request"):

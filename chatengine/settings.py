@@ -273,7 +273,10 @@ SPECTACULAR_SETTINGS = {
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     # A string field that rejects "" is documented with minLength: 1.
     "ENFORCE_NON_BLANK_FIELDS": True,
-    "ENUM_NAME_OVERRIDES": {"ErrorTypeEnum": "chatengine.openapi.ERROR_TYPES"},
+    "ENUM_NAME_OVERRIDES": {
+        "ErrorTypeEnum": "chatengine.openapi.ERROR_TYPES",
+        "ContextStrategyEnum": "conversations.models.ChatSession.ContextStrategy",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "chatengine.openapi.document_tags_and_check_operations",
@@ -419,6 +422,12 @@ LLM_DEFAULT_MAX_OUTPUT_TOKENS = env_int("LLM_DEFAULT_MAX_OUTPUT_TOKENS", 1024, m
 # Kept free on top of the reserved output: absorbs the few tokens a server adds that the
 # counting recipe does not see (tool-call framing, a different server-side template).
 LLM_CONTEXT_SAFETY_MARGIN = env_int("LLM_CONTEXT_SAFETY_MARGIN", 32, minimum=0)
+# A new session's context strategy: "window" (older messages are left out) or "summary"
+# (they are folded into a rolling summary, llm/summaries.py). Each session may change its own.
+LLM_CONTEXT_STRATEGY = env_choice("LLM_CONTEXT_STRATEGY", "window", ["window", "summary"])
+# The summary's cap, in tokens of the message that carries it: this much of the prompt budget
+# is set aside for it in a summary-strategy session.
+LLM_SUMMARY_MAX_TOKENS = env_int("LLM_SUMMARY_MAX_TOKENS", 512, minimum=32)
 # Model -> context window (tokens). Matched exactly, then by the longest prefix, so dated
 # variants ("gpt-4o-2024-08-06") inherit. Add or override with
 # LLM_MODEL_CONTEXT_WINDOWS="my-model=32768,gpt-4o=64000".

@@ -17,7 +17,7 @@ from django.db.models import F, Q, QuerySet
 from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from chatengine import replica
 from chatengine.events import log_event
@@ -164,18 +164,25 @@ class ChatSessionAdmin(ReplicaListMixin, admin.ModelAdmin):
     actions = ("archive_sessions", "unarchive_sessions", "export_json", "export_markdown")
 
     fieldsets = (
-        (None, {"fields": ("id", "user_display", "title", "model", "archived")}),
+        (
+            None,
+            {"fields": ("id", "user_display", "title", "model", "context_strategy", "archived")},
+        ),
         (
             "Activity",
             {"fields": ("message_count", "total_tokens", "last_message_at", "created_at")},
         ),
         ("System prompt and metadata", {"fields": ("system_prompt_display", "metadata_display")}),
+        ("Branching", {"fields": ("forked_from_link", "forks_display")}),
     )
     readonly_fields = (
+        "forked_from_link",
+        "forks_display",
         "id",
         "user_display",
         "title",
         "model",
+        "context_strategy",
         "message_count",
         "total_tokens",
         "last_message_at",
@@ -255,6 +262,43 @@ class ChatSessionAdmin(ReplicaListMixin, admin.ModelAdmin):
     def metadata_display(self, obj: ChatSession) -> str:
         return _pre(_pretty_json(obj.metadata)) if obj.metadata else "(none)"
 
+    @admin.display(description="forked from")
+    def forked_from_link(self, obj: ChatSession) -> str:
+        if obj.forked_at_seq is None:
+            return "-"
+        if obj.forked_from_id is None:
+            return f"a deleted session, after its message #{obj.forked_at_seq}"
+        url = reverse("admin:conversations_chatsession_change", args=[obj.forked_from_id])
+        return format_html(
+            '<a href="{}">{}</a>, after its message #{}',
+            url,
+            str(obj.forked_from),
+            obj.forked_at_seq,
+        )
+
+    @admin.display(description="forks")
+    def forks_display(self, obj: ChatSession) -> str:
+        forks = list(obj.forks.order_by("created_at", "pk")[: self.FORKS_SHOWN + 1])
+        if not forks:
+            return "-"
+        links = format_html_join(
+            ", ",
+            '<a href="{}">{}</a> (at #{})',
+            (
+                (
+                    reverse("admin:conversations_chatsession_change", args=[f.pk]),
+                    str(f),
+                    f.forked_at_seq,
+                )
+                for f in forks[: self.FORKS_SHOWN]
+            ),
+        )
+        if len(forks) > self.FORKS_SHOWN:
+            return format_html("{}, and more (the first {} shown)", links, self.FORKS_SHOWN)
+        return links
+
+    FORKS_SHOWN = 20
+
     @admin.action(description="Archive selected sessions", permissions=["change"])
     def archive_sessions(self, request, queryset):
         count = services.set_sessions_archived(sessions=queryset, archived=True)
@@ -286,6 +330,15 @@ class ChatSessionAdmin(ReplicaListMixin, admin.ModelAdmin):
         except ValueError:
             requested = 1
         page = selectors.get_transcript_page(session=session, page=requested)
+        # Where a summary cut in: after the last message it folded.
+        summaries = {
+            s.covers_to_seq: s
+            for s in selectors.summaries_ending_between(
+                session=session,
+                first_seq=page.messages[0].seq if page.messages else 0,
+                last_seq=page.messages[-1].seq if page.messages else 0,
+            )
+        }
 
         def page_url(number: int) -> str:
             params = request.GET.copy()
@@ -298,6 +351,12 @@ class ChatSessionAdmin(ReplicaListMixin, admin.ModelAdmin):
                 "tool_calls_json": _pretty_json(message.tool_calls) if message.tool_calls else "",
                 "context_json": _pretty_json(message.context) if message.context else "",
                 "metadata_json": _pretty_json(message.metadata) if message.metadata else "",
+                "versions_url": (
+                    reverse("admin:conversations_message_change", args=[message.pk])
+                    if message.versions > 1
+                    else ""
+                ),
+                "summary": summaries.get(message.seq),
             }
             for message in page.messages
         ]
@@ -413,3 +472,22 @@ class MessageAdmin(ReplicaListMixin, admin.ModelAdmin):
     @admin.display(description="context")
     def context_display(self, obj: Message) -> str:
         return _pre(_pretty_json(obj.context)) if obj.context else "-"
+
+    @admin.display(description="earlier versions")
+    def versions_display(self, obj: Message) -> str:
+        if obj.versions <= 1:
+            return "-"
+        earlier = selectors.list_message_versions(message=obj, limit=obj.versions).items[:-1]
+        return format_html(
+            "regenerated {} time{}{}",
+            obj.versions - 1,
+            "s" if obj.versions > 2 else "",
+            format_html_join(
+                "",
+                "<h4>version {} · {} · {}</h4>{}",
+                (
+                    (v.number, v.answer.created_at, v.answer.model or "-", _pre(v.answer.content))
+                    for v in earlier
+                ),
+            ),
+        )

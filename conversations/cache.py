@@ -252,9 +252,14 @@ def slice_tail(
 ) -> tuple[bool, list[Any]] | None:
     """Cut a history page from a tail holding every message with floor < seq (ascending).
 
-    Returns (has_more, items), or None when part of the answer lies below the tail. The Lua
-    read script (cache_store.py) applies the same rule to the stored tail; this cuts a page
-    from the rows a rebuild just loaded. The page walks in test_cache.py run both.
+    Returns (has_more, items), or None when part of the answer lies below the tail.
+
+    The rule is written twice on purpose: the Lua read script (cache_store.py) must decide
+    hit or miss and cut the page inside Redis, atomically with an append that trims the tail
+    and in one round trip; a rebuild cuts its page here from the rows it just loaded, rather
+    than reading back what it wrote. test_cache.py's
+    test_the_lua_read_and_slice_tail_cut_the_same_page_from_the_same_tail runs both over the
+    same tails and bounds.
     """
     rows = [
         value

@@ -2,8 +2,8 @@
 
 Each message is stored as its API JSON (serializers.message_representation, written as the
 renderer writes it), so a history page served from the cache goes out without being parsed or
-serialized again (chatengine/renderers.py). Readers that need model instances (the context
-builder) parse it back by key name (conversations/fields.py says which key is which attribute);
+serialized again (chatengine/renderers.py). Readers that need model instances (list_messages)
+parse it back by key name (conversations/fields.py says which key is which attribute);
 created_at round-trips exactly (ISO 8601 with microseconds).
 
 The field list is part of every stamp (LAYOUT), so a tail written by a process with another
@@ -36,7 +36,7 @@ LAYOUT = format(zlib.crc32(",".join(f"{f.name}={f.attr}:{f.kind}" for f in _SPEC
 
 def _loader():
     # One generated expression per field, as for message_representation: this runs for every
-    # message of every context built from the cache. The session is the tail's own (the key
+    # message of every page of instances read from the cache. The session is the tail's own (the key
     # says which), so its id is not parsed back.
     values = []
     for f in _SPEC:

@@ -35,6 +35,8 @@ def _ttl_ms() -> int:
     return settings.CHATENGINE_CACHE_TTL_S * 1000
 
 
+# The paging rule below has a Python twin, cache.slice_tail (its docstring says why there are
+# two; a test in test_cache.py runs both over the same cases).
 _READ = """
 local function miss(why) return {why} end
 local row = redis.call('HMGET', KEYS[1], 'row', 'floor')

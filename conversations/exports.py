@@ -101,6 +101,11 @@ def iter_markdown(sessions: Iterable[ChatSession]) -> Iterator[str]:
         model = _code(session.model) if session.model else "(default)"
         yield f"- model: {model}\n- archived: {session.archived}\n"
         yield f"- messages: {session.message_count}, tokens: {session.total_tokens}\n"
+        if session.forked_at_seq is not None:
+            parent = (
+                f"`{session.forked_from_id}`" if session.forked_from_id else "a deleted session"
+            )
+            yield f"- forked from: {parent}, after its message #{session.forked_at_seq}\n"
         yield f"- last activity: {iso(session.last_message_at) or '-'}\n\n"
         if session.system_prompt:
             yield "## System prompt\n\n" + _md_block(session.system_prompt) + "\n"
@@ -114,6 +119,10 @@ def iter_markdown(sessions: Iterable[ChatSession]) -> Iterator[str]:
                 f" · {message.token_count} tokens\n\n"
             )
             reply = _reply_line(message)
+            if message.versions > 1:
+                times = message.versions - 1
+                regenerated = f"regenerated {times} time{'s' if times > 1 else ''}"
+                reply = f"{reply}; {regenerated}" if reply else regenerated
             if reply:
                 yield f"_{reply}_\n\n"
             if message.tool_call_id:

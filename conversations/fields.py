@@ -9,6 +9,9 @@ conversations/tests/test_fields.py fails when a column of Message is missing her
 
 The order is the API JSON's key order (and the export's, and the admin's).
 
+A session's API fields are listed here too (SESSION_API_FIELDS), and its export keys derive
+from them (session_export_names).
+
 This module imports no model, so a test can extend the list before anything derives from it.
 """
 
@@ -63,13 +66,47 @@ MESSAGE_FIELDS: tuple[MessageField, ...] = (
     MessageField("token_count"),
     MessageField("tool_calls", admin="tool_calls_display"),
     MessageField("tool_call_id"),
+    MessageField("pinned"),
     MessageField("model"),
     MessageField("usage"),
     MessageField("finish_reason"),
     MessageField("latency_ms"),
     MessageField("context", admin="context_display"),
+    # How many answers stood at this seq (a regenerate adds one); the admin lists the earlier.
+    MessageField("versions", admin="versions_display"),
     MessageField("created_at", kind="datetime"),
 )
+
+
+# A session's fields as the API shows them (SessionSerializer.Meta.fields), in order.
+SESSION_API_FIELDS: tuple[str, ...] = (
+    "id",
+    "title",
+    "title_source",
+    "system_prompt",
+    "model",
+    "metadata",
+    "archived",
+    "context_strategy",
+    "forked_from",
+    "forked_at_seq",
+    "message_count",
+    "total_tokens",
+    "last_message_at",
+    "created_at",
+    "updated_at",
+)
+
+
+def session_export_names() -> tuple[str, ...]:
+    """A session's keys in the JSON Lines export (the import accepts the same): the API's, plus
+    its owner (`user`, after `id`) and `last_seq` (after `last_message_at`), which an import
+    needs to restore the session."""
+    names: list[str] = []
+    for name in SESSION_API_FIELDS:
+        names.append(name)
+        names += {"id": ["user"], "last_message_at": ["last_seq"]}.get(name, [])
+    return tuple(names)
 
 
 # --- what the surfaces derive ------------------------------------------------------------

@@ -40,6 +40,27 @@ class ChatSession(models.Model):
     )
     metadata = models.JSONField(default=dict, blank=True)
     archived = models.BooleanField(default=False)
+    # A fork (conversations/branching.py) starts as a copy of its parent's messages
+    # 1..forked_at_seq. The parent may be deleted later: the fork keeps its copy and the seq.
+    forked_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="forks"
+    )
+    forked_at_seq = models.PositiveIntegerField(null=True, blank=True)
+
+    class ContextStrategy(models.TextChoices):
+        # The newest messages that fit; older ones are left out.
+        WINDOW = "window"
+        # The same window, plus a rolling summary of what fell out of it (llm/summaries.py).
+        SUMMARY = "summary"
+
+    # The default comes from settings.LLM_CONTEXT_STRATEGY at create (services.create_session).
+    # db_default too: raw inserts (bench/seed.py, bulk loads) that predate the column work.
+    context_strategy = models.CharField(
+        max_length=16,
+        choices=ContextStrategy.choices,
+        default=ContextStrategy.WINDOW,
+        db_default=ContextStrategy.WINDOW,
+    )
 
     # Denormalised, written only under the session row lock: append_message adds, a message
     # delete (MessageQuerySet.delete) takes back.
@@ -148,6 +169,9 @@ class MessageQuerySet(models.QuerySet):
                 .annotate(messages=Count("pk"), tokens=Sum("token_count"))
             )
             counters = {row["session_id"]: (row["messages"], row["tokens"] or 0) for row in gone}
+            MessageVersion.objects.using(self.db).filter(
+                message__in=scoped.order_by().values("pk")
+            ).delete()
             deleted = super(MessageQuerySet, scoped).delete()
             _history_changed(session_ids=session_ids, using=self.db, counters=counters)
             return deleted
@@ -176,6 +200,10 @@ class Message(models.Model):
     # answers one call.
     tool_calls = models.JSONField(null=True, blank=True)
     tool_call_id = models.CharField(max_length=128, blank=True, default="")
+    # Sent in every context, like the system messages (llm/context.py), and never folded
+    # into a summary.
+    # db_default too: raw inserts that do not list the column (INSERT ... SELECT) get False.
+    pinned = models.BooleanField(default=False, db_default=False)
 
     # Filled only on replies the engine generated (null elsewhere).
     # null, not "", on purpose: the API distinguishes "not generated" from an empty value.
@@ -184,6 +212,9 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     context = models.JSONField(null=True, blank=True)
+    # How many answers have stood at this seq, this one included: a regenerate keeps the one
+    # it replaces as a MessageVersion and adds one here (1 = never regenerated).
+    versions = models.PositiveIntegerField(default=1, db_default=1)
 
     # default=, not auto_now_add: an import keeps the time it is given (see ChatSession).
     created_at = models.DateTimeField(default=timezone.now, editable=False, blank=True)
@@ -203,12 +234,13 @@ class Message(models.Model):
                 condition=Q(role="assistant", finish_reason__in=FAILED_FINISH_REASONS),
                 name="message_session_failed_idx",
             ),
-            # The context always sends a session's system messages, however old: this partial
-            # index finds them without scanning the session's history (it holds only them).
+            # The context always sends a session's system and pinned messages, however old:
+            # this partial index finds them without scanning the session's history (it holds
+            # only them). Its condition is PINNED_IN_CONTEXT, which the selector repeats.
             models.Index(
                 fields=["session", "seq"],
-                condition=models.Q(role="system"),
-                name="message_session_system_idx",
+                condition=Q(role="system") | Q(pinned=True),
+                name="message_session_pinned_idx",
             ),
         ]
 
@@ -228,6 +260,94 @@ class Message(models.Model):
     def delete(self, using: str | None = None, keep_parents: bool = False):
         # Through the queryset, which takes the message back out of the session's counters.
         return type(self).objects.using(using or self._state.db).filter(pk=self.pk).delete()
+
+
+# What a regenerate replaces on a message and keeps on its MessageVersion: everything that
+# belongs to one answer (the seq, role and session stay the message's).
+VERSIONED_FIELDS = (
+    "content",
+    "metadata",
+    "token_count",
+    "tool_calls",
+    "model",
+    "usage",
+    "finish_reason",
+    "latency_ms",
+    "context",
+    "created_at",
+)
+
+
+class MessageVersion(models.Model):
+    """An earlier answer of a regenerated message, kept as it was (never deleted with the
+    regenerate; it goes only with its message). `number` counts from 1 in the order the
+    answers stood; the message itself is the current one, number `message.versions`."""
+
+    # DO_NOTHING, not CASCADE: a message with a cascade of its own can no longer be deleted
+    # in bulk, and a session's delete would load every message id. A session's delete
+    # cascades here through `session` instead (one DELETE), and a message delete
+    # (MessageQuerySet.delete) deletes the message's versions itself; the constraint,
+    # checked at commit, stops any path that forgets to.
+    message = models.ForeignKey(
+        Message, on_delete=models.DO_NOTHING, related_name="earlier_versions"
+    )
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="+")
+    number = models.PositiveIntegerField()
+    content = models.TextField(blank=True, default="")
+    metadata = models.JSONField(default=dict, blank=True)
+    token_count = models.PositiveIntegerField(default=0)
+    tool_calls = models.JSONField(null=True, blank=True)
+    model = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
+    usage = models.JSONField(null=True, blank=True)
+    finish_reason = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    context = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "number"], name="message_version_uniq"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.message_id} v{self.number}"
+
+
+class Summary(models.Model):
+    """A rolling summary of a session's messages 1..covers_to_seq, as one reply sent it.
+
+    Written by llm/summaries.py, never by rewriting messages. Each row folds the previous row
+    (which covered 1..covers_from_seq-1) plus the messages covers_from_seq..covers_to_seq, so
+    the rows of a session tile 1..N: covers_from_seq is unique per session, and two replies
+    racing to fold the same range store one row (the other reads it).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    session = models.ForeignKey(ChatSession, on_delete=models.CASCADE, related_name="summaries")
+    # The first seq this row newly folded (the previous row's covers_to_seq + 1).
+    covers_from_seq = models.PositiveIntegerField()
+    covers_to_seq = models.PositiveIntegerField()
+    text = models.TextField()
+    # Tokens of the system message that carries it into a context (capped by
+    # LLM_SUMMARY_MAX_TOKENS).
+    token_count = models.PositiveIntegerField()
+    model = models.CharField(max_length=128)
+    usage = models.JSONField(null=True, blank=True)  # the summarising call's own usage
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "covers_from_seq"], name="summary_session_from_uniq"
+            ),
+            # Also the index the latest summary is read by.
+            models.UniqueConstraint(
+                fields=["session", "covers_to_seq"], name="summary_session_to_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.session_id} summary 1..{self.covers_to_seq}"
 
 
 class IdempotencyKey(models.Model):

@@ -16,6 +16,9 @@ SESSION = {
     "model": "",
     "metadata": {"customer": "c-1042"},
     "archived": False,
+    "context_strategy": "window",
+    "forked_from": None,
+    "forked_at_seq": None,
     "message_count": 2,
     "total_tokens": 0,
     "last_message_at": "2026-11-27T09:15:02.417Z",
@@ -34,11 +37,13 @@ MESSAGE = {
     "token_count": 0,
     "tool_calls": None,
     "tool_call_id": "",
+    "pinned": False,
     "model": None,
     "usage": None,
     "finish_reason": None,
     "latency_ms": None,
     "context": None,
+    "versions": 1,
     "created_at": "2026-11-27T09:15:02.417Z",
 }
 
@@ -148,4 +153,103 @@ SEARCH_PAGE = OpenApiExample(
     },
     response_only=True,
     status_codes=["200"],
+)
+
+# --- Branching ------------------------------------------------------------------------------
+FORK_ID = "5d2e8f61-0a3b-4c7d-9e1f-7b6a5c4d3e21"
+FORK = {
+    **SESSION,
+    "id": FORK_ID,
+    "forked_from": SESSION_ID,
+    "forked_at_seq": 1,
+    "message_count": 1,
+    "last_message_at": "2026-11-27T09:14:58.002Z",
+    "created_at": "2026-11-27T09:20:03.511Z",
+    "updated_at": "2026-11-27T09:20:03.511Z",
+}
+FORK_REQUEST = OpenApiExample(
+    "Fork after the first message",
+    value={"at_seq": 1, "title": "Lisbon, plan B"},
+    request_only=True,
+)
+FORK_CREATED = OpenApiExample(
+    "The fork",
+    value={**FORK, "title": "Lisbon, plan B"},
+    response_only=True,
+    status_codes=["201"],
+)
+FORK_PAGE = OpenApiExample(
+    "A page of forks",
+    value={"results": [FORK], "next": None, "has_more": False},
+    response_only=True,
+    status_codes=["200"],
+)
+_ANSWER = {
+    "content": "The Jerónimos Monastery, Belém Tower and the Pastéis de Belém.",
+    "metadata": {},
+    "token_count": 21,
+    "tool_calls": None,
+    "model": "gpt-4o-mini",
+    "usage": {"prompt_tokens": 27, "completion_tokens": 14, "total_tokens": 41},
+    "finish_reason": "stop",
+    "latency_ms": 388,
+    "context": {
+        "first_seq": 1,
+        "last_seq": 1,
+        "messages_included": 1,
+        "messages_dropped": 0,
+        "tokens": 27,
+        "budget": 126944,
+        "encoding": "o200k_base",
+    },
+}
+VERSION_PAGE = OpenApiExample(
+    "Two answers, the second current",
+    value={
+        "results": [
+            {"number": 1, "current": False, **_ANSWER, "created_at": "2026-11-27T09:15:02.417Z"},
+            {
+                "number": 2,
+                "current": True,
+                **_ANSWER,
+                "content": "Belém Tower, the MAAT and the Jerónimos Monastery.",
+                "token_count": 17,
+                "latency_ms": 402,
+                "created_at": "2026-11-27T09:16:40.120Z",
+            },
+        ],
+        "next": None,
+        "has_more": False,
+    },
+    response_only=True,
+    status_codes=["200"],
+)
+
+
+SUMMARY_PAGE = OpenApiExample(
+    "A page of summaries",
+    value={
+        "results": [
+            {
+                "id": 12,
+                "covers_from_seq": 1,
+                "covers_to_seq": 40,
+                "text": "Ana is planning a day in Lisbon: Belém in the morning, Alfama after.",
+                "token_count": 41,
+                "model": "gpt-4o-mini",
+                "usage": {"prompt_tokens": 612, "completion_tokens": 24, "total_tokens": 636},
+                "created_at": "2026-03-01T10:15:00Z",
+            }
+        ],
+        "next": None,
+        "has_more": False,
+    },
+    response_only=True,
+    status_codes=["200"],
+)
+
+
+MESSAGE_PIN_REQUEST = OpenApiExample("Pin a message", value={"pinned": True}, request_only=True)
+MESSAGE_OK = OpenApiExample(
+    "The message", value={**MESSAGE, "pinned": True}, response_only=True, status_codes=["200"]
 )

@@ -1,7 +1,7 @@
 """Full-text search over a user's own messages and session titles (a selector: reads only).
 
 PostgreSQL: `to_tsvector(<CHATENGINE_SEARCH_CONFIG>, content)` (and `title`), served by the GIN
-expression indexes of migration 0008, ranked by `ts_rank`, snippets by `ts_headline`. The index
+expression indexes of migration 0010, ranked by `ts_rank`, snippets by `ts_headline`. The index
 lives in the same database as the rows, so it can never drift out of step with them.
 Any other database (SQLite for `make run`): a plain case-insensitive substring match with the
 same API; every hit ranks 0, newest first.
@@ -157,7 +157,7 @@ def search_config() -> str:
 
 
 def tsvector_sql(column: str) -> str:
-    """The indexed expression (migration 0008 and the queries use this one function)."""
+    """The indexed expression (migration 0010 and the queries use this one function)."""
     return f"to_tsvector('{search_config()}'::regconfig, {column})"
 
 

@@ -11,11 +11,18 @@ from typing import Generic, Literal, TypeVar
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
-from chatengine.db import fetch_instance, fetch_instances
+from chatengine.db import Read, fetch_instance, fetch_instances, fetch_values
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import cache as history_cache
 from conversations.cache_encoding import encode_message
-from conversations.models import FAILED_FINISH_REASONS, ChatSession, Message
+from conversations.models import (
+    FAILED_FINISH_REASONS,
+    ChatSession,
+    Message,
+    MessageVersion,
+    Summary,
+)
+from llm.types import HistoryMessage, ToolCall
 
 T = TypeVar("T")
 
@@ -71,9 +78,13 @@ def list_sessions(
     cursor: str | None = None,
     archived: bool | None = None,
     search: str | None = None,
+    forked_from: ChatSession | None = None,
 ) -> Page[ChatSession]:
-    """The user's sessions, most recent activity first, one keyset page at a time."""
+    """The user's sessions, most recent activity first, one keyset page at a time (only the
+    forks of `forked_from`, if given)."""
     qs: QuerySet[ChatSession] = ChatSession.objects.filter(user=user)
+    if forked_from is not None:
+        qs = qs.filter(forked_from=forked_from)
     if archived is not None:
         qs = qs.filter(archived=archived)
     if search:
@@ -186,6 +197,44 @@ def first_user_message(*, session: ChatSession) -> Message | None:
     return Message.objects.filter(session=session, role=Message.Role.USER).order_by("seq").first()
 
 
+def get_message(*, session: ChatSession, seq: int) -> Message:
+    """The message at `seq` of a session the caller already holds (get_session_for_user
+    checked its owner); NotFound when there is none."""
+    message = Message.objects.filter(session=session, seq=seq).first()
+    if message is None:
+        raise NotFound(f"No message {seq} in this session.")
+    return message
+
+
+def has_message_after(*, session: ChatSession, seq: int) -> bool:
+    return Message.objects.filter(session=session, seq__gt=seq).exists()
+
+
+@dataclass(frozen=True)
+class Version:
+    """One answer that stood at a message's seq: an earlier one (a MessageVersion) or the
+    message's current one."""
+
+    number: int
+    current: bool
+    answer: Message | MessageVersion
+
+
+def list_message_versions(*, message: Message, limit: int, after: int | None = None) -> Page:
+    """The answers of `message`, oldest first: its earlier versions by number, then its
+    current one (number `message.versions`), one keyset page at a time."""
+    rows = MessageVersion.objects.filter(message=message).order_by("number")
+    if after is not None:
+        rows = rows.filter(number__gt=after)
+    items = [Version(number=v.number, current=False, answer=v) for v in rows[: limit + 1]]
+    if len(items) <= limit and (after is None or after < message.versions):
+        items.append(Version(number=message.versions, current=True, answer=message))
+    has_more = len(items) > limit
+    items = items[:limit]
+    next_params = {"after": str(items[-1].number)} if has_more else None
+    return Page(items=items, has_more=has_more, next_params=next_params)
+
+
 # --- Support admin reads ------------------------------------------------------------------
 # Not scoped to a user: only the admin (staff, checked by Django's admin) calls these.
 
@@ -259,15 +308,126 @@ def iter_transcript(*, session: ChatSession, chunk_size: int = 1000) -> Iterator
     return Message.objects.filter(session=session).order_by("seq").iterator(chunk_size=chunk_size)
 
 
-def list_system_messages(*, session: ChatSession) -> list[Message]:
-    """The session's `system` messages, oldest first: the context always sends them.
+# --- Rolling summaries (llm/summaries.py) ---------------------------------------------------
+def latest_summary(*, session: ChatSession) -> Summary | None:
+    """The session's summary covering the most messages (one probe of its unique index)."""
+    return Summary.objects.filter(session=session).order_by("-covers_to_seq").first()
 
-    Served by the partial index message_session_system_idx, which holds only system rows, so
-    the cost does not grow with the session's history.
-    """
-    return fetch_instances(
-        Message,
-        where=("session_id", "role"),
-        params=[session.pk, Message.Role.SYSTEM.value],
-        order_by=("seq",),
+
+def summary_starting_at(*, session: ChatSession, covers_from_seq: int) -> Summary | None:
+    return Summary.objects.filter(session=session, covers_from_seq=covers_from_seq).first()
+
+
+def list_summaries(*, session: ChatSession, limit: int, after: int | None = None) -> Page[Summary]:
+    """A keyset page of the session's summaries, oldest range first (`after`: a covers_to_seq)."""
+    rows = Summary.objects.filter(session=session)
+    if after is not None:
+        rows = rows.filter(covers_to_seq__gt=after)
+    items = list(rows.order_by("covers_to_seq")[: limit + 1])
+    has_more = len(items) > limit
+    items = items[:limit]
+    next_params = {"after": str(items[-1].covers_to_seq)} if has_more else None
+    return Page(items=items, has_more=has_more, next_params=next_params)
+
+
+def summaries_ending_between(
+    *, session: ChatSession, first_seq: int, last_seq: int
+) -> list[Summary]:
+    """The session's summaries whose range ends at a seq in first_seq..last_seq (the admin
+    transcript marks where each cut in)."""
+    return list(
+        Summary.objects.filter(
+            session=session, covers_to_seq__gte=first_seq, covers_to_seq__lte=last_seq
+        ).order_by("covers_to_seq")
     )
+
+
+def list_messages_to_fold(
+    *, session: ChatSession, from_seq: int, to_seq: int, limit: int
+) -> list[Message]:
+    """Messages from_seq..to_seq in seq order (at most `limit`), minus the pinned and system
+    ones, which every context sends anyway: what one summary folds, read by the seq index."""
+    return list(
+        Message.objects.filter(session=session, seq__gte=from_seq, seq__lte=to_seq)
+        .exclude(Q(role=Message.Role.SYSTEM) | Q(pinned=True))
+        .order_by("seq")[:limit]
+    )
+
+
+# --- The context a reply sends ---------------------------------------------------------------
+# HistoryMessage's fields, in its order: all the context builder reads of a stored message.
+CONTEXT_COLUMNS = ("seq", "role", "content", "token_count", "name", "tool_calls", "tool_call_id")
+
+
+@dataclass(frozen=True)
+class ContextRows:
+    """One batch of history for the context builder, newest first, and whether older rows
+    remain; with the first batch, the session's `system` and pinned messages (oldest first,
+    some perhaps also in `newest`; the builder skips those there)."""
+
+    newest: list[HistoryMessage]
+    has_more: bool
+    system: list[HistoryMessage]
+
+
+def list_context_messages(
+    *,
+    session: ChatSession,
+    limit: int,
+    before: int | None = None,
+    always_sent: bool | None = None,
+) -> ContextRows:
+    """The newest `limit` messages (below seq `before`, if given) as the context builder takes
+    them; with `always_sent` (the first batch; by default when there is no `before`), also the
+    session's system and pinned messages (below `before` too: a regenerated answer's context
+    ends before it).
+
+    Read from PostgreSQL, not the history cache: the seven columns the context needs, by the
+    (session, seq) index, and the system and pinned ones by their partial index, in one round trip
+    and with no model instance, cost less than the cache's round trip and decoding each cached
+    message's full JSON into a Message (docs/performance.md, "Context build"). The database
+    is the authority, so no freshness check is needed either.
+    """
+    window = Read(
+        where=("session_id",) if before is None else ("session_id", "seq__lt"),
+        params=[session.pk] if before is None else [session.pk, before],
+        order_by=("-seq",),
+        limit=limit + 1,
+    )
+    if always_sent is None:
+        always_sent = before is None
+    if always_sent:
+        # The condition of the partial index message_session_pinned_idx, which serves it.
+        system = Read(
+            where=("session_id", ("role", "pinned"))
+            if before is None
+            else ("session_id", "seq__lt", ("role", "pinned")),
+            params=[session.pk, Message.Role.SYSTEM.value, True]
+            if before is None
+            else [session.pk, before, Message.Role.SYSTEM.value, True],
+            order_by=("seq",),
+        )
+        newest, system_rows = fetch_values(Message, columns=CONTEXT_COLUMNS, reads=[window, system])
+    else:
+        (newest,) = fetch_values(Message, columns=CONTEXT_COLUMNS, reads=[window])
+        system_rows = []
+    return ContextRows(
+        newest=_history_messages(newest[:limit]),
+        has_more=len(newest) > limit,
+        system=_history_messages(system_rows),
+    )
+
+
+def _history_messages(rows: list[tuple]) -> list[HistoryMessage]:
+    return [
+        HistoryMessage(
+            seq,
+            role,
+            content,
+            token_count,
+            name,
+            tuple(ToolCall.from_openai(c) for c in calls) if calls else (),
+            tool_call_id,
+        )
+        for seq, role, content, token_count, name, calls, tool_call_id in rows
+    ]

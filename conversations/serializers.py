@@ -1,9 +1,11 @@
 """Input serializers validate what callers send; output serializers shape what we return."""
 
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -11,13 +13,18 @@ from rest_framework.settings import api_settings
 
 from chatengine.openapi import document_metadata_field
 from conversations import fields as message_fields
-from conversations.models import ChatSession, Message
+from conversations.models import VERSIONED_FIELDS, ChatSession, Message, Summary
 from llm.catalog import NOT_ALLOWED, is_allowed_model
 
 METADATA_MAX_KEYS = 16
 METADATA_MAX_KEY_CHARS = 64
 METADATA_MAX_VALUE_CHARS = 512
 MAX_SEQ = 2_147_483_647  # the seq column's range; larger cursors would overflow the query
+
+
+def _column_max_length(model, name: str) -> int:
+    # A text field's limit is its column's: stated once, in the model.
+    return model._meta.get_field(name).max_length
 
 
 def _reject_unencodable(value: str) -> None:
@@ -58,7 +65,7 @@ class ModelNameField(StrictCharField):
     default_error_messages = {"not_allowed": NOT_ALLOWED}
 
     def __init__(self, **kwargs):
-        kwargs.setdefault("max_length", 128)
+        kwargs.setdefault("max_length", _column_max_length(ChatSession, "model"))
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
@@ -136,7 +143,9 @@ class StrictInputSerializer(serializers.Serializer):
 
 # --- Sessions -----------------------------------------------------------------------------
 class SessionCreateInputSerializer(StrictInputSerializer):
-    title = StrictCharField(required=False, allow_blank=True, max_length=255)
+    title = StrictCharField(
+        required=False, allow_blank=True, max_length=_column_max_length(ChatSession, "title")
+    )
     system_prompt = StrictCharField(
         required=False, allow_blank=True, max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS
     )
@@ -147,6 +156,13 @@ class SessionCreateInputSerializer(StrictInputSerializer):
         + MODEL_HELP,
     )
     metadata = MetadataField(required=False)
+    context_strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices,
+        required=False,
+        help_text="What a reply does with history that no longer fits: `window` leaves it "
+        "out, `summary` folds it into a rolling summary sent in its place. Absent on create: "
+        "the server's `LLM_CONTEXT_STRATEGY`.",
+    )
 
 
 class SessionUpdateInputSerializer(SessionCreateInputSerializer):
@@ -162,23 +178,22 @@ class SessionSerializer(serializers.ModelSerializer):
         help_text="`user`: you set the title (it is never replaced); `auto`: the engine named "
         "the session after its first reply; null: no title yet.",
     )
+    forked_from = serializers.UUIDField(
+        source="forked_from_id",
+        read_only=True,
+        allow_null=True,
+        help_text="The session this one was forked from (a fork or an edit); null otherwise, "
+        "or once that session is deleted.",
+    )
+    forked_at_seq = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="The parent's last message copied into this fork; null if not a fork.",
+    )
 
     class Meta:
         model = ChatSession
-        fields = [
-            "id",
-            "title",
-            "title_source",
-            "system_prompt",
-            "model",
-            "metadata",
-            "archived",
-            "message_count",
-            "total_tokens",
-            "last_message_at",
-            "created_at",
-            "updated_at",
-        ]
+        fields = list(message_fields.SESSION_API_FIELDS)
         read_only_fields = fields
 
 
@@ -245,6 +260,15 @@ class UsageSerializer(serializers.Serializer):
     total_tokens = StrictIntegerField(min_value=0)
 
 
+class SummaryRefSerializer(serializers.Serializer):
+    """The rolling summary a context sent in place of messages 1..covers_to_seq."""
+
+    id = StrictIntegerField(help_text="The summary's id (GET .../summaries/).")
+    covers_from_seq = StrictIntegerField(help_text="Always 1: a summary covers 1..N.")
+    covers_to_seq = StrictIntegerField(help_text="N: the last message it stands for.")
+    tokens = StrictIntegerField(min_value=0, help_text="Tokens of the message sent.")
+
+
 class ContextRecordSerializer(serializers.Serializer):
     """What went into a reply: which history was sent and its token count."""
 
@@ -259,6 +283,17 @@ class ContextRecordSerializer(serializers.Serializer):
     tokens = StrictIntegerField(min_value=0, help_text="Prompt tokens, as counted here.")
     budget = StrictIntegerField(help_text="Prompt tokens the model's window allowed.")
     encoding = StrictCharField(help_text="The tiktoken encoding used to count.")
+    strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices,
+        required=False,
+        help_text="The session's context strategy then (absent on replies stored before it "
+        "existed: `window`).",
+    )
+    summary = SummaryRefSerializer(
+        allow_null=True,
+        required=False,
+        help_text="The summary sent in place of the older messages; null if none.",
+    )
 
 
 TOOL_CALLS_HELP = (
@@ -351,9 +386,17 @@ def _content_field(*, allow_blank: bool = False) -> serializers.Field:
 class _MessageInputVariant(StrictInputSerializer):
     content = _content_field()
     name = StrictCharField(
-        required=False, allow_blank=True, max_length=64, help_text="Optional author name."
+        required=False,
+        allow_blank=True,
+        max_length=_column_max_length(Message, "name"),
+        help_text="Optional author name.",
     )
     metadata = MetadataField(required=False)
+    pinned = StrictBooleanField(
+        required=False,
+        help_text="Keep it in every context the session's replies send (counted first, "
+        "never summarised); change it later with PATCH on the message.",
+    )
 
 
 class SystemMessageInputSerializer(_MessageInputVariant):
@@ -456,7 +499,7 @@ class MessageCreateInputSerializer(serializers.Serializer):
         return {name for v in cls.variants for name in v._declared_fields}
 
 
-# --- A message of an import line (conversations/transfer.py) -----------------------------
+# --- A line of the import (conversations/import_format.py) --------------------------------
 class GeneratedReplyInputSerializer(AssistantToolCallsMessageInputSerializer):
     """An assistant message the engine generated, as an import line carries it: its content is
     what the model said (blank, or longer than an appended message may be), with or without
@@ -483,8 +526,51 @@ class AwareDateTimeField(serializers.Field):
         return parsed
 
 
-def _column_max_length(name: str) -> int:
-    return Message._meta.get_field(name).max_length
+class SessionRecordSerializer(SessionUpdateInputSerializer):
+    """A session of an import line, without its messages: what the API takes for a session,
+    validated as the API does (SessionUpdateInputSerializer: title, system_prompt, the model
+    allow-list, metadata's limits, archived), and the columns only an import carries (declared
+    here). `user` is the owner's username; the counters are checked against the messages."""
+
+    id = StrictCharField()
+    user = StrictCharField()
+    message_count = StrictIntegerField(min_value=0, required=False, default=None)
+    total_tokens = StrictIntegerField(min_value=0, required=False, default=None)
+    last_seq = StrictIntegerField(min_value=0, required=False, default=None)
+    last_message_at = AwareDateTimeField(allow_null=True, required=False, default=None)
+    created_at = AwareDateTimeField()
+    updated_at = AwareDateTimeField()
+    # A fork's parent (its id) and where it began; an import drops a parent it does not hold.
+    forked_from = StrictCharField(allow_null=True, required=False, default=None)
+    forked_at_seq = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
+    # Absent (an export from before automatic titles): a title was the user's (see validate).
+    title_source = serializers.ChoiceField(
+        choices=ChatSession.TitleSource.choices, allow_null=True, required=False
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        if "title_source" not in attrs:
+            attrs["title_source"] = ChatSession.TitleSource.USER if attrs.get("title") else None
+        return attrs
+
+    def validate_id(self, value: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            raise serializers.ValidationError(f"Not a UUID: {value[:40]!r}.") from None
+
+    def validate_forked_from(self, value: str | None) -> uuid.UUID | None:
+        return None if value is None else self.validate_id(value)
+
+    def validate_user(self, value: str) -> str:
+        User = get_user_model()
+        max_length = User._meta.get_field(User.USERNAME_FIELD).max_length
+        if max_length is not None and len(value) > max_length:
+            raise serializers.ValidationError(
+                f"Ensure this field has no more than {max_length} characters."
+            )
+        return value
 
 
 class MessageRecordSerializer(serializers.Serializer):
@@ -500,7 +586,7 @@ class MessageRecordSerializer(serializers.Serializer):
     seq = StrictIntegerField(min_value=1)
     token_count = StrictIntegerField(min_value=0, required=False, default=0)
     model = StrictCharField(
-        max_length=_column_max_length("model"),
+        max_length=_column_max_length(Message, "model"),
         allow_blank=True,
         allow_null=True,
         required=False,
@@ -508,7 +594,7 @@ class MessageRecordSerializer(serializers.Serializer):
     )
     usage = UsageSerializer(allow_null=True, required=False, default=None)
     finish_reason = StrictCharField(
-        max_length=_column_max_length("finish_reason"),
+        max_length=_column_max_length(Message, "finish_reason"),
         allow_blank=True,
         allow_null=True,
         required=False,
@@ -516,6 +602,7 @@ class MessageRecordSerializer(serializers.Serializer):
     )
     latency_ms = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
     context = ContextRecordSerializer(allow_null=True, required=False, default=None)
+    versions = StrictIntegerField(min_value=1, required=False, default=1)
     created_at = AwareDateTimeField()
 
     def to_internal_value(self, data):
@@ -585,6 +672,12 @@ class MessageSerializer(serializers.ModelSerializer):
     tool_calls = ToolCallsOutputField(read_only=True)
     usage = UsageField(read_only=True, help_text="Null unless the engine generated it.")
     context = ContextRecordField(read_only=True, help_text="Null unless the engine generated it.")
+    versions = serializers.IntegerField(
+        read_only=True,
+        min_value=1,
+        help_text="How many answers have stood at this seq, this one included (1: never "
+        "regenerated); the earlier ones are at `GET .../messages/{seq}/versions/`.",
+    )
 
     class Meta:
         model = Message
@@ -653,6 +746,70 @@ class SearchQuerySerializer(serializers.Serializer):
     )
 
 
+# --- Branching ----------------------------------------------------------------------------
+class ForkInputSerializer(StrictInputSerializer):
+    at_seq = StrictIntegerField(
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Copy the messages with seq 1..`at_seq` (0: none, only the session's "
+        "settings). More than the session's last seq is a 404.",
+    )
+    title = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=255,
+        help_text="The fork's title; default: the parent's.",
+    )
+
+
+class MessageVersionSerializer(serializers.Serializer):
+    """One answer that stood at a message's seq: an earlier one, or the current one."""
+
+    number = serializers.IntegerField(
+        min_value=1, help_text="1 for the first answer, in the order they stood."
+    )
+    current = serializers.BooleanField(help_text="Whether this is the message's answer now.")
+    content = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    metadata = MetadataField(read_only=True)
+    token_count = serializers.IntegerField(min_value=0)
+    tool_calls = ToolCallsOutputField(read_only=True)
+    model = serializers.CharField(allow_null=True)
+    usage = UsageField(read_only=True)
+    finish_reason = serializers.CharField(allow_null=True)
+    latency_ms = serializers.IntegerField(allow_null=True, min_value=0)
+    context = ContextRecordField(read_only=True, help_text="What this answer was generated from.")
+    created_at = serializers.DateTimeField()
+
+    def to_representation(self, instance) -> dict:
+        # The fields above document the shape; VERSIONED_FIELDS is what a version holds.
+        answer = instance.answer
+        body = {"number": instance.number, "current": instance.current}
+        body.update((name, getattr(answer, name)) for name in VERSIONED_FIELDS)
+        body["created_at"] = message_fields.api_datetime(answer.created_at)
+        return body
+
+
+class VersionsQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, default=50, min_value=1, max_value=200, help_text="Page size."
+    )
+    after = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Only versions with a greater `number` (exclusive).",
+    )
+
+
+class ForksQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, default=20, min_value=1, max_value=100, help_text="Page size."
+    )
+    cursor = serializers.CharField(
+        required=False, max_length=512, help_text="Opaque; copy it from a `next` URL."
+    )
+
+
 class SearchHitSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(
         choices=["message", "session"],
@@ -674,3 +831,80 @@ class SearchHitSerializer(serializers.Serializer):
         help_text="Relevance (`ts_rank`), higher is better; 0 on the substring fallback."
     )
     created_at = serializers.DateTimeField()
+
+
+class SummaryListQuerySerializer(serializers.Serializer):
+    limit = serializers.IntegerField(
+        required=False, default=50, min_value=1, max_value=200, help_text="Page size."
+    )
+    after = serializers.IntegerField(
+        required=False,
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="Only summaries with a greater `covers_to_seq` (exclusive).",
+    )
+
+
+class SummarySerializer(serializers.ModelSerializer):
+    """A stored rolling summary of messages 1..covers_to_seq."""
+
+    usage = UsageField(read_only=True, help_text="The summarising call's own usage.")
+
+    class Meta:
+        model = Summary
+        fields = [
+            "id",
+            "covers_from_seq",
+            "covers_to_seq",
+            "text",
+            "token_count",
+            "model",
+            "usage",
+            "created_at",
+        ]
+        read_only_fields = fields
+        extra_kwargs = {
+            "covers_from_seq": {
+                "help_text": "The first message this summary newly folded (the previous "
+                "one covered 1..covers_from_seq-1); it stands for 1..covers_to_seq."
+            },
+            "token_count": {"help_text": "Tokens of the system message that carries it."},
+        }
+
+
+class MessageUpdateInputSerializer(StrictInputSerializer):
+    pinned = StrictBooleanField(
+        required=False,
+        help_text="`true`: the message is sent in every context of the session's replies "
+        "(like a system message, counted first); `false`: it goes back to the window. "
+        "Absent: unchanged.",
+    )
+
+
+class MessageVersionRecordSerializer(serializers.Serializer):
+    """One earlier answer of a regenerated message in an import line (its `earlier_versions`),
+    numbered from 1 in the order the answers stood."""
+
+    number = StrictIntegerField(min_value=1)
+    content = StrictCharField(allow_blank=True, trim_whitespace=False)
+    metadata = serializers.DictField(required=False, default=dict)
+    token_count = StrictIntegerField(min_value=0, required=False, default=0)
+    tool_calls = serializers.ListField(allow_null=True, required=False, default=None)
+    model = StrictCharField(
+        max_length=_column_max_length(Message, "model"),
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        default=None,
+    )
+    usage = serializers.DictField(allow_null=True, required=False, default=None)
+    finish_reason = StrictCharField(
+        max_length=_column_max_length(Message, "finish_reason"),
+        allow_blank=True,
+        allow_null=True,
+        required=False,
+        default=None,
+    )
+    latency_ms = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
+    context = serializers.JSONField(allow_null=True, required=False, default=None)
+    created_at = AwareDateTimeField()

@@ -27,7 +27,14 @@ from conversations.models import ChatSession, Message
 from llm.tokens import counter_for_model
 from llm.types import ToolCall
 
-_SESSION_EDITABLE_FIELDS = ("title", "system_prompt", "model", "metadata", "archived")
+_SESSION_EDITABLE_FIELDS = (
+    "title",
+    "system_prompt",
+    "model",
+    "metadata",
+    "archived",
+    "context_strategy",
+)
 
 
 def create_session(
@@ -37,8 +44,10 @@ def create_session(
     system_prompt: str = "",
     model: str = "",
     metadata: dict[str, Any] | None = None,
+    context_strategy: str | None = None,
 ) -> ChatSession:
-    """Create an empty chat session owned by `user`."""
+    """Create an empty chat session owned by `user` (`context_strategy` None: the server's
+    LLM_CONTEXT_STRATEGY)."""
     session = ChatSession.objects.create(
         user=user,
         title=title,
@@ -46,6 +55,7 @@ def create_session(
         system_prompt=system_prompt,
         model=model,
         metadata=metadata or {},
+        context_strategy=context_strategy or settings.LLM_CONTEXT_STRATEGY,
     )
     transaction.on_commit(
         lambda: log_event(
@@ -56,7 +66,8 @@ def create_session(
 
 
 def update_session(*, session: ChatSession, **changes: Any) -> ChatSession:
-    """Change a session's editable fields (title, system_prompt, model, metadata, archived)."""
+    """Change a session's editable fields (title, system_prompt, model, metadata, archived,
+    context_strategy)."""
     unknown = set(changes) - set(_SESSION_EDITABLE_FIELDS)
     if unknown:
         raise TypeError(f"update_session() got non-editable fields: {sorted(unknown)}")
@@ -113,6 +124,26 @@ def delete_message(*, message: Message) -> None:
         )
 
 
+def set_message_pinned(*, message: Message, pinned: bool) -> Message:
+    """Pin a message (sent in every context of the session, like a system message) or unpin it.
+
+    A save of an existing row: it moves the session's history stamp in the same transaction
+    (models.py), so a cached tail still saying otherwise is never served.
+    """
+    if message.pinned != pinned:
+        message.pinned = pinned
+        message.save(update_fields=["pinned"])
+        transaction.on_commit(
+            partial(
+                log_event,
+                "message.pinned" if pinned else "message.unpinned",
+                session_id=str(message.session_id),
+                seq=message.seq,
+            )
+        )
+    return message
+
+
 def count_message_tokens(
     *,
     session: ChatSession,
@@ -143,6 +174,7 @@ def append_message(
     token_count: int | None = None,
     tool_calls: list[dict[str, Any]] | None = None,
     tool_call_id: str = "",
+    pinned: bool = False,
     model: str | None = None,
     usage: dict[str, Any] | None = None,
     finish_reason: str | None = None,
@@ -153,7 +185,8 @@ def append_message(
 
     The session row is locked (SELECT ... FOR UPDATE) so concurrent appends to one session
     queue up and get seq n+1, n+2, ... with no gap and no duplicate. Raises `Conflict` on an
-    archived session. `tool_calls` and `tool_call_id` are OpenAI's tool calling; `model`,
+    archived session. `tool_calls` and `tool_call_id` are OpenAI's tool calling; `pinned`
+    keeps it in every context (llm/context.py); `model`,
     `usage`, `finish_reason`, `latency_ms` and `context` are set only on generated replies.
 
     `token_count` is counted here, once, unless the caller already counted it (a reply
@@ -177,6 +210,7 @@ def append_message(
         "token_count": token_count,
         "tool_calls": tool_calls,
         "tool_call_id": tool_call_id,
+        "pinned": pinned,
         "model": model,
         "usage": usage,
         "finish_reason": finish_reason,

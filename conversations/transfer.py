@@ -1,4 +1,5 @@
-"""The JSON Lines session format: export (a streaming read) and import (validated writes).
+"""The JSON Lines session format: export (a streaming read) and import (the writes of lines
+that conversations/import_format.py validated).
 
 One line is one session with all its columns and its messages inside, in seq order. Field
 names are the model's column names (docs/commands.md); `user` is the owner's username.
@@ -20,31 +21,18 @@ from django.contrib.auth import get_user_model
 from django.core.management.color import no_style
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, transaction
 from django.db.models import QuerySet
-from rest_framework.exceptions import ValidationError
 
 from chatengine.events import log_event
 from conversations import fields as message_fields
-from conversations.models import ChatSession, Message
-from conversations.serializers import AwareDateTimeField, MessageRecordSerializer, error_lines
+from conversations.models import VERSIONED_FIELDS, ChatSession, Message, MessageVersion
 
-SESSION_FIELDS = (
-    "id",
-    "user",
-    "title",
-    "title_source",
-    "system_prompt",
-    "model",
-    "metadata",
-    "archived",
-    "message_count",
-    "total_tokens",
-    "last_message_at",
-    "last_seq",
-    "created_at",
-    "updated_at",
-)
-# Declared in conversations/fields.py with the API and admin lists.
+# Both declared in conversations/fields.py with the API and admin lists.
+SESSION_FIELDS = message_fields.session_export_names()
 MESSAGE_FIELDS = message_fields.export_names()
+# A regenerated message (versions > 1) also carries the answers it replaced, oldest first:
+# "earlier_versions": [{"number": 1, <VERSIONED_FIELDS>}, ...].
+EARLIER_VERSIONS = "earlier_versions"
+VERSION_FIELDS = ("number", *VERSIONED_FIELDS)
 
 EXPORT_SESSION_CHUNK = 200
 EXPORT_MESSAGE_BATCH = 1000
@@ -59,22 +47,20 @@ def iso(value: datetime | None) -> str | None:
 
 def session_to_record(session: ChatSession) -> dict[str, Any]:
     """The session's line without its messages (`user` as username, UUID and dates as text)."""
-    return {
-        "id": str(session.pk),
-        "user": session.user.get_username(),
-        "title": session.title,
-        "title_source": session.title_source,
-        "system_prompt": session.system_prompt,
-        "model": session.model,
-        "metadata": session.metadata,
-        "archived": session.archived,
-        "message_count": session.message_count,
-        "total_tokens": session.total_tokens,
-        "last_message_at": iso(session.last_message_at),
-        "last_seq": session.last_seq,
-        "created_at": iso(session.created_at),
-        "updated_at": iso(session.updated_at),
-    }
+    record = {}
+    for name in SESSION_FIELDS:
+        if name == "user":
+            value = session.user.get_username()
+        elif name == "forked_from":
+            value = session.forked_from_id
+        else:
+            value = getattr(session, name)
+        if isinstance(value, datetime):
+            value = iso(value)
+        elif isinstance(value, uuid.UUID):
+            value = str(value)
+        record[name] = value
+    return record
 
 
 _EXPORTED = [f for f in message_fields.MESSAGE_FIELDS if f.export]
@@ -89,6 +75,17 @@ def message_to_record(message: Message) -> dict[str, Any]:
         elif f.kind == "uuid":
             value = str(value)
         record[f.name] = value
+    if message.versions > 1:
+        # A query per regenerated message only: most messages never were.
+        record[EARLIER_VERSIONS] = [
+            {name: getattr(version, name) for name in VERSION_FIELDS}
+            | {"created_at": iso(version.created_at)}
+            # From the database the message came from (a replica, for an export), so the
+            # versions match its count.
+            for version in MessageVersion.objects.using(message._state.db or DEFAULT_DB_ALIAS)
+            .filter(message=message)
+            .order_by("number")
+        ]
     return record
 
 
@@ -172,93 +169,7 @@ def export_sessions(
     return result
 
 
-# --- Import: validation ------------------------------------------------------------------
-
-
-class RecordError(ValueError):
-    """A line that is not a valid session record; the message names the offending field."""
-
-
-_MISSING = object()
-
-
-def _column_default(name: str) -> Any:
-    return Message._meta.get_field(name).get_default()
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-class _Checker:
-    """Reads typed fields out of one JSON object, collecting every problem it finds."""
-
-    def __init__(self, data: dict[str, Any], path: str, errors: list[str]):
-        self.data, self.path, self.errors = data, path, errors
-
-    def fail(self, name: str, problem: str) -> None:
-        self.errors.append(f"{self.path}{name}: {problem}")
-
-    def get(self, name: str, kind: str, *, required: bool = False, default: Any = None, **rule):
-        value = self.data.get(name, _MISSING)
-        if value is _MISSING:
-            if required:
-                self.fail(name, "missing")
-            return default
-        if value is None and rule.get("nullable"):
-            return None
-        ok = {
-            "str": lambda v: isinstance(v, str),
-            "int": _is_int,
-            "bool": lambda v: isinstance(v, bool),
-            "object": lambda v: isinstance(v, dict),
-            "list": lambda v: isinstance(v, list),
-            "json": lambda v: isinstance(v, dict | list),
-            "datetime": lambda v: isinstance(v, str),
-        }[kind](value)
-        if not ok:
-            self.fail(name, f"expected {_EXPECTED[kind]}, got {_kind(value)}")
-            return default
-        if kind == "str" and "max_length" in rule and len(value) > rule["max_length"]:
-            self.fail(name, f"longer than {rule['max_length']} characters")
-            return default
-        if kind == "int" and value < rule.get("minimum", 0):
-            self.fail(name, f"must be >= {rule.get('minimum', 0)}")
-            return default
-        if kind == "datetime":
-            try:
-                return AwareDateTimeField().run_validation(value)
-            except ValidationError as exc:
-                self.fail(name, "; ".join(error_lines(exc.detail)))
-                return default
-        return value
-
-    def reject_unknown(self, known: Iterable[str]) -> None:
-        for name in sorted(set(self.data) - set(known)):
-            self.fail(name, "unknown field")
-
-
-_EXPECTED = {
-    "str": "a string",
-    "int": "an integer",
-    "bool": "a boolean",
-    "object": "an object",
-    "list": "a list",
-    "json": "an object or a list",
-    "datetime": "an ISO 8601 string",
-}
-
-
-def _kind(value: Any) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number",
-        str: "a string",
-        list: "a list",
-        dict: "an object",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
+# --- Import ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -271,107 +182,14 @@ class SessionRecord:
     messages: list[dict[str, Any]] = field(default_factory=list)
 
 
-def parse_record(line: str) -> SessionRecord:
-    """Parse and validate one line; `RecordError` lists every problem found."""
-    try:
-        data = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"not valid JSON: {exc.msg} (column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise RecordError(f"expected a JSON object, got {_kind(data)}")
+@dataclass
+class ParsedLine:
+    """One line of an import file, read by conversations/import_format.py: its 1-based number
+    and either the validated record or why it is not one."""
 
-    errors: list[str] = []
-    c = _Checker(data, "", errors)
-    c.reject_unknown((*SESSION_FIELDS, "messages"))
-    raw_id = c.get("id", "str", required=True)
-    session_id = None
-    if raw_id is not None:
-        try:
-            session_id = uuid.UUID(raw_id)
-        except ValueError:
-            c.fail("id", f"not a UUID: {raw_id[:40]!r}")
-    username = c.get("user", "str", required=True, max_length=150)
-    if username == "":
-        c.fail("user", "empty")
-    columns = {
-        "title": c.get("title", "str", default="", max_length=255),
-        # Absent (an export from before automatic titles): a title was the user's.
-        "title_source": c.get("title_source", "str", nullable=True, default=_MISSING),
-        "system_prompt": c.get("system_prompt", "str", default=""),
-        "model": c.get("model", "str", default="", max_length=128),
-        "metadata": c.get("metadata", "object", default={}),
-        "archived": c.get("archived", "bool", default=False),
-        "last_message_at": c.get("last_message_at", "datetime", nullable=True),
-        "created_at": c.get("created_at", "datetime", required=True),
-        "updated_at": c.get("updated_at", "datetime", required=True),
-    }
-    if columns["title_source"] is _MISSING:
-        columns["title_source"] = ChatSession.TitleSource.USER if columns["title"] else None
-    elif columns["title_source"] not in (None, *ChatSession.TitleSource.values):
-        c.fail("title_source", "must be user, auto or null")
-    message_count = c.get("message_count", "int")
-    total_tokens = c.get("total_tokens", "int")
-    last_seq = c.get("last_seq", "int")
-    raw_messages = c.get("messages", "list", required=True, default=[])
-
-    messages: list[dict[str, Any]] = []
-    seen_seqs: set[int] = set()
-    seen_ids: set[int] = set()
-    previous_seq = 0
-    for index, raw in enumerate(raw_messages):
-        path = f"messages[{index}]."
-        if not isinstance(raw, dict):
-            errors.append(f"messages[{index}]: expected an object, got {_kind(raw)}")
-            continue
-        m = _Checker(raw, path, errors)
-        m.reject_unknown(MESSAGE_FIELDS)
-        record = MessageRecordSerializer(data=raw)
-        if not record.is_valid():
-            errors.extend(f"{path}{line}" for line in error_lines(record.errors))
-            continue
-        values = record.validated_data
-        seq, message_id = values["seq"], values["id"]
-        if seq in seen_seqs:
-            m.fail("seq", f"duplicate seq {seq}")
-        elif seq < previous_seq:
-            m.fail("seq", f"seq {seq} after {previous_seq}: messages must be in seq order")
-        seen_seqs.add(seq)
-        previous_seq = max(previous_seq, seq)
-        if message_id is not None:
-            if message_id in seen_ids:
-                m.fail("id", f"duplicate message id {message_id}")
-            seen_ids.add(message_id)
-        # What the line leaves out gets the column's default, as an appended message would.
-        messages.append(
-            {
-                name: values[name] if name in values else _column_default(name)
-                for name in MESSAGE_FIELDS
-            }
-        )
-
-    # The session's own counters prove its message list complete: a line cut short or edited
-    # by hand shows up here. A seq gap is accepted when the counters agree (a message deleted
-    # at the source leaves one; the API itself never does).
-    if not errors:
-        count, tokens = len(messages), sum(msg["token_count"] for msg in messages)
-        if message_count is not None and message_count != count:
-            errors.append(f"message_count: {message_count}, but the line has {count} messages")
-        if total_tokens is not None and total_tokens != tokens:
-            errors.append(f"total_tokens: {total_tokens}, but the messages add up to {tokens}")
-        if last_seq is not None and last_seq < previous_seq:
-            errors.append(f"last_seq: {last_seq}, but a message has seq {previous_seq}")
-        columns["message_count"] = count
-        columns["total_tokens"] = tokens
-        columns["last_seq"] = previous_seq if last_seq is None else last_seq
-        if columns["last_message_at"] is None and messages:
-            columns["last_message_at"] = max(msg["created_at"] for msg in messages)
-
-    if errors:
-        raise RecordError("; ".join(errors))
-    return SessionRecord(id=session_id, username=username, columns=columns, messages=messages)
-
-
-# --- Import: writes ----------------------------------------------------------------------
+    number: int
+    record: SessionRecord | None = None
+    error: str = ""
 
 
 def keep_updated_at(sessions: QuerySet[ChatSession], value: Any) -> None:
@@ -448,12 +266,33 @@ def import_session(
         outcome.messages = len(record.messages)
         if dry_run:
             return outcome
-        session = ChatSession.objects.create(id=record.id, user=user, **record.columns)
+        columns = dict(record.columns)
+        parent = columns["forked_from_id"]
+        if parent is not None and not ChatSession.objects.filter(pk=parent).exists():
+            # Its parent is not here (not imported, or deleted): the fork stands alone, as a
+            # fork whose parent was deleted does; forked_at_seq still says where it began.
+            columns["forked_from_id"] = None
+        session = ChatSession.objects.create(id=record.id, user=user, **columns)
         keep_updated_at(ChatSession.objects.filter(pk=session.pk), record.columns["updated_at"])
-        Message.objects.bulk_create(
+        rows = Message.objects.bulk_create(
             [
-                Message(session=session, **(m if keep_ids else {**m, "id": None}))
+                Message(
+                    session=session,
+                    **{
+                        name: (value if keep_ids or name != "id" else None)
+                        for name, value in m.items()
+                        if name != EARLIER_VERSIONS
+                    },
+                )
                 for m in record.messages
+            ],
+            batch_size=1000,
+        )
+        MessageVersion.objects.bulk_create(
+            [
+                MessageVersion(message=row, session=session, **version)
+                for row, m in zip(rows, record.messages, strict=True)
+                for version in m[EARLIER_VERSIONS]
             ],
             batch_size=1000,
         )
@@ -462,30 +301,25 @@ def import_session(
 
 def import_sessions(
     *,
-    lines: Iterable[bytes],
+    lines: Iterable[ParsedLine],
     create_users: bool = True,
     dry_run: bool = False,
     on_line: Callable[[LineOutcome], None] | None = None,
 ) -> ImportResult:
-    """Import every valid line; report every bad one (1-based line numbers) and go on.
+    """Import every valid line; report every bad one (by its line number) and go on.
 
     Each session commits on its own, so a bad line costs only that line, never half a session.
     """
     result = ImportResult()
     seen: set[uuid.UUID] = set()
     try:
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            try:
-                record = parse_record(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                outcome = LineOutcome(line=number, status="error", detail="not UTF-8")
-            except RecordError as exc:
-                outcome = LineOutcome(line=number, status="error", detail=str(exc))
+        for line in lines:
+            record = line.record
+            if record is None:
+                outcome = LineOutcome(line=line.number, status="error", detail=line.error)
             else:
                 if dry_run and record.id in seen:
-                    outcome = LineOutcome(line=number, status="skipped", session_id=record.id)
+                    outcome = LineOutcome(line=line.number, status="skipped", session_id=record.id)
                 else:
                     try:
                         outcome = import_session(
@@ -493,12 +327,12 @@ def import_sessions(
                         )
                     except DatabaseError as exc:
                         outcome = LineOutcome(
-                            line=number,
+                            line=line.number,
                             status="error",
                             session_id=record.id,
                             detail=f"database refused the session: {exc}".strip(),
                         )
-                    outcome.line = number
+                    outcome.line = line.number
                 seen.add(record.id)
             _tally(result, outcome)
             if on_line is not None:

@@ -13,4 +13,21 @@ urlpatterns = [
         name="message-list",
     ),
     path("search/", views.SearchView.as_view(), name="search"),
+    path("sessions/<str:session_id>/fork/", views.ForkView.as_view(), name="session-fork"),
+    path("sessions/<str:session_id>/forks/", views.ForkListView.as_view(), name="session-forks"),
+    path(
+        "sessions/<str:session_id>/messages/<int:seq>/versions/",
+        views.MessageVersionListView.as_view(),
+        name="message-versions",
+    ),
+    path(
+        "sessions/<str:session_id>/messages/<int:seq>/",
+        views.MessageDetailView.as_view(),
+        name="message-detail",
+    ),
+    path(
+        "sessions/<str:session_id>/summaries/",
+        views.SummaryListView.as_view(),
+        name="summary-list",
+    ),
 ]

@@ -4,30 +4,47 @@ Each operation is documented with `@extend_schema` (chatengine/openapi.py has th
 conversations/schema.py the examples).
 """
 
-from drf_spectacular.utils import OpenApiResponse, PolymorphicProxySerializer, extend_schema
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
-from chatengine.openapi import Tags, error_responses, paginated, session_id_parameter
+from chatengine.openapi import (
+    Tags,
+    error_responses,
+    paginated,
+    seq_parameter,
+    session_id_parameter,
+)
 from chatengine.renderers import JSONFragments
 from chatengine.validation import validated, validated_query
-from conversations import schema, search, selectors, services
+from conversations import branching, schema, search, selectors, services
 from conversations.idempotency import idempotent
 from conversations.selectors import Page
 from conversations.serializers import (
     MESSAGE_INPUT_VARIANTS,
+    ForkInputSerializer,
+    ForksQuerySerializer,
     HistoryQuerySerializer,
     MessageCreateInputSerializer,
     MessageSerializer,
+    MessageUpdateInputSerializer,
+    MessageVersionSerializer,
     SearchHitSerializer,
     SearchQuerySerializer,
     SessionCreateInputSerializer,
     SessionListQuerySerializer,
     SessionSerializer,
     SessionUpdateInputSerializer,
+    SummaryListQuerySerializer,
+    SummarySerializer,
+    VersionsQuerySerializer,
 )
 
 
@@ -108,9 +125,10 @@ class SessionDetailView(APIView):
     @extend_schema(
         operation_id="sessions_partial_update",
         summary="Change a session",
-        description="Change any of `title`, `system_prompt`, `model`, `metadata` (replaced "
-        "whole) and `archived`; fields you leave out keep their value. An archived session "
-        "refuses new messages until it is unarchived. `PUT` is not supported (405).",
+        description="Change any of `title`, `system_prompt`, `model`, `context_strategy`, "
+        "`metadata` (replaced whole) and `archived`; fields you leave out keep their value. "
+        "An archived session refuses new messages until it is unarchived. `PUT` is not "
+        "supported (405).",
         tags=[Tags.SESSIONS],
         request=SessionUpdateInputSerializer,
         responses={200: OpenApiResponse(SessionSerializer, "The session as changed.")},
@@ -224,3 +242,147 @@ class SearchView(APIView):
             )
         page = search.search(user=request.user, **query)
         return paginated_response(request, page, SearchHitSerializer)
+
+
+# --- Branching ----------------------------------------------------------------------------
+@extend_schema(parameters=[session_id_parameter])
+class ForkView(APIView):
+    @extend_schema(
+        operation_id="sessions_fork",
+        summary="Fork a session",
+        description="A new session of yours holding copies of this session's messages "
+        "1..`at_seq` (same roles, contents, token counts and reply fields; new ids; `seq` "
+        "1..`at_seq`, each with its current answer only) and its `system_prompt`, `model`, "
+        "`metadata` and `context_strategy` (each copy keeps `pinned`). It records "
+        "`forked_from` and `forked_at_seq`; this session is not changed. "
+        "An archived session may be forked (the fork is not archived).",
+        tags=[Tags.SESSIONS],
+        request=ForkInputSerializer,
+        responses={
+            201: OpenApiResponse(SessionSerializer, "The new session."),
+            **error_responses(
+                404,
+                409,
+                descriptions={
+                    404: "No such session, or `at_seq` is past its last message.",
+                    409: "The `Idempotency-Key` was used for another request, or is in use.",
+                },
+            ),
+        },
+        examples=[schema.FORK_REQUEST, schema.FORK_CREATED],
+    )
+    @idempotent(atomic=True)
+    def post(self, request: Request, session_id: str) -> Response:
+        session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        data = validated(ForkInputSerializer, request.data)
+        fork = branching.fork_session(session=session, **data)
+        return Response(SessionSerializer(fork).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(parameters=[session_id_parameter])
+class ForkListView(APIView):
+    @extend_schema(
+        operation_id="sessions_forks",
+        summary="List a session's forks",
+        description="The sessions forked from this one (by a fork or an edit), most recent "
+        "activity first, one keyset page at a time. Follow `next` until it is null.",
+        tags=[Tags.SESSIONS],
+        parameters=[ForksQuerySerializer],
+        responses={
+            200: OpenApiResponse(paginated(SessionSerializer), "A page of forks."),
+            **error_responses(400),
+        },
+        examples=[schema.FORK_PAGE],
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        query = validated_query(ForksQuerySerializer, request)
+        page = selectors.list_sessions(user=request.user, forked_from=session, **query)
+        return paginated_response(request, page, SessionSerializer)
+
+
+@extend_schema(parameters=[session_id_parameter, seq_parameter])
+class MessageVersionListView(APIView):
+    @extend_schema(
+        operation_id="messages_versions",
+        summary="List a message's versions",
+        description="Every answer that has stood at this `seq`, oldest first: the ones a "
+        "regenerate replaced (kept, never deleted), then the current one (`current: true`). "
+        "A message never regenerated has one version, itself. Each keeps what it was "
+        "generated from (`context`).",
+        tags=[Tags.MESSAGES],
+        parameters=[VersionsQuerySerializer],
+        responses={
+            200: OpenApiResponse(paginated(MessageVersionSerializer), "A page of versions."),
+            **error_responses(400),
+        },
+        examples=[schema.VERSION_PAGE],
+    )
+    def get(self, request: Request, session_id: str, seq: int) -> Response:
+        session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        message = selectors.get_message(session=session, seq=seq)
+        query = validated_query(VersionsQuerySerializer, request)
+        page = selectors.list_message_versions(message=message, **query)
+        return paginated_response(request, page, MessageVersionSerializer)
+
+
+@extend_schema(parameters=[session_id_parameter])
+class SummaryListView(APIView):
+    @extend_schema(
+        operation_id="summaries_list",
+        summary="List a session's rolling summaries",
+        description="The summaries a `summary`-strategy session made of the messages that "
+        "left its context window, oldest range first. Each stands for messages "
+        "1..`covers_to_seq` and folded the one before it plus messages "
+        "`covers_from_seq`..`covers_to_seq`, so their ranges tile the history with no gap "
+        "or overlap. The messages themselves are never changed.",
+        tags=[Tags.MESSAGES],
+        parameters=[SummaryListQuerySerializer],
+        responses={
+            200: OpenApiResponse(paginated(SummarySerializer), "A page of summaries."),
+            **error_responses(400),
+        },
+        examples=[schema.SUMMARY_PAGE],
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        query = validated_query(SummaryListQuerySerializer, request)
+        page = selectors.list_summaries(session=session, **query)
+        return paginated_response(request, page, SummarySerializer)
+
+
+@extend_schema(parameters=[session_id_parameter, seq_parameter])
+class MessageDetailView(APIView):
+    @extend_schema(
+        operation_id="messages_retrieve",
+        summary="Get a message",
+        description="One message of your session, by its `seq`.",
+        tags=[Tags.MESSAGES],
+        responses={200: OpenApiResponse(MessageSerializer, "The message.")},
+        examples=[schema.MESSAGE_OK],
+    )
+    def get(self, request: Request, session_id: str, seq: int) -> Response:
+        session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        message = selectors.get_message(session=session, seq=seq)
+        return Response(MessageSerializer(message).data)
+
+    @extend_schema(
+        operation_id="messages_partial_update",
+        summary="Pin or unpin a message",
+        description="`pinned: true` keeps the message in every context the session's replies "
+        "send, like a system message: the budget counts it first, and the `summary` strategy "
+        "never folds it. If the pinned messages no longer fit, a reply is a 422 "
+        "`context_overflow` saying so. Nothing else of a message can be changed.",
+        tags=[Tags.MESSAGES],
+        request=MessageUpdateInputSerializer,
+        responses={200: OpenApiResponse(MessageSerializer, "The message as changed.")},
+        examples=[schema.MESSAGE_PIN_REQUEST, schema.MESSAGE_OK],
+    )
+    def patch(self, request: Request, session_id: str, seq: int) -> Response:
+        session = selectors.get_session_for_user(user=request.user, session_id=session_id)
+        # Found first: another user's message is a 404 whatever the body.
+        message = selectors.get_message(session=session, seq=seq)
+        data = validated(MessageUpdateInputSerializer, request.data)
+        if "pinned" in data:
+            message = services.set_message_pinned(message=message, pinned=data["pinned"])
+        return Response(MessageSerializer(message).data)

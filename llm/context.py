@@ -1,7 +1,9 @@
 """The context builder: which messages of a session go to the model. Pure: no database.
 
 Policy, in order:
-1. The session's system prompt and every `system` message handed in are always sent.
+1. The session's system prompt and every pinned message handed in (the session's `system`
+   messages and those marked `pinned`) are always sent, and counted first: if they alone do
+   not fit, the request fails with `context_overflow` saying so.
 2. History is walked from the newest message back, one *unit* at a time, and each unit is
    added while it fits the budget; the walk stops at the first unit that does not fit. A unit
    is one message, except that an assistant message carrying `tool_calls` and the `tool`
@@ -11,6 +13,11 @@ Policy, in order:
 3. Everything from the newest `user` message to the end must fit; if it does not, the request
    fails with `context_overflow`, saying by how many tokens.
 4. The result is in chronological order.
+5. With a summary (the `summary` strategy, llm/summaries.py), `summary_reserve` tokens are set
+   aside for it, the walk stops at the messages it covers (1..N), and it is sent as one
+   system message where those messages were: after the pinned messages it covers, before
+   the newest messages. The newest seq the walk left out beyond the summary is reported
+   (`evicted_to_seq`): what the next summary folds.
 
 Cost follows the window: the walk pulls history lazily and stops pulling when full.
 """
@@ -19,7 +26,45 @@ from collections.abc import Iterable, Iterator
 
 from chatengine.exceptions import ContextOverflow
 from llm.tokens import REPLY_PRIMING_TOKENS
-from llm.types import ChatMessage, Context, HistoryMessage
+from llm.types import ChatMessage, Context, HistoryMessage, SummaryNote
+
+# The summarising call's instructions; the echo provider recognises them (llm/providers/echo.py).
+SUMMARY_INSTRUCTIONS = (
+    "You maintain the running summary of a conversation. You are given the summary so far (if "
+    "any) and the messages that follow it. Write the updated summary: keep every fact, name, "
+    "number, decision and open question the conversation may need later; drop pleasantries. "
+    "Write plain prose, no preamble."
+)
+
+
+def summary_message(*, text: str, covers_to_seq: int) -> ChatMessage:
+    """The system message that carries a summary of messages 1..covers_to_seq into a context."""
+    return ChatMessage(
+        role="system",
+        content=f"Summary of messages 1-{covers_to_seq} of this conversation (they are not "
+        f"shown):\n{text}",
+    )
+
+
+def summary_request(
+    *, previous: SummaryNote | None, evicted: Iterable[HistoryMessage], max_tokens: int
+) -> list[ChatMessage]:
+    """What the summarising call sends: the instructions, the previous summary, and only the
+    messages newly folded (each as a labelled user message, so tool calls need no pairing)."""
+    messages = [
+        ChatMessage(
+            role="system", content=f"{SUMMARY_INSTRUCTIONS} Stay under {max_tokens} tokens."
+        )
+    ]
+    if previous is not None:
+        messages.append(summary_message(text=previous.text, covers_to_seq=previous.covers_to_seq))
+    for m in evicted:
+        content = m.content
+        if m.tool_calls:
+            calls = ", ".join(f"{c.name}({c.arguments})" for c in m.tool_calls)
+            content = f"{content} [calls {calls}]".strip()
+        messages.append(ChatMessage(role="user", content=f"[#{m.seq} {m.role}] {content}"))
+    return messages
 
 
 def compute_budget(*, context_window: int, max_output_tokens: int, safety_margin: int) -> int:
@@ -68,27 +113,49 @@ def select_messages(
     total_messages: int,
     budget: int,
     encoding: str,
+    strategy: str = "window",
+    summary: SummaryNote | None = None,
+    summary_reserve: int = 0,
 ) -> Context:
     """Choose the messages to send (see the module docstring for the policy).
 
-    `pinned` are the session's `system` messages (always sent); `history_newest_first` may
-    contain them again, they are skipped there. `total_messages` is the history size
-    (including a not-yet-stored new message) and only feeds the dropped count.
+    `pinned` are the session's `system` and pinned messages (always sent);
+    `history_newest_first` may contain them again, they are skipped there. `total_messages`
+    is the history size (including a not-yet-stored new message) and only feeds the dropped
+    count. `summary_reserve` (the summary cap) is set aside whether or not a summary exists
+    yet, so folding one in never changes which messages fit.
     """
     pinned = list(pinned)
     pinned_seqs = {m.seq for m in pinned}
     used = REPLY_PRIMING_TOKENS + sum(m.token_count for m in pinned)
     if system_prompt:
         used += system_prompt_tokens
+    if pinned and used + summary_reserve > budget:
+        over_by = used + summary_reserve - budget
+        raise ContextOverflow(
+            f"The pinned messages do not fit in the model's context: with the system prompt "
+            f"they are {over_by} tokens over the budget of {budget}. Unpin some.",
+            details={
+                "tokens": used + summary_reserve,
+                "budget": budget,
+                "over_by": over_by,
+                "pinned_messages": len(pinned),
+            },
+        )
+    walk_budget = budget - summary_reserve
+    covered = summary.covers_to_seq if summary is not None else 0
 
     chosen: list[HistoryMessage] = []
     seen_user = False
+    evicted_to: int | None = None
     for unit, sendable in _units(history_newest_first):
-        unit = [m for m in unit if not (m.role == "system" and m.seq in pinned_seqs)]
+        if covered and all(m.seq is not None and m.seq <= covered for m in unit):
+            break  # the summary stands for this and everything older
+        unit = [m for m in unit if m.seq is None or m.seq not in pinned_seqs]
         if not unit or not sendable:
             continue
         cost = sum(m.token_count for m in unit)
-        if used + cost <= budget:
+        if used + cost <= walk_budget:
             chosen.extend(unit)
             used += cost
             seen_user = seen_user or any(m.role == "user" for m in unit)
@@ -101,12 +168,18 @@ def select_messages(
                 f"tokens over the budget of {budget}.",
                 details={"tokens": used + cost, "budget": budget, "over_by": over_by},
             )
+        evicted_to = max((m.seq for m in unit if m.seq is not None), default=None)
         break
 
     # `chosen` is newest first: reversed, messages not stored yet (seq None, last) keep their
     # chronological order through the stable sort.
     included = sorted([*pinned, *reversed(chosen)], key=lambda m: (m.seq is None, m.seq or 0))
     messages = [m.to_chat() for m in included]
+    if summary is not None:
+        # Where the messages it stands for were: after the pinned ones it covers.
+        at = sum(1 for m in included if m.seq is not None and m.seq <= summary.covers_to_seq)
+        messages.insert(at, summary_message(text=summary.text, covers_to_seq=summary.covers_to_seq))
+        used += summary.token_count
     if system_prompt:
         messages.insert(0, ChatMessage(role="system", content=system_prompt))
     seqs = tuple(m.seq for m in included)
@@ -121,4 +194,7 @@ def select_messages(
         last_seq=max(known) if known else None,
         encoding=encoding,
         seqs=seqs,
+        strategy=strategy,
+        summary=summary,
+        evicted_to_seq=evicted_to if evicted_to is not None and evicted_to > covered else None,
     )

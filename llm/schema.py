@@ -6,7 +6,7 @@ import json
 
 from drf_spectacular.utils import OpenApiExample
 
-from conversations.schema import MESSAGE
+from conversations.schema import FORK, MESSAGE
 
 USER_MESSAGE = {**MESSAGE, "id": 103, "seq": 3, "content": "And where do I eat?"}
 ASSISTANT_MESSAGE = {
@@ -223,4 +223,51 @@ CONTEXT_OK = OpenApiExample(
     },
     response_only=True,
     status_codes=["200"],
+)
+
+
+# --- Regenerate and edit -----------------------------------------------------------------------
+REGENERATED_MESSAGE = {
+    **ASSISTANT_MESSAGE,
+    "content": "Echo: And where do I eat? (again)",
+    "token_count": 12,
+    "versions": 2,
+    "created_at": "2026-11-27T09:17:30.208Z",
+}
+REGENERATE_REQUEST = OpenApiExample(
+    "Ask again, with another model", value={"model": "gpt-4o"}, request_only=True
+)
+REGENERATED = OpenApiExample(
+    "The message with its new answer",
+    value={"message": REGENERATED_MESSAGE, "context": CONTEXT_SUMMARY},
+    response_only=True,
+    status_codes=["201"],
+)
+REGENERATE_STREAM_EVENTS = [
+    _stream_example("A message.delta event", "message.delta", {"delta": " And"}),
+    _stream_example("The message.completed event", "message.completed", REGENERATED_MESSAGE),
+]
+EDIT_REQUEST = OpenApiExample(
+    "Edit message 3 and get a reply",
+    value={"content": "And where do I eat fish?", "reply": True},
+    request_only=True,
+)
+EDITED = OpenApiExample(
+    "The new session with the edit and its reply",
+    value={
+        "session": {**FORK, "forked_at_seq": 2, "message_count": 4},
+        "user_message": {
+            **USER_MESSAGE,
+            "session": FORK["id"],
+            "content": "And where do I eat fish?",
+        },
+        "message": {
+            **ASSISTANT_MESSAGE,
+            "session": FORK["id"],
+            "content": "Echo: And where do I eat fish?",
+        },
+        "context": CONTEXT_SUMMARY,
+    },
+    response_only=True,
+    status_codes=["201"],
 )

@@ -3,16 +3,20 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from conversations.models import Message
+from conversations.models import ChatSession, Message
 from conversations.serializers import (
     MODEL_HELP,
     MessageSerializer,
     MetadataField,
     ModelNameField,
+    SessionSerializer,
+    StrictBooleanField,
     StrictCharField,
     StrictInputSerializer,
     StrictIntegerField,
+    SummaryRefSerializer,
     ToolCallSerializer,
+    UserMessageInputSerializer,
 )
 from llm.types import Context
 
@@ -23,13 +27,20 @@ STREAM_PATH = "/api/v1/sessions/{id}/reply/stream/"
 STREAM_MOVED = f"Streaming has its own endpoint: POST {STREAM_PATH} (same body, no `stream`)."
 
 
+def _user_message_field(name: str, **overrides) -> serializers.Field:
+    """A copy of the user message input's field `name`, optional."""
+    declared = UserMessageInputSerializer._declared_fields[name]
+    return type(declared)(*declared._args, **{**declared._kwargs, "required": False, **overrides})
+
+
 class _ReplyFields(StrictInputSerializer):
     """What a reply takes, streamed or not. Every field is optional; unknown fields are
     refused."""
 
-    content = StrictCharField(
-        required=False,
-        max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS,
+    # A user message's own fields (one definition of content's length and metadata's limits),
+    # optional here.
+    content = _user_message_field(
+        "content",
         help_text="A new user message, appended before replying. Leave it out to reply to the "
         "history as it is (the session must then have messages).",
     )
@@ -46,7 +57,7 @@ class _ReplyFields(StrictInputSerializer):
         "the history sent gets the model's window minus this. More than the window leaves is "
         "a 422.",
     )
-    metadata = MetadataField(required=False)
+    metadata = _user_message_field("metadata")
 
 
 class ReplyInputSerializer(_ReplyFields):
@@ -64,6 +75,51 @@ class ReplyInputSerializer(_ReplyFields):
 class ReplyStreamInputSerializer(_ReplyFields):
     """A reply streamed as it is generated: the same fields as a JSON reply. Every field is
     optional; unknown fields are refused."""
+
+
+class RegenerateInputSerializer(StrictInputSerializer):
+    """A regenerate of the last answer, as JSON or streamed. Every field is optional;
+    unknown fields are refused."""
+
+    model = ModelNameField(
+        required=False,
+        help_text="The model for the new answer; default: the session's `model`, else the "
+        "server's `LLM_MODEL`. " + MODEL_HELP,
+    )
+    max_output_tokens = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_OUTPUT_TOKENS_LIMIT,
+        help_text="Tokens reserved for the answer, as for a reply.",
+    )
+    metadata = MetadataField(required=False, help_text="The new answer's metadata (default: none).")
+
+
+class EditInputSerializer(StrictInputSerializer):
+    """An edited user message: a new session (a fork before it) ends with it."""
+
+    content = StrictCharField(
+        max_length=settings.CHATENGINE_MAX_MESSAGE_CHARS,
+        help_text="The edited text, stored exactly as sent.",
+    )
+    metadata = MetadataField(
+        required=False, help_text="The edited message's metadata; default: the original's."
+    )
+    reply = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="Also get the model's reply in the new session (as `POST .../reply/`).",
+    )
+    model = ModelNameField(
+        required=False,
+        help_text="With `reply`: the model for the reply, as for a reply. " + MODEL_HELP,
+    )
+    max_output_tokens = StrictIntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_OUTPUT_TOKENS_LIMIT,
+        help_text="With `reply`: tokens reserved for the reply, as for a reply.",
+    )
 
 
 class ContextQuerySerializer(serializers.Serializer):
@@ -90,7 +146,16 @@ class ContextSummarySerializer(serializers.Serializer):
         min_value=0, help_text="History messages sent (the `system_prompt` not counted)."
     )
     messages_dropped = serializers.IntegerField(
-        min_value=0, help_text="Older history messages left out to fit the budget."
+        min_value=0,
+        help_text="Older history messages left out to fit the budget (under the `summary` "
+        "strategy, those the summary stands for count here too).",
+    )
+    strategy = serializers.ChoiceField(
+        choices=ChatSession.ContextStrategy.choices, help_text="The session's context strategy."
+    )
+    summary = SummaryRefSerializer(
+        allow_null=True,
+        help_text="The summary sent in place of messages 1..covers_to_seq; null if none.",
     )
 
 
@@ -101,6 +166,25 @@ class ReplySerializer(serializers.Serializer):
     message = MessageSerializer(
         help_text="The assistant's reply, with `model`, `usage`, `finish_reason`, "
         "`latency_ms` and `context` filled in."
+    )
+    context = ContextSummarySerializer()
+
+
+class EditSerializer(serializers.Serializer):
+    session = SessionSerializer(help_text="The new session: a fork before the edited message.")
+    user_message = MessageSerializer(help_text="The edited message, the new session's last.")
+    message = MessageSerializer(
+        allow_null=True, help_text="The reply in the new session; null without `reply`."
+    )
+    context = ContextSummarySerializer(
+        allow_null=True, help_text="How the reply's history was chosen; null without `reply`."
+    )
+
+
+class RegenerateSerializer(serializers.Serializer):
+    message = MessageSerializer(
+        help_text="The message with its new answer (its `versions` one more); the one it "
+        "replaced is at `GET .../messages/{seq}/versions/`."
     )
     context = ContextSummarySerializer()
 
@@ -140,6 +224,8 @@ def context_summary(context: Context) -> dict:
         "budget": context.budget,
         "messages_included": context.messages_included,
         "messages_dropped": context.messages_dropped,
+        "strategy": context.strategy,
+        "summary": context.summary.as_record() if context.summary else None,
     }
 
 
@@ -160,3 +246,16 @@ def context_preview_body(*, context: Context, model: str) -> dict:
         "last_seq": context.last_seq,
         "encoding": context.encoding,
     }
+
+
+def edit_body(*, session, user_message, reply) -> dict:
+    return {
+        "session": SessionSerializer(session).data,
+        "user_message": MessageSerializer(user_message).data,
+        "message": MessageSerializer(reply.message).data if reply else None,
+        "context": context_summary(reply.context) if reply else None,
+    }
+
+
+def regenerate_body(*, message, context: Context) -> dict:
+    return {"message": MessageSerializer(message).data, "context": context_summary(context)}

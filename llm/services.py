@@ -21,9 +21,9 @@ from accounting.models import CallKind
 from chatengine.events import log_event
 from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
-from conversations import idempotency, selectors, services
+from conversations import branching, idempotency, selectors, services
 from conversations.models import ChatSession, Message
-from llm import titles
+from llm import summaries, titles
 from llm.catalog import for_model
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
@@ -77,13 +77,17 @@ def build_context(
     model: str | None = None,
     max_output_tokens: int | None = None,
     pending: HistoryMessage | tuple[HistoryMessage, ...] | None = None,
+    replacing: int | None = None,
 ) -> Context:
     """What would be sent for `session` now (plus `pending`: messages not stored yet, oldest
     first).
 
+    `replacing`: the seq of the session's last message, whose answer is being regenerated;
+    the history then ends before it (the context that message was answered from).
+
     History is read newest-first in keyset batches and reading stops once the budget is full.
-    The session's `system` messages are always sent: taken from the first batch when it holds
-    the whole history, else read with their own (indexed) query.
+    The session's `system` and pinned messages are always sent: read with the first batch,
+    in the same round trip.
     """
     model = resolve_model(session=session, model=model)
     counter = counter_for_model(model)
@@ -97,15 +101,13 @@ def build_context(
     batch_size = _history_batch_size(session=session, budget=budget)
     if session._state.adding:
         # An unsaved session (a reply that stores nothing, in no conversation): no history.
-        first = selectors.Page(items=[], has_more=False, next_params=None)
+        first = selectors.ContextRows(newest=[], has_more=False, system=[])
     else:
-        first = selectors.list_messages(session=session, limit=batch_size, order="desc")
-    if first.has_more:
-        system_rows = selectors.list_system_messages(session=session)
-    else:
-        # The whole history is in this page, so are its system messages: a query less (the
-        # usual case: a history that fits the window is read in one batch).
-        system_rows = [m for m in reversed(first.items) if m.role == Message.Role.SYSTEM]
+        # One round trip: the first batch and the system and pinned messages (below the
+        # message being regenerated, if any: the context it was answered from).
+        first = selectors.list_context_messages(
+            session=session, limit=batch_size, before=replacing, always_sent=True
+        )
 
     if pending is None:
         pending = ()
@@ -114,25 +116,26 @@ def build_context(
 
     def history() -> Iterator[HistoryMessage]:
         yield from reversed(pending)
-        page = first
+        rows = first
         while True:
-            for row in page.items:
-                yield history_message(row)
-            if not page.has_more:
+            yield from rows.newest
+            if not rows.has_more:
                 return
-            page = selectors.list_messages(
-                session=session, limit=batch_size, before=page.items[-1].seq, order="desc"
+            rows = selectors.list_context_messages(
+                session=session, limit=batch_size, before=rows.newest[-1].seq
             )
 
-    pinned = [history_message(m) for m in system_rows]
+    pinned = first.system
+    summary_options = summaries.builder_options(session=session)
     return select_messages(
         system_prompt=session.system_prompt,
         system_prompt_tokens=counter.count_message(role="system", content=session.system_prompt),
         pinned=pinned,
         history_newest_first=history(),
-        total_messages=session.message_count + len(pending),
+        total_messages=session.message_count + len(pending) - (1 if replacing is not None else 0),
         budget=budget,
         encoding=counter.encoding_name,
+        **summary_options,
     )
 
 
@@ -152,6 +155,8 @@ class PreparedReply:
     # `store: false`; prepared with `user_message=None` and a context built in memory).
     store: bool = True
     options: GenerationOptions | None = None  # temperature, top_p, tools: passed through
+    # A regenerate: the last message, whose current answer the reply replaces (not appended).
+    replaces: Message | None = None
 
     def provider_options(self) -> dict[str, Any]:
         """Keyword arguments of the provider call beyond the messages."""
@@ -201,7 +206,9 @@ def prepare_reply(
         return PreparedReply(
             session=session,
             user_message=stored,
-            context=build_context(session, model=model, max_output_tokens=max_output_tokens),
+            context=_context_for_reply(
+                session, model=model, max_output_tokens=max_output_tokens, counter=counter
+            ),
             model=model,
             max_output_tokens=max_output_tokens,
             metadata=None,
@@ -216,8 +223,8 @@ def prepare_reply(
             content=content,
             token_count=counter.count_message(role=Message.Role.USER, content=content),
         )
-    context = build_context(
-        session, model=model, max_output_tokens=max_output_tokens, pending=pending
+    context = _context_for_reply(
+        session, model=model, max_output_tokens=max_output_tokens, counter=counter, pending=pending
     )
     user_message = None
     if pending is not None:
@@ -250,6 +257,33 @@ def prepare_reply(
         metadata=None if user_message is not None else metadata,
         counter=counter,
         provider=get_provider(),
+    )
+
+
+def _context_for_reply(
+    session: ChatSession,
+    *,
+    model: str,
+    max_output_tokens: int,
+    counter: TokenCounter,
+    pending: HistoryMessage | None = None,
+) -> Context:
+    """build_context, after folding what left the window into the summary (summary strategy,
+    llm/summaries.py); before the user message is stored, so a summarising call holds no
+    transaction and a rejected request stores nothing."""
+    return summaries.context_for_reply(
+        session=session,
+        build=lambda: build_context(
+            session, model=model, max_output_tokens=max_output_tokens, pending=pending
+        ),
+        model=model,
+        counter=counter,
+        provider=get_provider(),
+        input_budget=compute_budget(
+            context_window=context_window_for_model(model),
+            max_output_tokens=max_output_tokens,
+            safety_margin=settings.LLM_CONTEXT_SAFETY_MARGIN,
+        ),
     )
 
 
@@ -332,7 +366,8 @@ def store_reply(
     tool_calls: tuple[ToolCall, ...] = (),
 ) -> Message:
     """Append the assistant message with what went into it, and account for its usage, in one
-    transaction: the usage totals always equal the stored replies' usage.
+    transaction: the usage totals always equal the stored replies' usage. For a regenerate,
+    store it as the new answer of the message it replaces, and account for it the same.
 
     With `prepared.store` false, the same message unsaved (no id, no seq): nothing is written
     but its usage, on the user alone (the tokens were spent all the same).
@@ -356,6 +391,22 @@ def store_reply(
         fields["metadata"] = fields["metadata"] or {}
         accounting.record_usage(session_id=None, **account)
         return Message(session=prepared.session, **fields)
+    if prepared.replaces is not None:
+        answer = {name: value for name, value in fields.items() if name != "role"}
+        answer["metadata"] = answer["metadata"] or {}
+        # replace_answer commits the answer (current, or kept as an earlier version with a
+        # Conflict after the commit), so its usage is recorded just after, not in its transaction.
+        try:
+            message = branching.replace_answer(
+                session=prepared.session, seq=prepared.replaces.seq, answer=answer
+            )
+        except Conflict:
+            accounting.record_usage(
+                session_id=prepared.session.pk, message_id=prepared.replaces.pk, **account
+            )
+            raise
+        accounting.record_usage(session_id=prepared.session.pk, message_id=message.pk, **account)
+        return message
     with transaction.atomic():
         message = services.append_message(session=prepared.session, **fields)
         accounting.record_usage(
@@ -455,6 +506,9 @@ class _StreamState:
         self.model = prepared.model
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
+        # Set once finish() starts storing: an error it raises (a Conflict) must not make
+        # interrupt() store the same text a second time.
+        self.stored = False
 
     def take(self, chunk) -> str:
         if chunk.model:
@@ -468,6 +522,7 @@ class _StreamState:
         return chunk.delta
 
     def finish(self) -> Message:
+        self.stored = True
         latency_ms = _elapsed_ms(self.started)
         finish_reason = self.finish_reason or "stop"
         _log_response(
@@ -499,8 +554,10 @@ class _StreamState:
                 finish_reason=INTERRUPTED,
                 latency_ms=latency_ms,
             )
-        if not self.parts:
-            return None  # nothing arrived: an empty assistant message would only add noise
+        if not self.parts or self.stored:
+            # Nothing arrived (an empty assistant message would only add noise), or finish()
+            # already stored it (or refused to).
+            return None
         return store_reply(
             self.prepared,
             text="".join(self.parts),
@@ -553,6 +610,7 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
             async for chunk in chunks:
                 if state.take(chunk):
                     yield Delta(chunk.delta)
+        message = await sync_to_async(state.finish)()
     except ApplicationError as exc:
         stored = await asyncio.shield(sync_to_async(state.interrupt)(exc))
         yield Failed(error=exc, message=stored)
@@ -560,6 +618,5 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
     except (asyncio.CancelledError, GeneratorExit):
         await asyncio.shield(sync_to_async(state.interrupt)(None))
         raise
-    message = await sync_to_async(state.finish)()
     yield Completed(message)
     await sync_to_async(_give_title)(prepared)  # after the client has the whole reply

@@ -74,6 +74,28 @@ class HistoryMessage:
 
 
 @dataclass(frozen=True)
+class SummaryNote:
+    """A stored rolling summary as the builder sees it: it stands for messages 1..covers_to_seq.
+
+    `token_count` is the tokens of the system message that carries it (see
+    llm.context.summary_message).
+    """
+
+    id: int
+    covers_to_seq: int
+    text: str
+    token_count: int
+
+    def as_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "covers_from_seq": 1,
+            "covers_to_seq": self.covers_to_seq,
+            "tokens": self.token_count,
+        }
+
+
+@dataclass(frozen=True)
 class Context:
     """What one reply sends: the messages in chronological order and how they were chosen."""
 
@@ -87,6 +109,11 @@ class Context:
     encoding: str
     # seqs of the history messages sent; None stands for the not-yet-stored new message.
     seqs: tuple[int | None, ...] = field(default=(), repr=False)
+    strategy: str = "window"
+    summary: SummaryNote | None = None  # the summary sent in place of messages 1..N
+    # The newest seq left out of the window and not covered by `summary`: what a summary
+    # strategy folds next. None: nothing is left out beyond the summary.
+    evicted_to_seq: int | None = None
 
     def with_pending_seq(self, seq: int) -> "Context":
         """The same context once the new message was stored and got its seq."""
@@ -109,6 +136,8 @@ class Context:
             "tokens": self.tokens,
             "budget": self.budget,
             "encoding": self.encoding,
+            "strategy": self.strategy,
+            "summary": self.summary.as_record() if self.summary else None,
         }
 
 

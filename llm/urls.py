@@ -10,6 +10,21 @@ urlpatterns = [
         name="session-reply-stream",
     ),
     path(
+        "sessions/<str:session_id>/messages/<int:seq>/regenerate/",
+        views.RegenerateView.as_view(),
+        name="message-regenerate",
+    ),
+    path(
+        "sessions/<str:session_id>/messages/<int:seq>/regenerate/stream/",
+        views.RegenerateStreamView.as_view(),
+        name="message-regenerate-stream",
+    ),
+    path(
+        "sessions/<str:session_id>/messages/<int:seq>/edit/",
+        views.EditView.as_view(),
+        name="message-edit",
+    ),
+    path(
         "sessions/<str:session_id>/context/",
         views.ContextPreviewView.as_view(),
         name="session-context",

@@ -41,11 +41,13 @@ class Message(models.Model):
     token_count = models.PositiveIntegerField(default=0)
     tool_calls = models.JSONField(null=True, blank=True)
     tool_call_id = models.CharField(max_length=128, blank=True, default="")
+    pinned = models.BooleanField(default=False)
     model = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     usage = models.JSONField(null=True, blank=True)
     finish_reason = models.CharField(max_length=32, null=True, blank=True)  # noqa: DJ001
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     context = models.JSONField(null=True, blank=True)
+    versions = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

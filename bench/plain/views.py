@@ -22,8 +22,8 @@ from llm.tokens import counter_for_model
 DEFAULT_MODEL = "gpt-4o-mini"
 MESSAGE_FIELDS = [
     "id", "session", "seq", "role", "content", "name", "metadata", "token_count",
-    "tool_calls", "tool_call_id", "model", "usage", "finish_reason", "latency_ms",
-    "context", "created_at",
+    "tool_calls", "tool_call_id", "pinned", "model", "usage", "finish_reason", "latency_ms",
+    "context", "versions", "created_at",
 ]  # fmt: skip
 
 

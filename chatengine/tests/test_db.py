@@ -1,10 +1,14 @@
-"""fetch_instance returns what the ORM's .get() returns, on SQLite and on PostgreSQL."""
+"""fetch_instance returns what the ORM's .get() returns, and fetch_values what .values_list()
+returns, on SQLite and on PostgreSQL."""
 
 import uuid
 
 import pytest
+from django.db import connection
+from django.db.models import Q
+from django.test.utils import CaptureQueriesContext
 
-from chatengine.db import fetch_instance, fetch_instances
+from chatengine.db import Read, fetch_instance, fetch_instances, fetch_values
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory
 
@@ -95,3 +99,68 @@ def test_lookups_descending_order_and_limit_match_the_orm():
             Message, where=("session_id", lookup), params=[session.pk, bound], order_by=("seq",)
         )
         assert [m.seq for m in rows] == seqs
+
+
+COLUMNS = ("seq", "role", "content", "tool_calls", "token_count")
+
+
+def test_values_equal_the_orms_values_list_with_json_decoded():
+    session = ChatSessionFactory()
+    calls = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    MessageFactory(session=session, role="assistant", content="", tool_calls=calls)
+    MessageFactory(session=session, content="é")
+    (got,) = fetch_values(
+        Message,
+        columns=COLUMNS,
+        reads=[Read(where=("session_id",), params=[session.pk], order_by=("seq",))],
+    )
+    expected = Message.objects.filter(session=session).order_by("seq").values_list(*COLUMNS)
+    assert got == list(expected)
+    assert got[0][3] == calls
+
+
+def test_several_reads_come_back_each_in_its_own_order_in_one_query():
+    session = ChatSessionFactory()
+    for role in ("system", "user", "system", "assistant", "user", "assistant"):
+        MessageFactory(session=session, role=role)
+    MessageFactory(role="system")  # another session's
+    newest = Read(where=("session_id",), params=[session.pk], order_by=("-seq",), limit=3)
+    system = Read(where=("session_id", "role"), params=[session.pk, "system"], order_by=("seq",))
+    older = Read(
+        where=("session_id", "seq__lt"), params=[session.pk, 3], order_by=("-seq",), limit=5
+    )
+    with CaptureQueriesContext(connection) as queries:
+        got = fetch_values(Message, columns=("seq", "role"), reads=[newest, system, older])
+    assert len(queries.captured_queries) == 1
+    assert got == [
+        [(6, "assistant"), (5, "user"), (4, "assistant")],
+        [(1, "system"), (3, "system")],
+        [(2, "user"), (1, "system")],
+    ]
+
+
+def test_a_tuple_in_where_is_one_condition_any_of_whose_entries_may_hold():
+    session = ChatSessionFactory()
+    MessageFactory(session=session, role="system")
+    MessageFactory(session=session, role="user")
+    MessageFactory(session=session, role="user", pinned=True)
+    MessageFactory(session=session, role="assistant")
+    MessageFactory(role="system", pinned=True)  # another session's: the AND still holds
+    (got,) = fetch_values(
+        Message,
+        columns=("seq", "role"),
+        reads=[
+            Read(
+                where=("session_id", ("role", "pinned")),
+                params=[session.pk, "system", True],
+                order_by=("seq",),
+            )
+        ],
+    )
+    expected = (
+        Message.objects.filter(session=session)
+        .filter(Q(role="system") | Q(pinned=True))
+        .order_by("seq")
+        .values_list("seq", "role")
+    )
+    assert got == list(expected) == [(1, "system"), (3, "user")]

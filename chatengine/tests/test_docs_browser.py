@@ -13,6 +13,8 @@ import pytest
 from django.conf import settings
 from drf_spectacular.generators import SchemaGenerator
 
+from conversations.tests.test_admin_browser import LAUNCH_ARGS
+
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(settings.BASE_DIR) / "test-artifacts"
 
@@ -38,16 +40,7 @@ def browser_page(live_server):
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-            ],
+            executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS
         )
         page = browser.new_page(viewport={"width": 1280, "height": 2000})
         page.traffic = {"requests": [], "failed": [], "errors": []}

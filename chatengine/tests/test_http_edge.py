@@ -59,7 +59,8 @@ def api_routes(patterns=None, prefix: str = "") -> list[tuple[str, str]]:
 
 
 def sample_path(route: str) -> str:
-    return "/" + re.sub(r"<(?:\w+:)?\w+>", "x", route)
+    # An `int` part (a message's seq) takes a number, any other part "x".
+    return "/" + re.sub(r"<(?:\w+:)?\w+>", "x", re.sub(r"<int:\w+>", "1", route))
 
 
 class TestEitherSpelling:

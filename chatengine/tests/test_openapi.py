@@ -86,10 +86,13 @@ def test_every_error_response_is_the_envelope_with_a_matching_example(schema):
 
 REPLY = "/api/v1/sessions/{session_id}/reply/"
 REPLY_STREAM = "/api/v1/sessions/{session_id}/reply/stream/"
+REGENERATE = "/api/v1/sessions/{session_id}/messages/{seq}/regenerate/"
+REGENERATE_STREAM = "/api/v1/sessions/{session_id}/messages/{seq}/regenerate/stream/"
 CONTEXT = "/api/v1/sessions/{session_id}/context/"
 HEALTH = {"/healthz", "/readyz", "/metrics"}
-# Each answers its one format (/reply/, /reply/stream/) or the body's `stream` picks it (/v1/responses).
-ONE_FORMAT = {REPLY, REPLY_STREAM, "/v1/responses"}
+# Each answers its one format (/reply/, /reply/stream/, /regenerate/ and its stream) or the
+# body's `stream` picks it (/v1/responses).
+ONE_FORMAT = {REPLY, REPLY_STREAM, REGENERATE, REGENERATE_STREAM, "/v1/responses"}
 
 
 def test_operations_document_the_errors_their_configuration_implies(schema):
@@ -115,7 +118,7 @@ def test_operations_document_the_errors_their_configuration_implies(schema):
     messages = schema["paths"]["/api/v1/sessions/{session_id}/messages/"]
     assert "409" in messages["post"]["responses"]  # archived session
     assert "400" in messages["get"]["responses"]  # bad limit / after / before / order
-    for path in (REPLY, REPLY_STREAM):
+    for path in (REPLY, REPLY_STREAM, REGENERATE, REGENERATE_STREAM):
         reply = schema["paths"][path]["post"]["responses"]
         assert {"409", "422", "429", "502", "504"} <= set(reply), path
     assert {"400", "422"} <= set(schema["paths"][CONTEXT]["get"]["responses"])
@@ -364,3 +367,26 @@ def test_the_headers_clients_rely_on_are_declared_on_the_responses_that_carry_th
     reply = schema["paths"][REPLY]["post"]["responses"]
     assert reply["201"]["headers"]["Idempotent-Replayed"]["schema"]["enum"] == ["true"]
     assert "Retry-After" in reply["409"]["headers"]  # a key still in progress
+
+
+def test_the_branching_endpoints_and_fields_are_documented(schema):
+    sessions = "/api/v1/sessions/{session_id}"
+    documented = {
+        (f"{sessions}/fork/", "post"): "201",
+        (f"{sessions}/forks/", "get"): "200",
+        (f"{sessions}/messages/{{seq}}/versions/", "get"): "200",
+        (f"{sessions}/messages/{{seq}}/edit/", "post"): "201",
+        (REGENERATE, "post"): "201",
+        (REGENERATE_STREAM, "post"): "201",
+    }
+    for (path, method), success in documented.items():
+        operation = schema["paths"][path][method]
+        assert success in operation["responses"], path
+        assert {"404", "409"} <= set(operation["responses"]) or method == "get", path
+        assert "seq" in {p["name"] for p in operation.get("parameters", [])} or "seq" not in path
+    streamed = schema["paths"][REGENERATE_STREAM]["post"]["responses"]["201"]["content"]
+    assert set(streamed) == {"text/event-stream"}
+    components = schema["components"]["schemas"]
+    assert "versions" in components["Message"]["properties"]
+    assert {"forked_from", "forked_at_seq"} <= set(components["Session"]["properties"])
+    assert components["ForkInput"]["required"] == ["at_seq"]

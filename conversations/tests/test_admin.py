@@ -552,3 +552,37 @@ def test_unfiltered_message_list_uses_the_row_estimate_not_count_on_a_big_table(
     assert not any("COUNT(*)" in sql for sql in sqls)
     assert filtered.context["cl"].result_count == 15
     assert any("COUNT(*)" in sql for sql in filtered_sqls)
+
+
+# --- Branching: forks and versions ----------------------------------------------------------
+def test_a_fork_links_to_its_parent_and_the_parent_lists_its_forks(admin_client):
+    from conversations import branching
+
+    parent = ChatSessionFactory(title="The parent")
+    services.append_message(session=parent, role="user", content="hi", token_count=1)
+    fork = branching.fork_session(session=parent, at_seq=1, title="The fork")
+
+    shown = admin_client.get(change_url(fork)).content.decode()
+    assert f'<a href="{change_url(parent)}">The parent</a>, after its message #1' in shown
+    listed = admin_client.get(change_url(parent)).content.decode()
+    assert f'<a href="{change_url(fork)}">The fork</a> (at #1)' in listed
+
+
+def test_a_regenerated_message_says_how_often_and_shows_its_earlier_versions(admin_client):
+    from conversations import branching
+
+    session = ChatSessionFactory()
+    services.append_message(session=session, role="user", content="hi", token_count=1)
+    services.append_message(session=session, role="assistant", content="first", token_count=1)
+    for text in ("second", "third"):
+        branching.replace_answer(session=session, seq=2, answer={"content": text, "token_count": 1})
+    message = Message.objects.get(session=session, seq=2)
+
+    transcript = admin_client.get(change_url(session)).content.decode()
+    assert "regenerated 2 times" in transcript
+    detail = admin_client.get(
+        reverse("admin:conversations_message_change", args=[message.pk])
+    ).content.decode()
+    assert "regenerated 2 times" in detail
+    assert detail.index(">first<") < detail.index(">second<")
+    assert ">third<" in detail  # the current content, in its own field

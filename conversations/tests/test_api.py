@@ -65,6 +65,9 @@ SESSION_FIELDS = {
     "model",
     "metadata",
     "archived",
+    "context_strategy",
+    "forked_from",
+    "forked_at_seq",
     "message_count",
     "total_tokens",
     "last_message_at",
@@ -233,6 +236,7 @@ MESSAGE_FIELDS = {
     "finish_reason",
     "latency_ms",
     "context",
+    "versions",
     "created_at",
 }
 

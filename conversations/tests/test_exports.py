@@ -108,3 +108,17 @@ def test_hostile_content_ids_and_model_names_stay_in_their_code(settings):
     assert "gpt`x # forged" in codes
     assert "``c`1 # forged" in codes
     assert "- user: a\\_b\\*c" in markdown
+
+
+@pytest.mark.django_db
+def test_the_markdown_export_shows_where_a_fork_began_and_how_often_an_answer_was_regenerated():
+    from conversations import branching
+
+    parent = ChatSessionFactory()
+    services.append_message(session=parent, role="user", content="hi", token_count=1)
+    services.append_message(session=parent, role="assistant", content="a", token_count=1)
+    branching.replace_answer(session=parent, seq=2, answer={"content": "b", "token_count": 1})
+    fork = branching.fork_session(session=parent, at_seq=1)
+
+    assert "_regenerated 1 time_" in export(parent)
+    assert f"- forked from: `{parent.pk}`, after its message #1\n" in export(fork)

@@ -113,3 +113,26 @@ def test_the_representation_is_the_field_lists_keys_in_order():
     message.created_at = timezone.now()
     assert list(message_representation(message)) == fields.api_names()
     assert json.loads(encode_message(message)).keys() == set(fields.api_names())
+
+
+def test_a_sessions_export_keys_are_its_api_fields_plus_owner_and_last_seq():
+    # The JSON Lines format (docs/commands.md) in its order: a file written before keeps importing.
+    assert fields.session_export_names() == (
+        "id",
+        "user",
+        "title",
+        "system_prompt",
+        "model",
+        "metadata",
+        "archived",
+        "context_strategy",
+        "forked_from",
+        "forked_at_seq",
+        "message_count",
+        "total_tokens",
+        "last_message_at",
+        "last_seq",
+        "created_at",
+        "updated_at",
+    )
+    assert fields.session_export_names() == transfer.SESSION_FIELDS

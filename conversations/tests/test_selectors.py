@@ -6,6 +6,7 @@ from django.test.utils import CaptureQueriesContext
 
 from chatengine.exceptions import NotFound, ValidationFailed
 from conversations import selectors
+from conversations.models import Message
 from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
 
 
@@ -128,3 +129,59 @@ class TestListSessions:
     def test_a_forged_cursor_is_a_validation_error(self):
         with pytest.raises(ValidationFailed):
             selectors.list_sessions(user=UserFactory(), limit=10, cursor="bm90IGEgY3Vyc29y")
+
+
+@pytest.mark.django_db
+class TestListContextMessages:
+    CALLS = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+
+    @pytest.fixture
+    def session(self):
+        session = ChatSessionFactory()
+        MessageFactory(session=session, role="system", content="rules")
+        for _ in range(3):
+            MessageFactory(session=session)
+        MessageFactory(session=session, role="assistant", content="", tool_calls=self.CALLS)
+        MessageFactory(session=session, role="tool", content="42", tool_call_id="c1")
+        MessageFactory(session=session, role="user", content="hi", name="ann")
+        MessageFactory(role="system")  # another session's
+        return session
+
+    def expected(self, session, seqs):
+        # The adapter the builder used on Message instances: the same values, field by field.
+        from llm.services import history_message
+
+        rows = Message.objects.filter(session=session, seq__in=seqs).order_by("-seq")
+        return [history_message(m) for m in rows]
+
+    def test_rows_are_the_stored_messages_as_the_context_builder_takes_them(self, session):
+        rows = selectors.list_context_messages(session=session, limit=4)
+        assert rows.newest == self.expected(session, [4, 5, 6, 7])
+        assert rows.newest[2].tool_calls[0].name == "f"
+        assert rows.newest[1].tool_call_id == "c1"
+        assert rows.newest[0].name == "ann"
+        assert rows.has_more is True
+        assert rows.system == self.expected(session, [1])
+
+    def test_older_batches_continue_below_a_seq_without_the_system_messages(self, session):
+        rows = selectors.list_context_messages(session=session, limit=2, before=4)
+        assert [m.seq for m in rows.newest] == [3, 2]
+        assert rows.has_more is True
+        assert rows.system == []
+        last = selectors.list_context_messages(session=session, limit=3, before=2)
+        assert [m.seq for m in last.newest] == [1]
+        assert last.has_more is False
+
+    def test_a_batch_that_holds_the_whole_history_has_no_more(self, session):
+        rows = selectors.list_context_messages(session=session, limit=7)
+        assert [m.seq for m in rows.newest] == [7, 6, 5, 4, 3, 2, 1]
+        assert rows.has_more is False
+        assert [m.seq for m in rows.system] == [1]
+
+    def test_the_first_batch_brings_the_pinned_messages_with_the_system_ones(self, session):
+        Message.objects.filter(session=session, seq__in=[2, 6]).update(pinned=True)
+        with CaptureQueriesContext(connection) as queries:
+            rows = selectors.list_context_messages(session=session, limit=2)
+        assert len(queries.captured_queries) == 1
+        assert [m.seq for m in rows.newest] == [7, 6]
+        assert rows.system == self.expected(session, [6, 2, 1])[::-1]

@@ -152,7 +152,9 @@ class TestDeleteMessage:
         services.delete_message(message=Message.objects.get(session=session, seq=2))
 
         session.refresh_from_db()
-        assert list(Message.objects.filter(session=session).values_list("seq", flat=True)) == [
+        assert list(
+            Message.objects.filter(session=session).order_by("seq").values_list("seq", flat=True)
+        ) == [
             1,
             3,
         ]

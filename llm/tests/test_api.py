@@ -7,10 +7,11 @@ import pytest
 from accounts.tests.factories import api_key_for
 from chatengine.request_id import get_request_id
 from conversations.models import Message
+from conversations.serializers import UserMessageInputSerializer
 from conversations.tests.factories import ChatSessionFactory, MessageFactory, UserFactory
 from conversations.tests.test_api import assert_error
 from llm.providers.openai import CREDENTIALS_REJECTED
-from llm.serializers import STREAM_MOVED
+from llm.serializers import STREAM_MOVED, ReplyInputSerializer, ReplyStreamInputSerializer
 
 
 def reply_url(session_id) -> str:
@@ -66,7 +67,15 @@ class TestReply:
             "total_tokens",
         }
         assert body["message"]["context"]["last_seq"] == 1
-        assert set(body["context"]) == {"tokens", "budget", "messages_included", "messages_dropped"}
+        assert set(body["context"]) == {
+            "tokens",
+            "budget",
+            "messages_included",
+            "messages_dropped",
+            "strategy",
+            "summary",
+        }
+        assert (body["context"]["strategy"], body["context"]["summary"]) == ("window", None)
         assert roles(session) == ["user", "assistant"]
 
     def test_without_content_it_replies_to_the_history(self, auth_client, user, fake_openai):
@@ -492,3 +501,18 @@ def test_under_uvicorn_a_client_hanging_up_mid_stream_leaves_an_interrupted_repl
     assert stored.finish_reason == "interrupted"
     assert fake_openai.reply_text.startswith(stored.content)
     assert stored.content != fake_openai.reply_text
+
+
+@pytest.mark.parametrize("name", ["content", "metadata"])
+@pytest.mark.parametrize("serializer", [ReplyInputSerializer, ReplyStreamInputSerializer])
+def test_a_replys_content_and_metadata_are_the_user_message_inputs_fields(serializer, name):
+    # One definition of content's length and metadata's limits: the reply's copies differ from
+    # the user message's only in being optional (and in their description).
+    def rules(field):
+        return type(field), {
+            k: v for k, v in field._kwargs.items() if k not in ("required", "help_text")
+        }
+
+    reply_field = serializer().fields[name]
+    assert reply_field.required is False
+    assert rules(reply_field) == rules(UserMessageInputSerializer().fields[name])

@@ -187,6 +187,8 @@ def test_the_readme_worked_example_holds():
         "tokens": 7133,
         "budget": 7136,
         "encoding": "cl100k_base",
+        "strategy": "window",
+        "summary": None,
     }
     with pytest.raises(ContextOverflow) as err:
         select_messages(

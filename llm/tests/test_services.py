@@ -7,10 +7,11 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from chatengine.exceptions import Conflict, ContextOverflow, LLMUpstreamError
-from conversations import idempotency
+from conversations import idempotency, selectors
 from conversations import services as conversation_services
 from conversations.idempotency import Checkpoint
 from conversations.models import ChatSession, IdempotencyKey, Message
+from conversations.tests.cache_events import events
 from conversations.tests.factories import ChatSessionFactory, MessageFactory
 from llm import services
 from llm.tokens import counter_for_model
@@ -103,6 +104,8 @@ class TestReply:
             "tokens": result.context.tokens,
             "budget": result.context.budget,
             "encoding": "cl100k_base",
+            "strategy": "window",
+            "summary": None,
         }
         assert user.model is None
         assert user.usage is None
@@ -221,11 +224,25 @@ class TestReadShape:
         assert context.seqs == (1, 4, 5, 6)
         assert context.messages[0].role == "system"
 
-    def test_a_system_message_older_than_the_first_batch_is_still_sent(self, settings):
+    @pytest.mark.redis
+    def test_the_context_is_read_in_one_query_and_never_from_the_history_cache(self, settings):
+        settings.CHATENGINE_CACHE_ENABLED = True
+        session = ChatSessionFactory(system_prompt="")
+        seed(session, 30)
+        selectors.list_messages(session=session, limit=50, order="desc")  # a warm tail
+        events.reset()
+        context, queries = self._history_queries(session, budget=3 + 10 * 20)
+        assert events() == {"hit": 0, "miss": 0, "error": 0, "rebuild": 0}
+        assert len(queries) == 1
+        assert context.seqs == tuple(range(11, 31))
+
+    def test_a_system_message_older_than_the_first_batch_is_still_sent_in_the_same_query(
+        self, settings
+    ):
         settings.CHATENGINE_CACHE_ENABLED = False
         session = self._with_system_message_at(1, count=200)
         context, queries = self._history_queries(session, budget=3 + 10 * 4)
-        assert len(queries) == 2  # the batch, then the system messages' own query
+        assert len(queries) == 1  # the batch and the system messages in one round trip
         assert context.seqs == (1, 198, 199, 200)
 
 

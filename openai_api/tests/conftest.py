@@ -6,20 +6,17 @@ kind (gunicorn = WSGI, uvicorn = ASGI; the echo provider or the fake OpenAI serv
 server only reads the database: every test makes its own user, token and rows.
 """
 
-import subprocess
-import urllib.request
-
 import openai
 import pytest
 
 from llm.tests.fake_openai import FakeOpenAI
 from tests.reliability.conftest import (
-    BASE_DIR,
     PYTHON,
     child_env,
     closed_port,
     pg_url_for_subprocess,
-    wait_until,
+    start_server,
+    stop_server,
 )
 
 
@@ -41,31 +38,7 @@ def _serve(kind: str, env: dict[str, str]):
     else:
         command = [PYTHON, "-m", "gunicorn", "chatengine.wsgi:application", "-w", "2"]
         command += ["-b", f"127.0.0.1:{port}", "--log-level", "warning"]
-    proc = subprocess.Popen(
-        command, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited: {proc.stdout.read()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    wait_until(up, timeout=60, what=f"the {kind} server to answer /healthz")
-    return proc, base
-
-
-def _stop(proc) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    return start_server(command, port=port, env=env, what=f"the {kind} server")
 
 
 def _server_env(**extra: str) -> dict[str, str]:
@@ -105,7 +78,7 @@ def echo_server(django_db_setup, django_db_blocker):
         env = _server_env(LLM_PROVIDER="echo")
     proc, base = _serve("wsgi", env)
     yield base
-    _stop(proc)
+    stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +88,7 @@ def fake_server(django_db_setup, django_db_blocker, module_fake_llm):
         env = _server_env(**_llm_env(module_fake_llm))
     proc, base = _serve("wsgi", env)
     yield base
-    _stop(proc)
+    stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +98,7 @@ def asgi_fake_server(django_db_setup, django_db_blocker, module_fake_llm):
         env = _server_env(**_llm_env(module_fake_llm))
     proc, base = _serve("asgi", env)
     yield base
-    _stop(proc)
+    stop_server(proc)
 
 
 def sdk(base: str, token: str, **options) -> openai.OpenAI:

@@ -5,10 +5,12 @@ and apps swapped in, over the same tables (its models are unmanaged views of the
 """
 
 import contextlib
+import sys
 
 import pytest
 from django.apps import apps as django_apps
 from django.conf import settings
+from django.contrib import admin
 from django.db import connection
 from django.test import override_settings
 from rest_framework.test import APIClient
@@ -52,16 +54,31 @@ def plain_peer(user):
 def _installed(apps: list[str]):
     """INSTALLED_APPS = apps, the setting first and the app registry after it.
 
-    override_settings(INSTALLED_APPS=...) fills the registry before it swaps the setting in, so
-    DRF's authtoken models, which chatengine does not install, would be imported while the
-    setting still lacks them and come out abstract (they check INSTALLED_APPS at import).
+    DRF's authtoken models, which chatengine does not install, check INSTALLED_APPS when they
+    are imported and come out abstract if it lacks them. override_settings(INSTALLED_APPS=...)
+    fills the registry before it swaps the setting in, and other code of the suite may have
+    imported them already (DRF's TokenAuthentication does, lazily): so the setting goes in
+    first, and abstract leftovers are dropped to be imported again.
     """
     settings.INSTALLED_APPS = apps  # on override_settings' holder: dropped when it exits
-    django_apps.set_installed_apps(apps)
+    models = sys.modules.get("rest_framework.authtoken.models")
+    if models is not None and models.Token._meta.abstract:
+        for name in ("rest_framework.authtoken.admin", "rest_framework.authtoken.models"):
+            sys.modules.pop(name, None)
+    # Installing the apps runs the admin's autodiscovery, which registers authtoken's admin on
+    # the one AdminSite; the rest of the suite must not find it there afterwards.
+    registered = dict(admin.site._registry)
+    try:
+        django_apps.set_installed_apps(apps)
+    except Exception:
+        django_apps.unset_installed_apps()
+        raise
     try:
         yield
     finally:
         django_apps.unset_installed_apps()
+        admin.site._registry.clear()
+        admin.site._registry.update(registered)
 
 
 def _session_with_history(user, count: int) -> ChatSession:

@@ -138,24 +138,22 @@ def live_server_process(request):
         DB_CONN_MAX_AGE="60",
         **extra,
     )
+    command = [PYTHON, "-m", "gunicorn", "chatengine.wsgi:application", "-w", workers]
+    command += ["-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+    proc, base = start_server(command, port=port, env=env, what="gunicorn")
+    try:
+        yield base, app_name
+    finally:
+        stop_server(proc)
+
+
+def start_server(
+    command: list[str], *, port: int, env: dict[str, str], what: str
+) -> tuple[subprocess.Popen, str]:
+    """Run a chatengine server (`command`, listening on `port`) and wait until it answers
+    /healthz. Returns the process and its base URL; stop it with stop_server."""
     proc = subprocess.Popen(
-        [
-            PYTHON,
-            "-m",
-            "gunicorn",
-            "chatengine.wsgi:application",
-            "-w",
-            workers,
-            "-b",
-            f"127.0.0.1:{port}",
-            "--log-level",
-            "warning",
-        ],
-        cwd=BASE_DIR,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        command, cwd=BASE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     base = f"http://127.0.0.1:{port}"
 
@@ -169,12 +167,17 @@ def live_server_process(request):
             return False
 
     try:
-        wait_until(up, timeout=60, what="gunicorn to answer /healthz")
-        yield base, app_name
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        wait_until(up, timeout=60, what=f"{what} to answer /healthz")
+    except BaseException:
+        stop_server(proc)
+        raise
+    return proc, base
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -1,6 +1,7 @@
 """Idempotency-Key: a retry returns the original result, never a second message."""
 
 import threading
+from contextlib import contextmanager
 from datetime import timedelta
 
 import pytest
@@ -400,33 +401,39 @@ def _fingerprint(path, body):
     return request_fingerprint(method="POST", path=path, body=body)
 
 
+@contextmanager
+def keyed_operation_running(client, session, body):
+    """Send a POST with the key "r" that blocks inside the slow view; yield once it is inside
+    (a dict that holds its response afterwards); let it finish on leaving."""
+    urls_slow_operation.GATE.clear()
+    urls_slow_operation.ENTERED.clear()
+    responses = {}
+
+    def first(_):
+        responses["first"] = post(client, session, body, key="r", url=slow_url(session))
+
+    threads, errors = _in_threads(1, first)
+    threads[0].start()
+    try:
+        assert urls_slow_operation.ENTERED.wait(timeout=30)
+        yield responses
+    finally:
+        urls_slow_operation.GATE.set()
+        threads[0].join(timeout=30)
+    assert errors == []
+
+
 @pytest.mark.urls(SLOW_URLS)
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_duplicate_of_a_running_operation_is_told_it_is_in_progress(user):
     session = ChatSessionFactory(user=user)
     client = client_for(user)
-    urls_slow_operation.GATE.clear()
-    urls_slow_operation.ENTERED.clear()
-    responses = {}
-
-    def first(_):
-        responses["first"] = post(
-            client, session, {"content": "hi"}, key="r", url=slow_url(session)
-        )
-
-    threads, errors = _in_threads(1, first)
-    threads[0].start()
-    try:
-        assert urls_slow_operation.ENTERED.wait(timeout=30)
+    with keyed_operation_running(client, session, {"content": "hi"}) as responses:
         duplicate = post(client, session, {"content": "hi"}, key="r", url=slow_url(session))
         error = envelope(duplicate, 409, "conflict")
         assert "in progress" in error["message"]
         assert duplicate["Retry-After"] == "1"
-    finally:
-        urls_slow_operation.GATE.set()
-        threads[0].join(timeout=30)
-    assert errors == []
     assert responses["first"].status_code == 201
     retry = post(client, session, {"content": "hi"}, key="r", url=slow_url(session))
     assert retry["Idempotent-Replayed"] == "true"
@@ -440,24 +447,8 @@ def test_a_session_deleted_while_its_keyed_operation_runs_takes_the_key_with_it(
     """The delete does not wait for the operation; its response is never stored for a retry."""
     session = ChatSessionFactory(user=user)
     client = client_for(user)
-    urls_slow_operation.GATE.clear()
-    urls_slow_operation.ENTERED.clear()
-    responses = {}
-
-    def first(_):
-        responses["first"] = post(
-            client, session, {"content": "secret"}, key="r", url=slow_url(session)
-        )
-
-    threads, errors = _in_threads(1, first)
-    threads[0].start()
-    try:
-        assert urls_slow_operation.ENTERED.wait(timeout=30)
+    with keyed_operation_running(client, session, {"content": "secret"}) as responses:
         assert client.delete(session_url(session)).status_code == 204
-    finally:
-        urls_slow_operation.GATE.set()
-        threads[0].join(timeout=30)
-    assert errors == []
     assert responses["first"].status_code == 201  # it had finished its work
     assert not IdempotencyKey.objects.exists()
     retry = post(client, session, {"content": "secret"}, key="r", url=slow_url(session))

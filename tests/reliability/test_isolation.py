@@ -31,6 +31,9 @@ SECRET = "A-SECRET-7c1e93"  # in every text field of A's data; fixed so test ids
 ID_SOURCES = {
     "session_id": lambda owned: owned.session.pk,
     "message_id": lambda owned: owned.message.pk,
+    # A position in the owner's session: A's is past B's last message, so B's session with A's
+    # seq is a 404 too (the same seq in B's own session would be B's message).
+    "seq": lambda owned: owned.message.seq,
     "token_id": lambda owned: owned.token.pk,
     # The OpenAI-compatible facade (/v1/): the same rows under OpenAI's ids.
     "conversation_id": lambda owned: openai_ids.conversation_id(owned.session.pk),
@@ -48,7 +51,15 @@ VIEW_BODIES = {
     "ReplyView": {"post": {"content": "isolation probe"}},
     "ConversationDetailView": {"post": {"metadata": {"k": "isolation probe"}}},
     "ItemListCreateView": {"post": {"items": [{"role": "user", "content": "isolation probe"}]}},
+    "ForkView": {"post": {"at_seq": 1}},
+    "EditView": {"post": {"content": "isolation probe"}},
+    "RegenerateView": {"post": {}},
+    "RegenerateStreamView": {"post": {}},
+    "MessageDetailView": {"patch": {"pinned": True}},
 }
+# The owner's probe message is the last assistant answer (what a regenerate takes): an edit of
+# it is refused for its role, once the session and the seq were found.
+OWNER_STATUS = {"EditView": 409}
 _PLACEHOLDER = re.compile(r"<(?:(?P<converter>\w+):)?(?P<name>\w+)>")
 
 
@@ -137,17 +148,18 @@ class Owned:
     asked: Message  # the message `message` replied to (a /v1/ response is named after it)
 
 
-def owned_data(user, marker: str) -> Owned:
+def owned_data(user, marker: str, *, exchanges: int = 1) -> Owned:
     session = ChatSessionFactory(
         user=user, title=f"{marker} title", system_prompt=f"{marker} prompt", metadata={"k": marker}
     )
-    asked = MessageFactory(session=session, content=f"{marker} first")
-    message = MessageFactory(
-        session=session,
-        content=f"{marker} second",
-        role="assistant",
-        context={"first_seq": asked.seq, "last_seq": asked.seq, "tokens": 10},
-    )
+    for _ in range(exchanges):
+        asked = MessageFactory(session=session, content=f"{marker} first")
+        message = MessageFactory(
+            session=session,
+            content=f"{marker} second",
+            role="assistant",
+            context={"first_seq": asked.seq, "last_seq": asked.seq, "tokens": 10},
+        )
     ChatSessionFactory(user=user, title=f"{marker} archived", archived=True)
     token, _ = token_services.create_token(user=user, name=f"{marker} token")
     return Owned(user=user, session=session, message=message, token=token, asked=asked)
@@ -155,7 +167,7 @@ def owned_data(user, marker: str) -> Owned:
 
 @pytest.fixture
 def alice(db):
-    return owned_data(UserFactory(), SECRET)
+    return owned_data(UserFactory(), SECRET, exchanges=2)
 
 
 @pytest.fixture
@@ -245,7 +257,9 @@ def test_the_owner_reaches_the_same_url(route, method, foreign, alice, bob, fake
     response = call(client_for(alice.user), method, owner_url, route)
     assert response.status_code not in (404, 405), response.content[:300]
     assert response.status_code < 500, response.content[:300]
-    if route.view_class.__name__ in VIEW_BODIES:
+    if route.view_class.__name__ in OWNER_STATUS:
+        assert response.status_code == OWNER_STATUS[route.view_class.__name__]
+    elif route.view_class.__name__ in VIEW_BODIES:
         assert response.status_code < 400, response.content[:300]  # the body really works
     if route.view_class.__name__ == "ReplyView":
         assert len(fake_openai.requests) == 1  # so B's 404 above did stop before the LLM

@@ -2,7 +2,7 @@ import sys
 
 from django.core.management.base import CommandError
 
-from conversations import transfer
+from conversations import import_format, transfer
 from conversations.management.cli import ConversationsCommand
 
 
@@ -55,7 +55,10 @@ class Command(ConversationsCommand):
 
         try:
             result = transfer.import_sessions(
-                lines=source, create_users=options["create_users"], dry_run=dry_run, on_line=on_line
+                lines=import_format.parse_lines(source),
+                create_users=options["create_users"],
+                dry_run=dry_run,
+                on_line=on_line,
             )
         finally:
             if source is not sys.stdin.buffer:

@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ("conversations", "0007_idempotencykey_session"),
+        ("conversations", "0009_branching"),
     ]
 
     operations = [

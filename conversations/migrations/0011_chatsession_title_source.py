@@ -12,7 +12,7 @@ def titles_so_far_are_the_users(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('conversations', '0008_search_indexes'),
+        ('conversations', '0010_search_indexes'),
     ]
 
     operations = [
