@@ -405,3 +405,21 @@ def test_usage_report_of_a_range_ending_before_it_starts_is_empty(auth_client, u
     ).json()
     assert body["results"] == []
     assert body["totals"]["calls"] == 0
+
+
+def test_a_regenerated_answer_is_accounted_like_a_reply(auth_client, user):
+    session = ChatSessionFactory(user=user)
+    auth_client.post(reply_url(session), {"content": "hello there"}, format="json")
+    response = auth_client.post(
+        f"/api/v1/sessions/{session.pk}/messages/2/regenerate/", {}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    message = response.json()["message"]
+
+    records = UsageRecord.objects.order_by("id")
+    assert [(r.kind, r.message_id) for r in records] == [
+        ("reply", message["id"]),
+        ("reply", message["id"]),
+    ]
+    assert SessionUsage.objects.get(session=session).calls == 2
+    assert DailyUsage.objects.get(user=user).calls == 2
