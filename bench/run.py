@@ -793,6 +793,13 @@ def bench_memory(results: dict, servers: list[str]) -> None:
     results["memory"] = figures
 
 
+# --- 7. search ---------------------------------------------------------------------------
+def bench_search(results: dict, servers: list[str]) -> None:
+    from bench.search_bench import bench_search as run
+
+    run(results, servers, measure=measure, log=log)
+
+
 # --- report -------------------------------------------------------------------------------
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
@@ -984,6 +991,11 @@ def render_markdown(results: dict) -> str:
                     f"({e['messages'] / e['seconds']:,.0f} messages/s)"
                 )
         lines.append("")
+    search = results.get("search")
+    if search:
+        from bench.search_bench import render
+
+        lines += render(search)
     return "\n".join(lines) + "\n"
 
 
@@ -995,6 +1007,7 @@ SECTIONS = {
     "langchain": bench_langchain,
     "reply": bench_reply,
     "memory": bench_memory,
+    "search": bench_search,
 }
 
 

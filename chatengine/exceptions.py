@@ -71,6 +71,14 @@ class RateLimited(ApplicationError):
     default_message = "Too many requests; retry later."
 
 
+class QuotaExceeded(ApplicationError):
+    """The user's monthly token quota is spent: replies wait for `details.resets_at`."""
+
+    status_code = 429
+    error_type = "quota_exceeded"
+    default_message = "The monthly token quota is used up."
+
+
 class ContextOverflow(ApplicationError):
     status_code = 422
     error_type = "context_overflow"

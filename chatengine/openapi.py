@@ -45,6 +45,8 @@ class Tags:
     MESSAGES = "messages"
     REPLIES = "replies"
     TOKENS = "tokens"
+    SEARCH = "search"
+    USAGE = "usage"
     HEALTH = "health"
     OPENAI = "openai"
 
@@ -54,6 +56,8 @@ TAG_DESCRIPTIONS: dict[str, str] = {
     Tags.SESSIONS: "Chat sessions: create, list, read, change, archive and delete them.",
     Tags.MESSAGES: "A session's history: append messages and read them back by `seq`.",
     Tags.REPLIES: "LLM replies to a session's history, as JSON or as a server-sent event stream.",
+    Tags.SEARCH: "Full-text search over your messages and session titles.",
+    Tags.USAGE: "Your LLM token usage and its cost, by day, model or session; your quota.",
     Tags.TOKENS: "Your API keys: create one (its key is shown once), list them, revoke one.",
     Tags.HEALTH: "Liveness, readiness and metrics for operators (no authentication).",
     Tags.OPENAI: "OpenAI-compatible Conversations and Responses under `/v1/`, for the stock "
@@ -154,7 +158,21 @@ ERRORS: dict[int, tuple[str, str, str]] = {
     ),
 }
 
-ERROR_TYPES = sorted({error_type for error_type, _, _ in ERRORS.values()})
+# Types that share a status with the one ERRORS names for it: status -> (type, when).
+MORE_ERRORS: dict[int, list[tuple[str, str]]] = {
+    429: [
+        (
+            "quota_exceeded",
+            "A reply past the user's monthly token quota (CHATENGINE_MONTHLY_TOKEN_QUOTA); "
+            "`details.resets_at` says when it restarts, `Retry-After` in seconds. Appends "
+            "still work.",
+        )
+    ],
+}
+ERROR_TYPES = sorted(
+    {error_type for error_type, _, _ in ERRORS.values()}
+    | {error_type for more in MORE_ERRORS.values() for error_type, _ in more}
+)
 EXAMPLE_REQUEST_ID = "4f0c2a9e8b7d4c61a3e5f9b2d1c0e7a4"
 
 
@@ -294,7 +312,8 @@ REQUEST_ID_HEADER = {
 }
 RETRY_AFTER_HEADER = {
     "schema": {"type": "integer", "minimum": 0},
-    "description": "Seconds to wait before retrying. Sent with every throttling 429; with an "
+    "description": "Seconds to wait before retrying. Sent with every throttling 429 and "
+    "every `quota_exceeded` 429; with an "
     "upstream 429 when the LLM provider said; with a 409 of a request whose "
     "`Idempotency-Key` is still in progress.",
 }

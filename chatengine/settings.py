@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "accounts",
     "conversations",
     "llm",
+    "accounting",
     "openai_api",
 ]
 
@@ -296,6 +297,20 @@ CHATENGINE_IDEMPOTENCY_TTL_HOURS = env_int("CHATENGINE_IDEMPOTENCY_TTL_HOURS", 2
 CHATENGINE_IDEMPOTENCY_LEASE_SECONDS = env_int(
     "CHATENGINE_IDEMPOTENCY_LEASE_SECONDS", 300, minimum=1
 )
+# Usage (accounting/): each user's monthly token budget (input + output of replies and
+# titles, calendar month in UTC); past it a reply is a 429 quota_exceeded, appends still work.
+# 0: no quota.
+CHATENGINE_MONTHLY_TOKEN_QUOTA = env_int("CHATENGINE_MONTHLY_TOKEN_QUOTA", 0, minimum=0)
+# Give a session created without a title one after its first reply (llm/titles.py).
+CHATENGINE_AUTO_TITLE = env_bool("CHATENGINE_AUTO_TITLE", True)
+# Message search (conversations/search.py): the PostgreSQL text search configuration of the
+# search indexes and queries. 'simple' (default) lowercases and splits words, in any language;
+# 'english' etc. also stem and drop stop words. Changing it: `manage.py rebuild_search_index`.
+CHATENGINE_SEARCH_CONFIG = env_str("CHATENGINE_SEARCH_CONFIG", "simple").strip()
+# A search ranks (ts_rank) at most this many of the matching messages, the newest: a word in
+# most of a long history costs this many rows, not all of them. Older matches beyond it are not
+# returned; narrow the search (more words, session=, since=) to reach them.
+CHATENGINE_SEARCH_MAX_RANKED = env_int("CHATENGINE_SEARCH_MAX_RANKED", 1000, minimum=1)
 
 
 # --- Observability ----------------------------------------------------------------------
@@ -445,6 +460,28 @@ LLM_ALLOWED_MODELS = env_list(
 LLM_MODEL_ENCODINGS = {"echo": "cl100k_base"} | _env_model_map("LLM_MODEL_ENCODINGS", str)
 # TIKTOKEN_CACHE_DIR is not a setting: tiktoken reads it from the environment itself, and so
 # does llm/tokens.py, which uses a file there only if tiktoken would not download it.
+
+
+def _price(value: str) -> tuple:
+    """ "0.15/0.60" -> (Decimal("0.15"), Decimal("0.60")): input/output per million tokens."""
+    from decimal import Decimal, InvalidOperation
+
+    parts = value.split("/")
+    try:
+        prices = tuple(Decimal(part.strip()) for part in parts)
+    except InvalidOperation:
+        raise ValueError(value) from None
+    if len(prices) != 2 or any(not p.is_finite() or p < 0 for p in prices):
+        raise ValueError(value)
+    return prices
+
+
+# Model -> (input, output) price per million tokens, for the usage report and the cost of each
+# reply (accounting/). LLM_PRICES="gpt-4o-mini=0.15/0.60,gpt-4o=2.50/10". Empty by default:
+# what the upstream account pays (list price, batch, a contract) is the operator's to say; a
+# model without a price has no cost, never a guessed one. Matched exactly, or as a dated
+# snapshot of a listed name ("gpt-4o-mini-2024-07-18").
+LLM_PRICES = _env_model_map("LLM_PRICES", _price)
 
 # --- Security (production) --------------------------------------------------------------
 # `manage.py check --deploy --fail-level WARNING` passes with DEBUG=0 and a real SECRET_KEY.

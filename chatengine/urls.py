@@ -13,6 +13,7 @@ urlpatterns = [
     path("metrics", views.MetricsView.as_view(), name="metrics"),
     path("api/v1/", include("llm.urls")),
     path("api/v1/", include("accounts.urls")),
+    path("api/v1/", include("accounting.urls")),
     path("v1/", include("openai_api.urls")),
     # API documentation (public): the OpenAPI schema, Swagger UI and Redoc.
     path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),

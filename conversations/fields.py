@@ -82,6 +82,7 @@ MESSAGE_FIELDS: tuple[MessageField, ...] = (
 SESSION_API_FIELDS: tuple[str, ...] = (
     "id",
     "title",
+    "title_source",
     "system_prompt",
     "model",
     "metadata",

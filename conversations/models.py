@@ -22,7 +22,18 @@ class ChatSession(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="chat_sessions"
     )
+
+    class TitleSource(models.TextChoices):
+        USER = "user"
+        AUTO = "auto"
+
     title = models.CharField(max_length=255, blank=True, default="")
+    # Who chose the title: the user (at creation or by a change, even a blank one), or the
+    # engine after the first reply (llm/titles.py); null while neither has. A user's title is
+    # never replaced by an automatic one.
+    title_source = models.CharField(  # noqa: DJ001
+        max_length=8, choices=TitleSource.choices, null=True, blank=True, editable=False
+    )
     system_prompt = models.TextField(blank=True, default="")
     model = models.CharField(
         max_length=128, blank=True, default="", help_text="LLM model name; blank = the default."

@@ -11,6 +11,7 @@ BASE = "http://127.0.0.1:8000/api/v1"
 SESSION = {
     "id": SESSION_ID,
     "title": "Trip to Lisbon",
+    "title_source": "user",
     "system_prompt": "You are a concise travel guide.",
     "model": "",
     "metadata": {"customer": "c-1042"},
@@ -125,6 +126,29 @@ MESSAGE_PAGE = OpenApiExample(
             },
         ],
         "next": f"{BASE}/sessions/{SESSION_ID}/messages/?limit=2&after=2",
+        "has_more": True,
+    },
+    response_only=True,
+    status_codes=["200"],
+)
+SEARCH_PAGE = OpenApiExample(
+    "A page of hits",
+    value={
+        "results": [
+            {
+                "kind": "message",
+                "session": SESSION_ID,
+                "session_title": "Trip to Lisbon",
+                "message": 102,
+                "seq": 2,
+                "role": "assistant",
+                "snippet": "The Jerónimos Monastery, <mark>Belém</mark> Tower and the Pastéis "
+                "de <mark>Belém</mark>.",
+                "rank": 0.0991,
+                "created_at": "2026-11-27T09:15:04.102Z",
+            }
+        ],
+        "next": f"{BASE}/search/?q=bel%C3%A9m&limit=1&cursor=MC4wOTkxfG0wMDAwMDAwMDAw",
         "has_more": True,
     },
     response_only=True,

@@ -192,6 +192,11 @@ def _newest_messages(*, session: ChatSession, count: int) -> list[Message]:
     )
 
 
+def first_user_message(*, session: ChatSession) -> Message | None:
+    """The session's oldest user message (what an automatic title is made from)."""
+    return Message.objects.filter(session=session, role=Message.Role.USER).order_by("seq").first()
+
+
 def get_message(*, session: ChatSession, seq: int) -> Message:
     """The message at `seq` of a session the caller already holds (get_session_for_user
     checked its owner); NotFound when there is none."""

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
@@ -170,6 +171,13 @@ class SessionUpdateInputSerializer(SessionCreateInputSerializer):
 
 class SessionSerializer(serializers.ModelSerializer):
     metadata = MetadataField(read_only=True)
+    title_source = serializers.ChoiceField(
+        choices=ChatSession.TitleSource.choices,
+        allow_null=True,
+        read_only=True,
+        help_text="`user`: you set the title (it is never replaced); `auto`: the engine named "
+        "the session after its first reply; null: no title yet.",
+    )
     forked_from = serializers.UUIDField(
         source="forked_from_id",
         read_only=True,
@@ -535,6 +543,16 @@ class SessionRecordSerializer(SessionUpdateInputSerializer):
     # A fork's parent (its id) and where it began; an import drops a parent it does not hold.
     forked_from = StrictCharField(allow_null=True, required=False, default=None)
     forked_at_seq = StrictIntegerField(min_value=0, allow_null=True, required=False, default=None)
+    # Absent (an export from before automatic titles): a title was the user's (see validate).
+    title_source = serializers.ChoiceField(
+        choices=ChatSession.TitleSource.choices, allow_null=True, required=False
+    )
+
+    def validate(self, attrs: dict) -> dict:
+        attrs = super().validate(attrs)
+        if "title_source" not in attrs:
+            attrs["title_source"] = ChatSession.TitleSource.USER if attrs.get("title") else None
+        return attrs
 
     def validate_id(self, value: str) -> uuid.UUID:
         try:
@@ -695,6 +713,39 @@ class HistoryQuerySerializer(serializers.Serializer):
     )
 
 
+# --- Search -------------------------------------------------------------------------------
+class SearchQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(
+        max_length=500,
+        # Documented as the schema's `pattern`: a q without a letter or digit has nothing to
+        # find. (One whose words are all excluded, or stop words, is a 400 too: see search.)
+        validators=[RegexValidator(r"[^\W_]", "Give at least one letter or digit.")],
+        help_text='What to find: words (all must match), `"exact phrase"`, `prefix*`, '
+        "`-excluded`. Case-insensitive. A query with no searchable word (no letter or "
+        "digit, only exclusions) is a 400.",
+    )
+    session = serializers.UUIDField(
+        required=False, help_text="Only this session (one of yours; another id is a 404)."
+    )
+    role = serializers.ChoiceField(
+        choices=Message.Role.choices,
+        required=False,
+        help_text="Only messages of this role (session titles are left out).",
+    )
+    since = serializers.DateTimeField(
+        required=False, help_text="Only hits created at or after this time (ISO 8601)."
+    )
+    until = serializers.DateTimeField(
+        required=False, help_text="Only hits created before this time (ISO 8601)."
+    )
+    limit = serializers.IntegerField(
+        required=False, default=20, min_value=1, max_value=100, help_text="Page size."
+    )
+    cursor = serializers.CharField(
+        required=False, max_length=512, help_text="Opaque; copy it from a `next` URL."
+    )
+
+
 # --- Branching ----------------------------------------------------------------------------
 class ForkInputSerializer(StrictInputSerializer):
     at_seq = StrictIntegerField(
@@ -757,6 +808,29 @@ class ForksQuerySerializer(serializers.Serializer):
     cursor = serializers.CharField(
         required=False, max_length=512, help_text="Opaque; copy it from a `next` URL."
     )
+
+
+class SearchHitSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(
+        choices=["message", "session"],
+        help_text="`message`: a message's content matched; `session`: the session's title.",
+    )
+    session = serializers.UUIDField(source="session_id")
+    session_title = serializers.CharField()
+    message = serializers.IntegerField(
+        source="message_id", allow_null=True, help_text="The message's id (null for a title)."
+    )
+    seq = serializers.IntegerField(allow_null=True, help_text="Null for a title.")
+    role = serializers.ChoiceField(
+        choices=Message.Role.choices, allow_null=True, help_text="Null for a title."
+    )
+    snippet = serializers.CharField(
+        help_text="The matching passage as HTML: the text escaped, each match in `<mark>…</mark>`."
+    )
+    rank = serializers.FloatField(
+        help_text="Relevance (`ts_rank`), higher is better; 0 on the substring fallback."
+    )
+    created_at = serializers.DateTimeField()
 
 
 class SummaryListQuerySerializer(serializers.Serializer):

@@ -51,6 +51,7 @@ def create_session(
     session = ChatSession.objects.create(
         user=user,
         title=title,
+        title_source=ChatSession.TitleSource.USER if title else None,
         system_prompt=system_prompt,
         model=model,
         metadata=metadata or {},
@@ -70,12 +71,28 @@ def update_session(*, session: ChatSession, **changes: Any) -> ChatSession:
     unknown = set(changes) - set(_SESSION_EDITABLE_FIELDS)
     if unknown:
         raise TypeError(f"update_session() got non-editable fields: {sorted(unknown)}")
+    if "title" in changes:
+        changes["title_source"] = ChatSession.TitleSource.USER
     for field, value in changes.items():
         setattr(session, field, value)
     session.save(update_fields=[*changes, "updated_at"])
     # The new updated_at already makes the cached tail stale; dropping it just frees it early.
     transaction.on_commit(partial(history_cache.invalidate, session_id=session.pk))
     return session
+
+
+def set_auto_title(*, session: ChatSession, title: str) -> bool:
+    """Give the session an automatic title unless it has one; whether it did.
+
+    One conditional UPDATE: a title the user set meanwhile (even a blank one) is never
+    overwritten. Not activity, so updated_at stays.
+    """
+    changed = ChatSession.objects.filter(pk=session.pk, title="", title_source=None).update(
+        title=title, title_source=ChatSession.TitleSource.AUTO
+    )
+    if changed:
+        session.title, session.title_source = title, ChatSession.TitleSource.AUTO
+    return bool(changed)
 
 
 def delete_session(*, session: ChatSession) -> None:

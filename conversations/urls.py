@@ -12,6 +12,7 @@ urlpatterns = [
         views.MessageListCreateView.as_view(),
         name="message-list",
     ),
+    path("search/", views.SearchView.as_view(), name="search"),
     path("sessions/<str:session_id>/fork/", views.ForkView.as_view(), name="session-fork"),
     path("sessions/<str:session_id>/forks/", views.ForkListView.as_view(), name="session-forks"),
     path(

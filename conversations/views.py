@@ -24,7 +24,7 @@ from chatengine.openapi import (
 )
 from chatengine.renderers import JSONFragments
 from chatengine.validation import validated, validated_query
-from conversations import branching, schema, selectors, services
+from conversations import branching, schema, search, selectors, services
 from conversations.idempotency import idempotent
 from conversations.selectors import Page
 from conversations.serializers import (
@@ -36,6 +36,8 @@ from conversations.serializers import (
     MessageSerializer,
     MessageUpdateInputSerializer,
     MessageVersionSerializer,
+    SearchHitSerializer,
+    SearchQuerySerializer,
     SessionCreateInputSerializer,
     SessionListQuerySerializer,
     SessionSerializer,
@@ -209,6 +211,37 @@ class MessageListCreateView(APIView):
         data = validated(MessageCreateInputSerializer, request.data)
         message = services.append_message(session=session, **data)
         return Response(MessageSerializer(message).data, status=status.HTTP_201_CREATED)
+
+
+class SearchView(APIView):
+    @extend_schema(
+        operation_id="search",
+        summary="Search your messages",
+        description="Your messages and session titles that match `q`, best first, each with "
+        "a highlighted snippet, one keyset page at a time (follow `next`).\n\n"
+        "On PostgreSQL: full-text search (`CHATENGINE_SEARCH_CONFIG`, `simple` by default: "
+        "whole words, any language), ranked by `ts_rank`. Words must all match; "
+        '`"exact phrase"` matches the words in that order, `word*` any word starting so, '
+        "`-word` excludes. A `q` with nothing searchable left (only punctuation or "
+        "exclusions) is a 400.\n\n"
+        "On SQLite (the development default): a case-insensitive substring match with the "
+        "same parameters; every hit has rank 0, newest first.",
+        tags=[Tags.SEARCH],
+        parameters=[SearchQuerySerializer],
+        responses={
+            200: OpenApiResponse(paginated(SearchHitSerializer), "A page of hits."),
+            **error_responses(400, 404),
+        },
+        examples=[schema.SEARCH_PAGE],
+    )
+    def get(self, request: Request) -> Response:
+        query = validated_query(SearchQuerySerializer, request)
+        if "session" in query:
+            query["session"] = selectors.get_session_for_user(
+                user=request.user, session_id=query["session"]
+            )
+        page = search.search(user=request.user, **query)
+        return paginated_response(request, page, SearchHitSerializer)
 
 
 # --- Branching ----------------------------------------------------------------------------

@@ -16,12 +16,14 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 
+from accounting import services as accounting
+from accounting.models import CallKind
 from chatengine.events import log_event
 from chatengine.exceptions import ApplicationError, Conflict
 from chatengine.metrics import LLM_LATENCY, LLM_REQUESTS, LLM_TOKENS
 from conversations import branching, idempotency, selectors, services
 from conversations.models import ChatSession, Message
-from llm import summaries
+from llm import summaries, titles
 from llm.catalog import for_model
 from llm.context import compute_budget, select_messages
 from llm.providers.base import LLMProvider, get_provider
@@ -193,6 +195,7 @@ def prepare_reply(
         # once the session has messages (the schema cannot know, so a 400 here would
         # contradict it).
         raise Conflict("The session has no messages yet; send content to reply to.")
+    accounting.check_quota(user_id=session.user_id)
     model = resolve_model(session=session, model=model)
     max_output_tokens = max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS
     counter = counter_for_model(model)
@@ -362,10 +365,12 @@ def store_reply(
     latency_ms: int,
     tool_calls: tuple[ToolCall, ...] = (),
 ) -> Message:
-    """Append the assistant message with what went into it (its own transaction); for a
-    regenerate, store it as the new answer of the message it replaces.
+    """Append the assistant message with what went into it, and account for its usage, in one
+    transaction: the usage totals always equal the stored replies' usage. For a regenerate,
+    store it as the new answer of the message it replaces, and account for it the same.
 
-    With `prepared.store` false, the same message unsaved (no id, no seq): nothing is written.
+    With `prepared.store` false, the same message unsaved (no id, no seq): nothing is written
+    but its usage, on the user alone (the tokens were spent all the same).
     """
     fields = dict(
         role=Message.Role.ASSISTANT,
@@ -381,16 +386,33 @@ def store_reply(
         latency_ms=latency_ms,
         context=prepared.context.as_record(),
     )
+    account = dict(user_id=prepared.session.user_id, kind=CallKind.REPLY, model=model, usage=usage)
     if not prepared.store:
         fields["metadata"] = fields["metadata"] or {}
+        accounting.record_usage(session_id=None, **account)
         return Message(session=prepared.session, **fields)
     if prepared.replaces is not None:
         answer = {name: value for name, value in fields.items() if name != "role"}
         answer["metadata"] = answer["metadata"] or {}
-        return branching.replace_answer(
-            session=prepared.session, seq=prepared.replaces.seq, answer=answer
+        # replace_answer commits the answer (current, or kept as an earlier version with a
+        # Conflict after the commit), so its usage is recorded just after, not in its transaction.
+        try:
+            message = branching.replace_answer(
+                session=prepared.session, seq=prepared.replaces.seq, answer=answer
+            )
+        except Conflict:
+            accounting.record_usage(
+                session_id=prepared.session.pk, message_id=prepared.replaces.pk, **account
+            )
+            raise
+        accounting.record_usage(session_id=prepared.session.pk, message_id=message.pk, **account)
+        return message
+    with transaction.atomic():
+        message = services.append_message(session=prepared.session, **fields)
+        accounting.record_usage(
+            session_id=prepared.session.pk, message_id=message.pk, at=message.created_at, **account
         )
-    return services.append_message(session=prepared.session, **fields)
+    return message
 
 
 # --- Whole replies ----------------------------------------------------------------------------
@@ -422,9 +444,17 @@ def complete_reply(prepared: PreparedReply) -> ReplyResult:
         latency_ms=latency_ms,
         tool_calls=completion.tool_calls,
     )
+    _give_title(prepared)
     return ReplyResult(
         user_message=prepared.user_message, message=message, context=prepared.context
     )
+
+
+def _give_title(prepared: PreparedReply) -> None:
+    """After a stored reply (committed, no transaction open): name the session if nobody has."""
+    if not prepared.store:
+        return  # no conversation to name
+    titles.give_title(session=prepared.session, provider=prepared.provider, model=prepared.model)
 
 
 def reply(
@@ -561,6 +591,7 @@ def stream_reply(prepared: PreparedReply) -> Iterator[StreamEvent]:
         if not finished:  # GeneratorExit: the server stopped reading (client disconnected)
             state.interrupt(None)
     yield Completed(message)
+    _give_title(prepared)  # after the client has the whole reply
 
 
 async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
@@ -588,3 +619,4 @@ async def astream_reply(prepared: PreparedReply) -> AsyncIterator[StreamEvent]:
         await asyncio.shield(sync_to_async(state.interrupt)(None))
         raise
     yield Completed(message)
+    await sync_to_async(_give_title)(prepared)  # after the client has the whole reply

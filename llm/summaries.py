@@ -25,6 +25,8 @@ from collections.abc import Callable
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from accounting import services as accounting
+from accounting.models import CallKind
 from chatengine.events import log_event
 from conversations import selectors
 from conversations.models import ChatSession, Summary
@@ -173,6 +175,12 @@ def _summarise_and_store(
     text, tokens = fit_to_cap(
         text=completion.text.strip(), covers_to_seq=to_seq, counter=counter, cap=cap
     )
+    account = dict(
+        user_id=session.user_id,
+        kind=CallKind.SUMMARY,
+        model=completion.model,
+        usage=completion.usage,
+    )
     try:
         with transaction.atomic():
             row = Summary.objects.create(
@@ -184,11 +192,14 @@ def _summarise_and_store(
                 model=completion.model,
                 usage=completion.usage.as_dict() if completion.usage else None,
             )
+            accounting.record_usage(**account, session_id=session.pk)
     except IntegrityError:
         # A racing reply folded this range first: one summary per range, take its row.
         row = selectors.summary_starting_at(session=session, covers_from_seq=from_seq)
         if row is None:  # the session was deleted meanwhile
             raise
+        # This call was made all the same: its tokens count, on no summary row.
+        accounting.record_usage(**account, session_id=session.pk)
         log_event("summary.raced", session_id=str(session.pk), covers_from_seq=from_seq)
         return note(row)
     log_event(

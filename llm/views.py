@@ -95,7 +95,9 @@ REPLY_ERRORS = error_responses(
         "`max_output_tokens` leaves no room for it (`details`: `tokens`, `budget`, `over_by`). "
         "Nothing is stored.",
         429: "Too many replies (the `replies` rate), or the LLM provider is rate limiting "
-        "the engine. `Retry-After` says how many seconds to wait.",
+        "the engine. `Retry-After` says how many seconds to wait. Or `quota_exceeded`: your "
+        "monthly token quota is used up (`details`: `limit`, `used`, `resets_at`); nothing "
+        "is stored, appends still work.",
         502: "The LLM provider failed (`details.category`: `upstream_error`, `credentials`, "
         "`connection_error`, `malformed_response`). The user message stays stored.",
         504: "The LLM provider did not answer within `LLM_TIMEOUT_S`. The user message stays "

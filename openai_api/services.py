@@ -16,6 +16,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from accounting import services as accounting
 from chatengine.exceptions import Conflict, NotFound
 from conversations import idempotency, selectors, services
 from conversations.models import ChatSession, Message
@@ -193,6 +194,9 @@ def plan_unstored(
     *, user: AbstractBaseUser, data: dict, request: ResponseRequest
 ) -> replies.PreparedReply:
     """The reply's context for `store: false` (and input_tokens), built without writing."""
+    # The monthly token quota holds for replies stored nowhere too (prepare_reply checks the
+    # stored ones).
+    accounting.check_quota(user_id=user.pk)
     source = _source_session(
         user=user,
         conversation=data.get("conversation"),

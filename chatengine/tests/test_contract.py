@@ -52,7 +52,7 @@ from schemathesis.specs.openapi import checks as openapi_checks
 
 from accounts import services as account_services
 from accounts.tests.factories import api_key_for
-from conversations import selectors, services
+from conversations import search, selectors, services
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import UserFactory
 from llm import services as replies
@@ -88,6 +88,7 @@ class FuzzWorld:
     archived: str
     foreign: str
     cursor: str
+    search_cursor: str
     statuses: list[int] = field(default_factory=list)
 
     def session_for(self, target: str, *, method: str) -> str | None:
@@ -172,6 +173,8 @@ def fuzz_world(live_server):
         ),
         foreign=str(_seed_session(stranger, messages=2, reply=True).id),
         cursor=selectors.list_sessions(user=user, limit=3).next_params["cursor"],
+        # Each list has its own cursor (search's is a rank and a hit, not a session).
+        search_cursor=search.search(user=user, q="listed", limit=3).next_params["cursor"],
     )
     yield world
     # A run that never got past validation or 404 would pass every check and test nothing.
@@ -262,7 +265,9 @@ def test_every_operation_honours_the_schema(case, fuzz_world):
         and "cursor" in case.query
         and not (case.meta and case.meta.is_negative_at(ParameterLocation.QUERY))
     ):
-        case.query["cursor"] = fuzz_world.cursor
+        case.query["cursor"] = (
+            fuzz_world.search_cursor if case.path == "/api/v1/search/" else fuzz_world.cursor
+        )
     # The allowed models are the server's configuration (LLM_ALLOWED_MODELS), not a schema
     # enum: positive cases name one of them; negative ones keep what they generated.
     if (

@@ -73,7 +73,16 @@ def test_swagger_ui_renders_every_tag_and_operation_from_local_assets(browser_pa
     page.wait_for_selector(".opblock-tag-section", timeout=20_000)
 
     tags = {tag for tag, *_ in operations}
-    assert tags == {"sessions", "messages", "replies", "tokens", "openai", "health"}
+    assert tags == {
+        "sessions",
+        "messages",
+        "replies",
+        "search",
+        "usage",
+        "tokens",
+        "openai",
+        "health",
+    }
     for tag in sorted(tags):
         assert page.locator(f'.opblock-tag[data-tag="{tag}"]').count() == 1, tag
     for tag, operation_id, summary, label in operations:

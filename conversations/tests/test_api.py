@@ -60,6 +60,7 @@ class TestAuthentication:
 SESSION_FIELDS = {
     "id",
     "title",
+    "title_source",
     "system_prompt",
     "model",
     "metadata",

@@ -121,6 +121,7 @@ def test_a_sessions_export_keys_are_its_api_fields_plus_owner_and_last_seq():
         "id",
         "user",
         "title",
+        "title_source",
         "system_prompt",
         "model",
         "metadata",

@@ -13,6 +13,7 @@ from llm.tokens import counter_for_model
 from llm.types import ChatMessage, Completion, GenerationOptions, StreamChunk, Usage
 
 ECHO_MODEL = "echo"
+LABEL = "Echo: "  # on every reply; an automatic title (llm/titles.py) is the words after it
 SUMMARY_WORDS = 6  # words kept of each folded message
 
 
@@ -23,7 +24,7 @@ class EchoProvider:
         if messages and messages[0].content.startswith(SUMMARY_INSTRUCTIONS):
             return self._summary(messages[1:])
         last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        return f"Echo: {last_user}" if last_user else "Echo: (nothing to echo)"
+        return f"{LABEL}{last_user}" if last_user else f"{LABEL}(nothing to echo)"
 
     def _summary(self, messages: Sequence[ChatMessage]) -> str:
         parts = []

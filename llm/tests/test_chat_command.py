@@ -25,6 +25,9 @@ SESSION_ID = re.compile(r"session ([0-9a-f-]{36})", re.IGNORECASE)
 
 def manage(*args: str, db: Path, stdin: str = "", fake: FakeOpenAI | None = None):
     env = {**os.environ, "LOG_LEVEL": "WARNING", "DATABASE_URL": f"sqlite:///{db}"}
+    # These tests count and read the chat's own provider calls; the automatic title's extra
+    # call after the first reply has its tests in test_titles.py.
+    env["CHATENGINE_AUTO_TITLE"] = "0"
     env.pop("REDIS_URL", None)
     if fake is not None:
         env.update(

@@ -7,6 +7,7 @@ import threading
 import pytest
 from django.db import connection
 
+from accounting.models import SessionUsage, UsageRecord
 from chatengine.exceptions import ContextOverflow
 from conversations.models import ChatSession, Message, Summary
 from conversations.tests.factories import ChatSessionFactory
@@ -496,3 +497,21 @@ def test_the_admin_transcript_shows_where_a_summary_cut_in_and_every_message(
     for seq in range(1, 43):
         assert f'id="msg-{seq}"' in html
     assert 'class="ce-pinned"' in html
+
+
+@pytest.mark.django_db
+def test_each_summarising_call_is_accounted_in_the_usage_totals(fake_openai, tiny_model):
+    session = ChatSessionFactory(model=tiny_model, context_strategy=SUMMARY)
+    for i in range(40):
+        services.reply(
+            session=session, content=f"question {i} about the plan", max_output_tokens=100
+        )
+
+    rows = list(Summary.objects.filter(session=session).order_by("covers_to_seq"))
+    assert rows
+    records = UsageRecord.objects.filter(session_id=session.pk, kind="summary").order_by("id")
+    assert [(r.input_tokens, r.output_tokens) for r in records] == [
+        (row.usage["prompt_tokens"], row.usage["completion_tokens"]) for row in rows
+    ]
+    totals = SessionUsage.objects.get(session=session)
+    assert totals.calls == UsageRecord.objects.filter(session_id=session.pk).count()

@@ -313,7 +313,9 @@ def test_the_model_is_called_with_no_transaction_open(settings, inprocess_sdk):
         {"role": "user", "content": "and now?"},
     ])  # fmt: skip
     inprocess_sdk.responses.create(model="m", input="new conversation")
-    assert RecordingProvider.calls == [False, False]
+    # Each reply's call, then each new conversation's automatic title (issue 19): all four
+    # with no transaction open.
+    assert RecordingProvider.calls == [False, False, False, False]
 
 
 def test_store_false_sends_several_input_items_in_their_order(inprocess_sdk, fake_openai):

@@ -14,6 +14,7 @@ from accounts.tests.factories import api_key_for
 from conversations.models import ChatSession, Message
 from conversations.tests.factories import UserFactory
 from llm.tests.fake_openai import DEFAULT_REPLY
+from llm.titles import TITLE_INSTRUCTION
 from openai_api import ids
 from openai_api.tests.conftest import async_sdk, sdk
 from tests.reliability.conftest import http, wait_until
@@ -43,8 +44,14 @@ def session_of(conversation_id: str):
     return ids.parse_conversation_id(conversation_id)
 
 
+def reply_requests(fake) -> list[dict]:
+    """The requests for replies: a new conversation's automatic title call left out."""
+    return [r for r in fake.requests if r["messages"][0]["content"] != TITLE_INSTRUCTION]
+
+
 def sent(fake, i=-1) -> list[tuple[str, str]]:
-    return [(m["role"], m["content"]) for m in fake.requests[i]["messages"]]
+    """What the i-th reply request sent."""
+    return [(m["role"], m["content"]) for m in reply_requests(fake)[i]["messages"]]
 
 
 # --- The issue's snippet ---------------------------------------------------------------------
@@ -91,7 +98,7 @@ class TestTheSnippet:
         r = client.responses.create(model="gpt-4o-mini", conversation=conv.id, input="And then?")
         assert r.output_text == DEFAULT_REPLY
         assert sent(fake_llm) == [("user", "Hi"), ("user", "And then?")]
-        assert fake_llm.requests[-1]["model"] == "gpt-4o-mini"
+        assert reply_requests(fake_llm)[-1]["model"] == "gpt-4o-mini"
         # Usage from the provider (the fake counts words).
         assert r.usage.input_tokens == 3
         assert r.usage.output_tokens == len(DEFAULT_REPLY.split())
@@ -383,7 +390,7 @@ class TestIdempotency:
             extra_headers={"Idempotency-Key": "sdk-retry-1"},
         )
         assert r.output_text == DEFAULT_REPLY
-        assert len(fake_llm.requests) == 2
+        assert len(reply_requests(fake_llm)) == 2  # the failed call and the retry
         assert rows(session_of(conv.id)) == [("user", "once"), ("assistant", DEFAULT_REPLY)]
         # Sent again with the key: the same response, replayed, nothing new stored.
         again = client.responses.with_raw_response.create(
