@@ -78,9 +78,13 @@ def build_context(
     max_output_tokens: int | None = None,
     pending: HistoryMessage | tuple[HistoryMessage, ...] | None = None,
     replacing: int | None = None,
+    max_context_tokens: int | None = None,
 ) -> Context:
     """What would be sent for `session` now (plus `pending`: messages not stored yet, oldest
     first).
+
+    `max_context_tokens`: a lower ceiling than the model's budget (OpenAI's
+    `context_management` `compact_threshold`).
 
     `replacing`: the seq of the session's last message, whose answer is being regenerated;
     the history then ends before it (the context that message was answered from).
@@ -97,6 +101,8 @@ def build_context(
             max_output_tokens=max_output_tokens or settings.LLM_DEFAULT_MAX_OUTPUT_TOKENS,
             safety_margin=settings.LLM_CONTEXT_SAFETY_MARGIN,
         )
+    if max_context_tokens is not None:
+        budget = min(budget, max_context_tokens)
 
     batch_size = _history_batch_size(session=session, budget=budget)
     if session._state.adding:
@@ -181,6 +187,7 @@ def prepare_reply(
     max_output_tokens: int | None = None,
     metadata: dict[str, Any] | None = None,
     checkpoint: idempotency.Checkpoint | None = None,
+    max_context_tokens: int | None = None,
 ) -> PreparedReply:
     """Validate, build the context (with the new message counted) and only then store it.
 
@@ -207,7 +214,11 @@ def prepare_reply(
             session=session,
             user_message=stored,
             context=_context_for_reply(
-                session, model=model, max_output_tokens=max_output_tokens, counter=counter
+                session,
+                model=model,
+                max_output_tokens=max_output_tokens,
+                counter=counter,
+                max_context_tokens=max_context_tokens,
             ),
             model=model,
             max_output_tokens=max_output_tokens,
@@ -224,7 +235,12 @@ def prepare_reply(
             token_count=counter.count_message(role=Message.Role.USER, content=content),
         )
     context = _context_for_reply(
-        session, model=model, max_output_tokens=max_output_tokens, counter=counter, pending=pending
+        session,
+        model=model,
+        max_output_tokens=max_output_tokens,
+        counter=counter,
+        pending=pending,
+        max_context_tokens=max_context_tokens,
     )
     user_message = None
     if pending is not None:
@@ -267,6 +283,7 @@ def _context_for_reply(
     max_output_tokens: int,
     counter: TokenCounter,
     pending: HistoryMessage | None = None,
+    max_context_tokens: int | None = None,
 ) -> Context:
     """build_context, after folding what left the window into the summary (summary strategy,
     llm/summaries.py); before the user message is stored, so a summarising call holds no
@@ -274,7 +291,11 @@ def _context_for_reply(
     return summaries.context_for_reply(
         session=session,
         build=lambda: build_context(
-            session, model=model, max_output_tokens=max_output_tokens, pending=pending
+            session,
+            model=model,
+            max_output_tokens=max_output_tokens,
+            pending=pending,
+            max_context_tokens=max_context_tokens,
         ),
         model=model,
         counter=counter,

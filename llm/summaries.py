@@ -21,6 +21,7 @@ context is built again, this time with it:
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -33,7 +34,7 @@ from conversations.models import ChatSession, Summary
 from llm.context import SUMMARY_INSTRUCTIONS, summary_message, summary_request
 from llm.providers.base import LLMProvider
 from llm.tokens import TokenCounter
-from llm.types import Context, SummaryNote
+from llm.types import Context, SummaryNote, Usage
 
 logger = logging.getLogger("chatengine.llm")
 
@@ -41,6 +42,14 @@ logger = logging.getLogger("chatengine.llm")
 # this much; the next one goes on from there.
 FOLD_BATCH = 200
 MAX_FOLDS_PER_REPLY = 4
+
+
+@dataclass(frozen=True)
+class Folded:
+    """What a fold ended with: the newest summary, and the tokens its calls cost."""
+
+    summary: SummaryNote | None
+    usage: Usage  # summed over the summarising calls made (none: all zero)
 
 
 def note(summary: Summary) -> SummaryNote:
@@ -113,17 +122,19 @@ def fold(
     counter: TokenCounter,
     provider: LLMProvider,
     input_budget: int,
-) -> SummaryNote | None:
+    max_folds: int = MAX_FOLDS_PER_REPLY,
+) -> Folded:
     """Fold messages (previous.covers_to_seq, to_seq] into summaries; the newest one stored.
 
     Each round reads the next chunk of evicted messages that fits one call, summarises it
     with the previous summary and stores the row; a row a racing reply stored for the same
-    start is taken instead. Raises what the provider raises.
+    start is taken instead. At most `max_folds` rounds. Raises what the provider raises.
     """
     from llm.services import history_message  # llm.services imports this module
 
     cap = settings.LLM_SUMMARY_MAX_TOKENS
-    for _ in range(MAX_FOLDS_PER_REPLY):
+    spent = Usage(0, 0, 0)
+    for _ in range(max_folds):
         from_seq = (previous.covers_to_seq if previous is not None else 0) + 1
         if from_seq > to_seq:
             break
@@ -142,7 +153,7 @@ def fold(
         if not chunk:
             # Only system messages in the range: they are sent anyway, nothing to say.
             chunk_to = to_seq
-        previous = _summarise_and_store(
+        previous, usage = _summarise_and_store(
             session=session,
             previous=previous,
             evicted=chunk,
@@ -153,7 +164,8 @@ def fold(
             provider=provider,
             cap=cap,
         )
-    return previous
+        spent += usage
+    return Folded(summary=previous, usage=spent)
 
 
 def _summarise_and_store(
@@ -167,7 +179,9 @@ def _summarise_and_store(
     counter: TokenCounter,
     provider: LLMProvider,
     cap: int,
-) -> SummaryNote:
+) -> tuple[SummaryNote, Usage]:
+    """One summarising call and its row; the call's usage as the provider reported it, else
+    chatengine's own count."""
     started = time.monotonic()
     messages = summary_request(previous=previous, evicted=evicted, max_tokens=cap)
     # No transaction is open here (a reply stores its user message only after this).
@@ -175,6 +189,10 @@ def _summarise_and_store(
     text, tokens = fit_to_cap(
         text=completion.text.strip(), covers_to_seq=to_seq, counter=counter, cap=cap
     )
+    usage = completion.usage
+    if usage is None:
+        sent = counter.count_prompt(messages)
+        usage = Usage(sent, tokens, sent + tokens)
     account = dict(
         user_id=session.user_id,
         kind=CallKind.SUMMARY,
@@ -201,7 +219,7 @@ def _summarise_and_store(
         # This call was made all the same: its tokens count, on no summary row.
         accounting.record_usage(**account, session_id=session.pk)
         log_event("summary.raced", session_id=str(session.pk), covers_from_seq=from_seq)
-        return note(row)
+        return note(row), usage
     log_event(
         "summary.created",
         session_id=str(session.pk),
@@ -212,7 +230,7 @@ def _summarise_and_store(
         token_count=tokens,
         latency_ms=int((time.monotonic() - started) * 1000),
     )
-    return note(row)
+    return note(row), usage
 
 
 def fit_to_cap(

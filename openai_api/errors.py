@@ -73,7 +73,8 @@ def openai_exception_handler(exc: Exception, context: dict) -> Response:
     """The envelope handler's decisions (status, headers, logging, rollback), OpenAI's shape."""
     response = envelope_exception_handler(exc, context)
     error = response.data["error"]
-    param = _param(error["details"]) if response.status_code in (400, 409) else None
+    # A 404 names a parameter when the missing thing was named in the body (a compaction).
+    param = _param(error["details"]) if response.status_code in (400, 404, 409) else None
     response.data = openai_error_body(
         status=response.status_code, code=error["type"], message=error["message"], param=param
     )

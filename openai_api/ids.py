@@ -6,6 +6,8 @@
 - `resp_<n>`: a response, named after the newest message it answered (the input it stored,
   or the conversation's newest message when it was sent no input): message `n`'s reply.
 - `resp_nostore_<hex>`: a `store: false` response; nothing is stored, so it cannot be read back.
+- `cmp_<n>`: a compaction of a stored conversation, named after its newest summary row;
+  `cmp_nostore_<hex>`: a compaction of `input` alone (nothing stored).
 """
 
 import re
@@ -41,6 +43,10 @@ def response_id(input_message_pk: int) -> str:
 
 def unstored_response_id() -> str:
     return f"resp_nostore_{uuid.uuid4().hex}"
+
+
+def compaction_id(summary_pk: int | None) -> str:
+    return f"cmp_{summary_pk}" if summary_pk is not None else f"cmp_nostore_{uuid.uuid4().hex}"
 
 
 def parse_conversation_id(value: str) -> uuid.UUID:

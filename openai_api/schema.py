@@ -301,3 +301,37 @@ input_tokens = extend_schema(
     ],
     **_TAG,
 )
+response_compact = extend_schema(
+    operation_id="openai_responses_compact",
+    summary="Compact a conversation",
+    description="Folds a stored conversation (`previous_response_id`, or chatengine's "
+    "`conversation`) into its rolling summary and switches it to the `summary` context "
+    "strategy: the responses that continue it send the summary in place of the messages it "
+    "covers (which stay stored). Or summarises `input` alone, storing nothing. The output "
+    "ends with a `compaction` item, which a later response's `input` may carry.",
+    request=serializers.CompactInputSerializer,
+    responses={
+        200: OpenApiResponse(OpenApiTypes.OBJECT, "The compaction."),
+        **_errors(404, 409, 422),
+    },
+    examples=[
+        _example(
+            "compact",
+            {"model": "gpt-4o-mini", "previous_response_id": RESPONSE["id"]},
+            request=True,
+        ),
+        _example(
+            "compaction",
+            {
+                "id": "cmp_7",
+                "object": "response.compaction",
+                "created_at": 1767225700,
+                "output": [
+                    {"type": "compaction", "id": "cmp_7", "encrypted_content": "eJw...:1v2x:..."}
+                ],
+                "usage": {**RESPONSE["usage"], "input_tokens": 310, "total_tokens": 313},
+            },
+        ),
+    ],
+    **_TAG,
+)

@@ -6,6 +6,7 @@ become items. The one mapping between OpenAI's items and chatengine's messages i
                                                        (developer is stored as system)
   function_call (consecutive ones: one message)     <->  an assistant message's tool_calls
   function_call_output                              <->  a tool message
+  compaction (in)                                   ->   a system message carrying its summary
 """
 
 import json
@@ -13,18 +14,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.core import signing
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from chatengine.exceptions import NotFound
 from conversations.models import ChatSession, Message
 from conversations.serializers import (
+    MODEL_HELP,
     MetadataField,
+    ModelNameField,
     StrictBooleanField,
     StrictCharField,
     StrictInputSerializer,
 )
+from llm.context import summary_message
 from llm.serializers import MAX_OUTPUT_TOKENS_LIMIT, StrictIntegerField
-from llm.types import ToolCall
+from llm.types import ToolCall, Usage
 from openai_api import ids
 from openai_api.errors import InvalidParameter
 
@@ -40,6 +46,59 @@ class NewMessage:
     content: str
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str = ""
+    compaction: "Compaction | None" = None  # the compaction item this message carries
+
+
+# --- Compaction items -------------------------------------------------------------------
+# `encrypted_content` is signed, not encrypted (django.core.signing, SECRET_KEY): the client
+# can read its summary but not alter it, and only the user it was made for may send it.
+COMPACTION_SALT = "chatengine.openai_api.compaction"
+
+
+@dataclass(frozen=True)
+class Compaction:
+    """A summary as a compaction item carries it: the text and how many messages it covers."""
+
+    text: str
+    covers_to_seq: int
+    user_id: int
+    session_id: str | None = None  # the stored conversation summarised, if any
+    summary_id: int | None = None
+
+    def encode(self) -> str:
+        return signing.dumps(
+            [self.text, self.covers_to_seq, self.user_id, self.session_id, self.summary_id],
+            salt=COMPACTION_SALT,
+            compress=True,
+        )
+
+    def item(self) -> dict[str, Any]:
+        return {
+            "type": "compaction",
+            "id": ids.compaction_id(self.summary_id),
+            "encrypted_content": self.encode(),
+        }
+
+
+def decode_compaction(value: Any, *, param: str, user_id: int) -> Compaction:
+    """The compaction `value` carries; a 404 naming `param` unless chatengine made it for this
+    user (another user's is as missing as an altered one)."""
+    missing = NotFound(
+        f"{param}: no compaction of this user's has this content (altered, or not made by "
+        "chatengine).",
+        details={param: ["No such compaction."]},
+    )
+    if not isinstance(value, str):
+        raise missing
+    try:
+        text, covers_to_seq, owner, session_id, summary_id = signing.loads(
+            value, salt=COMPACTION_SALT
+        )
+    except (signing.BadSignature, ValueError, TypeError):
+        raise missing from None
+    if owner != user_id:
+        raise missing
+    return Compaction(text, covers_to_seq, owner, session_id, summary_id)
 
 
 MAX_CALL_ID_CHARS = 128  # Message.tool_call_id
@@ -79,8 +138,13 @@ def _content(value: Any, param: str) -> str:
     return "".join(texts)
 
 
-def parse_items(value: Any, *, param: str, text: bool = True) -> list[NewMessage]:
-    """OpenAI input items (or, if `text`, a string: one user message) as their messages."""
+def parse_items(
+    value: Any, *, param: str, text: bool = True, user_id: int | None = None
+) -> list[NewMessage]:
+    """OpenAI input items (or, if `text`, a string: one user message) as their messages.
+
+    `user_id`: compaction items are accepted (a response's input), made for this user.
+    """
     if text and isinstance(value, str):
         return [NewMessage(role=Message.Role.USER, content=_text(value, param))]
     if not isinstance(value, list):
@@ -128,11 +192,24 @@ def parse_items(value: Any, *, param: str, text: bool = True) -> list[NewMessage
                     ),
                 )
             )
+        elif kind == "compaction" and user_id is not None:
+            compaction = decode_compaction(
+                item.get("encrypted_content"), param=f"{at}.encrypted_content", user_id=user_id
+            )
+            summary = summary_message(text=compaction.text, covers_to_seq=compaction.covers_to_seq)
+            out.append(
+                NewMessage(
+                    role=Message.Role.SYSTEM,
+                    content=summary.content,
+                    compaction=compaction,
+                )
+            )
         else:
+            also = ", compaction" if user_id is not None else ""
             raise InvalidParameter(
                 f"{at}.type",
                 f"{at}: items of type {kind!r} are not supported by chatengine (message, "
-                "function_call and function_call_output are).",
+                f"function_call, function_call_output{also} are).",
             )
     return out
 
@@ -190,6 +267,19 @@ ITEM_SCHEMA = {
     ]
 }
 ITEMS_SCHEMA = {"type": "array", "maxItems": MAX_ITEMS, "items": ITEM_SCHEMA}
+COMPACTION_ITEM_SCHEMA = {
+    "type": "object",
+    "title": "compaction",
+    "required": ["type", "encrypted_content"],
+    "properties": {
+        "type": {"enum": ["compaction"]},
+        "encrypted_content": {"type": "string", "description": "As chatengine made it."},
+    },
+}
+INPUT_ITEMS_SCHEMA = {
+    **ITEMS_SCHEMA,
+    "items": {"anyOf": [*ITEM_SCHEMA["anyOf"], COMPACTION_ITEM_SCHEMA]},
+}
 
 
 @extend_schema_field(ITEMS_SCHEMA)
@@ -197,9 +287,68 @@ class ItemsField(serializers.JSONField):
     """OpenAI input items; validated by `parse_items` (errors name the item's field)."""
 
 
-@extend_schema_field({"oneOf": [_TEXT, ITEMS_SCHEMA], "description": "A user message, or items."})
+@extend_schema_field(
+    {
+        "oneOf": [_TEXT, INPUT_ITEMS_SCHEMA],
+        "description": "A user message, or items (a `compaction` item from "
+        "`/v1/responses/compact` too).",
+    }
+)
 class InputField(ItemsField):
     pass
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "maxItems": 1,
+        "items": {
+            "type": "object",
+            "required": ["type"],
+            "properties": {
+                "type": {"enum": ["compaction"]},
+                "compact_threshold": {
+                    "type": ["integer", "null"],
+                    "minimum": settings.LLM_SUMMARY_MAX_TOKENS + 1,
+                },
+            },
+        },
+        "description": '`[{"type": "compaction", "compact_threshold": n}]`: this call '
+        "uses rolling summaries, folding once its context would pass n tokens (default: the "
+        "model's budget).",
+    }
+)
+class ContextManagementField(serializers.JSONField):
+    """OpenAI's `context_management`, as the ceiling for the context of a summarising call:
+    `None` (not asked), else the compact_threshold (`0`: none given, the model's budget)."""
+
+    def to_internal_value(self, data):
+        param = "context_management"
+        if not isinstance(data, list) or len(data) > 1:
+            raise InvalidParameter(param, f"{param}: expected a list of at most one entry.")
+        if not data:
+            return None
+        entry = data[0]
+        if not isinstance(entry, dict) or entry.get("type") != "compaction":
+            raise InvalidParameter(
+                f"{param}.0.type", f"{param}.0.type: only 'compaction' is supported."
+            )
+        unknown = set(entry) - {"type", "compact_threshold"}
+        if unknown:
+            raise InvalidParameter(
+                f"{param}.0", f"{param}.0: unknown properties {sorted(unknown)}."
+            )
+        threshold = entry.get("compact_threshold")
+        if threshold is None:
+            return 0
+        floor = settings.LLM_SUMMARY_MAX_TOKENS + 1
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < floor:
+            raise InvalidParameter(
+                f"{param}.0.compact_threshold",
+                f"{param}.0.compact_threshold: an integer of at least {floor} (more than a "
+                "summary's own cap, LLM_SUMMARY_MAX_TOKENS).",
+            )
+        return threshold
 
 
 @extend_schema_field(
@@ -298,7 +447,8 @@ UNSUPPORTED = (
     "safety_identifier",
     "user",
     "stream_options",
-    "context_management",
+    "prompt_cache_options",
+    "image",
 )
 
 
@@ -347,7 +497,7 @@ def function_tools(value: Any) -> tuple[dict[str, Any], ...]:
 class InputTokensInputSerializer(StrictInputSerializer):
     """What decides a response's input: counted (`/v1/responses/input_tokens`) or sent."""
 
-    model = StrictCharField(max_length=128, required=False, allow_null=True)
+    model = ModelNameField(required=False, allow_null=True, help_text=MODEL_HELP)
     input = InputField(required=False, allow_null=True)
     instructions = StrictCharField(
         required=False,
@@ -363,6 +513,7 @@ class InputTokensInputSerializer(StrictInputSerializer):
     truncation = serializers.ChoiceField(
         choices=["auto", "disabled"], required=False, allow_null=True, default="auto"
     )
+    context_management = ContextManagementField(required=False, allow_null=True)
     # Not both (a 400 naming previous_response_id); JSON Schema says it too.
     schema_extra = {
         "allOf": [
@@ -422,6 +573,56 @@ class ResponseCreateInputSerializer(InputTokensInputSerializer):
                 "tools", "tools: not supported with stream: true by chatengine (yet)."
             )
         return attrs
+
+
+class CompactInputSerializer(StrictInputSerializer):
+    """`POST /v1/responses/compact`: a stored conversation, or `input` alone."""
+
+    model = ModelNameField(
+        allow_null=True,
+        help_text=f"Writes the summary (null: the conversation's model). {MODEL_HELP}",
+    )
+    input = InputField(required=False, allow_null=True)
+    previous_response_id = StrictCharField(required=False, allow_null=True)
+    conversation = ConversationParamField(
+        required=False, allow_null=True, help_text="chatengine's: compact this conversation."
+    )
+    # What to compact: `input`, or a stored conversation (not both; conversation and
+    # previous_response_id not both either).
+    schema_extra = {
+        "allOf": [
+            *InputTokensInputSerializer.schema_extra["allOf"],
+            {
+                "anyOf": [
+                    {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                    for name in ("input", "conversation", "previous_response_id")
+                ]
+            },
+            *(
+                {
+                    "not": {
+                        "required": ["input", source],
+                        "properties": {
+                            "input": {"not": {"type": "null"}},
+                            source: {"not": {"type": "null"}},
+                        },
+                    }
+                }
+                for source in ("conversation", "previous_response_id")
+            ),
+        ]
+    }
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and data.get("instructions") is not None:
+            raise InvalidParameter(
+                "instructions", "instructions: not supported on compact by chatengine."
+            )
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "instructions"}
+        return super().to_internal_value(without_unsupported(data))
+
+    validate = InputTokensInputSerializer.validate
 
 
 # --- Output objects -------------------------------------------------------------------------
@@ -542,6 +743,9 @@ class ResponseRequest:
     store: bool = True
     metadata: dict[str, str] | None = None
     truncation: str = "auto"
+    # `context_management` compaction: None (not asked), 0 (the model's budget) or the
+    # compact_threshold, the ceiling of this call's context.
+    compact_threshold: int | None = None
 
 
 def response_object(
@@ -622,6 +826,22 @@ def stored_response_object(
         session=reply.session,
         reply=reply,
     )
+
+
+def compaction_object(
+    *, compaction: Compaction, kept: list[Message], usage: Usage, created_at: int
+) -> dict[str, Any]:
+    """A `response.compaction`: the user messages kept (compacted input), then the compaction."""
+    item = compaction.item()
+    return {
+        "id": item["id"],
+        "object": "response.compaction",
+        "created_at": created_at,
+        "output": [*(i for m in kept for i in message_items(m)), item],
+        "usage": usage_object(
+            input_tokens=usage.prompt_tokens, output_tokens=usage.completion_tokens
+        ),
+    }
 
 
 def deleted_object(*, object_id: str, kind: str) -> dict[str, Any]:

@@ -118,19 +118,42 @@ def delete_response(*, user: AbstractBaseUser, response_id: str) -> None:
     services.delete_message(message=reply)
 
 
-def _with_instructions(session: ChatSession, instructions: str | None) -> ChatSession:
-    """The session as this call sees it: `instructions` after its own system prompt.
+def _working_session(session: ChatSession, request: ResponseRequest) -> ChatSession:
+    """The session as this call sees it: `instructions` after its own system prompt, and
+    the `summary` strategy if `context_management` asks for compaction.
 
-    A copy, never saved: instructions apply to one call (as OpenAI's do).
+    A copy, never saved: both apply to one call (as OpenAI's do).
     """
-    if not instructions:
+    if not request.instructions and request.compact_threshold is None:
         return session
     working = copy.copy(session)
-    working.system_prompt = "\n\n".join(p for p in (session.system_prompt, instructions) if p)
+    if request.instructions:
+        working.system_prompt = "\n\n".join(
+            p for p in (session.system_prompt, request.instructions) if p
+        )
+    if request.compact_threshold is not None:
+        working.context_strategy = ChatSession.ContextStrategy.SUMMARY
     return working
 
 
-def _source_session(
+def _input_items(
+    data: dict, *, user: AbstractBaseUser, source: ChatSession | None
+) -> list[NewMessage]:
+    """The input's messages. A compaction item of the conversation being continued is left
+    out: that conversation sends its summary already."""
+    if data.get("input") is None:
+        return []
+    items = parse_items(data["input"], param="input", user_id=user.pk)
+    if source is None:
+        return items
+    return [
+        item
+        for item in items
+        if item.compaction is None or item.compaction.session_id != str(source.pk)
+    ]
+
+
+def source_session(
     *, user: AbstractBaseUser, conversation: str | None, previous_response_id: str | None
 ) -> ChatSession | None:
     # Not both: refused by the input serializer.
@@ -197,14 +220,14 @@ def plan_unstored(
     # The monthly token quota holds for replies stored nowhere too (prepare_reply checks the
     # stored ones).
     accounting.check_quota(user_id=user.pk)
-    source = _source_session(
+    source = source_session(
         user=user,
         conversation=data.get("conversation"),
         previous_response_id=data.get("previous_response_id"),
     )
     session = source if source is not None else ChatSession(user=user)
-    working = _with_instructions(session, request.instructions)
-    items = parse_items(data["input"], param="input") if data.get("input") is not None else []
+    working = _working_session(session, request)
+    items = _input_items(data, user=user, source=source)
     if not items and not session.message_count:
         # As prepare_reply says it: the same body is valid once the conversation has messages.
         raise Conflict("Nothing to respond to: no input and no conversation history.")
@@ -215,6 +238,7 @@ def plan_unstored(
         model=model,
         max_output_tokens=max_output_tokens,
         pending=_pending(items, model=model),
+        max_context_tokens=request.compact_threshold or None,
     )
     _check_truncation(request, context)
     return replies.PreparedReply(
@@ -247,12 +271,12 @@ def plan_response(
             request=request,
             prepared=prepared,
         )
-    items = parse_items(data["input"], param="input") if data.get("input") is not None else []
-    source = _source_session(
+    source = source_session(
         user=user,
         conversation=data.get("conversation"),
         previous_response_id=data.get("previous_response_id"),
     )
+    items = _input_items(data, user=user, source=source)
     # An Idempotency-Key retry after a failed LLM call: what the first attempt stored (the new
     # conversation, the input items) is reused, never stored twice.
     progress = checkpoint.progress if checkpoint else {}
@@ -264,7 +288,7 @@ def plan_response(
             )
         if session is None:
             session = services.create_session(user=user)
-        working = _with_instructions(session, request.instructions)
+        working = _working_session(session, request)
         last = items[-1] if items and items[-1].role == Message.Role.USER else None
         earlier = items[:-1] if last is not None else items
         if "openai_input_ids" in progress:
@@ -284,6 +308,7 @@ def plan_response(
             model=data.get("model"),
             max_output_tokens=request.max_output_tokens,
             metadata=request.metadata,
+            max_context_tokens=request.compact_threshold or None,
         )
         _check_truncation(request, prepared.context)
         asked = prepared.user_message or (stored[-1] if stored else None)

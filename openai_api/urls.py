@@ -24,6 +24,7 @@ urlpatterns = [
     ),
     path("responses", views.ResponseCreateView.as_view(), name="openai-responses"),
     path("responses/input_tokens", views.InputTokensView.as_view(), name="openai-input-tokens"),
+    path("responses/compact", views.ResponseCompactView.as_view(), name="openai-responses-compact"),
     path("responses/<str:response_id>", views.ResponseDetailView.as_view(), name="openai-response"),
     path(
         "responses/<str:response_id>/input_items",

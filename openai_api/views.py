@@ -6,6 +6,7 @@ ownership are chatengine's own, as on /api/v1/.
 
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
+from django.utils import timezone
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -17,7 +18,7 @@ from conversations import selectors
 from conversations import services as conversation_services
 from conversations.idempotency import Checkpoint, idempotent
 from llm import services as replies
-from openai_api import schema, serializers, services, streaming
+from openai_api import compaction, schema, serializers, services, streaming
 from openai_api.errors import OpenAIView
 
 
@@ -126,6 +127,7 @@ def _response_request(data: dict) -> serializers.ResponseRequest:
         store=data.get("store") is not False,
         metadata=data.get("metadata"),
         truncation=data.get("truncation") or "auto",
+        compact_threshold=data.get("context_management"),
     )
 
 
@@ -193,6 +195,24 @@ class ResponseInputItemsView(View):
             reply=reply, after=query.get("after"), limit=query["limit"], order=query["order"]
         )
         return Response(_items_page(page, has_more=has_more))
+
+
+class ResponseCompactView(View):
+    throttle_scope = "replies"  # it calls the model
+
+    @schema.response_compact
+    @idempotent(atomic=False)  # never atomic: no transaction may span the summarising calls
+    def post(self, request: Request, checkpoint: Checkpoint | None) -> Response:
+        data = validated(serializers.CompactInputSerializer, request.data)
+        compacted = compaction.compact(user=request.user, data=data)
+        return Response(
+            serializers.compaction_object(
+                compaction=compacted.compaction,
+                kept=compacted.kept,
+                usage=compacted.usage,
+                created_at=int(timezone.now().timestamp()),
+            )
+        )
 
 
 class InputTokensView(View):

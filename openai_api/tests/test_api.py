@@ -34,7 +34,7 @@ def openai_error(exc: openai.APIStatusError) -> dict:
 class TestErrorsArriveAsTheSDKsExceptions:
     def test_400_bad_request(self, inprocess_sdk):
         with pytest.raises(openai.BadRequestError) as raised:
-            inprocess_sdk.responses.create(model="m", input="x", temperature=7)
+            inprocess_sdk.responses.create(model="gpt-4o-mini", input="x", temperature=7)
         error = openai_error(raised.value)
         assert (error["type"], error["param"]) == ("invalid_request_error", "temperature")
 
@@ -57,13 +57,15 @@ class TestErrorsArriveAsTheSDKsExceptions:
         session = ChatSession.objects.get(pk=ids.parse_conversation_id(conv.id))
         conversation_services.update_session(session=session, archived=True)
         with pytest.raises(openai.ConflictError) as raised:
-            inprocess_sdk.responses.create(model="m", conversation=conv.id, input="x")
+            inprocess_sdk.responses.create(model="gpt-4o-mini", conversation=conv.id, input="x")
         assert raised.value.response.headers["x-should-retry"] == "false"
         assert openai_error(raised.value)["code"] == "conflict"
 
     def test_422_unprocessable_when_the_input_cannot_fit(self, inprocess_sdk):
         with pytest.raises(openai.UnprocessableEntityError) as raised:
-            inprocess_sdk.responses.create(model="m", input="x", max_output_tokens=900_000)
+            inprocess_sdk.responses.create(
+                model="gpt-4o-mini", input="x", max_output_tokens=900_000
+            )
         assert openai_error(raised.value)["code"] == "context_overflow"
         assert not Message.objects.exists()
         assert not ChatSession.objects.exists()  # not even the new conversation
@@ -71,7 +73,7 @@ class TestErrorsArriveAsTheSDKsExceptions:
     def test_429_from_the_provider_with_retry_after(self, inprocess_sdk, fake_openai):
         fake_openai.fail_next("rate_limit")
         with pytest.raises(openai.RateLimitError) as raised:
-            inprocess_sdk.responses.create(model="m", input="x")
+            inprocess_sdk.responses.create(model="gpt-4o-mini", input="x")
         assert raised.value.response.headers["Retry-After"] == "7"
         assert openai_error(raised.value)["type"] == "rate_limit_error"
 
@@ -83,15 +85,15 @@ class TestErrorsArriveAsTheSDKsExceptions:
                 "replies": "1/min",
             },
         }
-        inprocess_sdk.responses.create(model="m", input="x")
+        inprocess_sdk.responses.create(model="gpt-4o-mini", input="x")
         with pytest.raises(openai.RateLimitError) as raised:
-            inprocess_sdk.responses.create(model="m", input="y")
+            inprocess_sdk.responses.create(model="gpt-4o-mini", input="y")
         assert int(raised.value.response.headers["Retry-After"]) > 0
 
     def test_500_a_bug_never_leaks(self, settings, inprocess_sdk):
         settings.LLM_PROVIDER = "openai_api.tests.providers.FailingProvider"
         with pytest.raises(openai.InternalServerError) as raised:
-            inprocess_sdk.responses.create(model="m", input="bug")
+            inprocess_sdk.responses.create(model="gpt-4o-mini", input="bug")
         assert raised.value.status_code == 500
         error = openai_error(raised.value)
         assert (error["type"], error["code"]) == ("server_error", "internal_error")
@@ -100,14 +102,14 @@ class TestErrorsArriveAsTheSDKsExceptions:
     def test_502_the_provider_failed(self, inprocess_sdk, fake_openai):
         fake_openai.fail_next("server_error")
         with pytest.raises(openai.InternalServerError) as raised:
-            inprocess_sdk.responses.create(model="m", input="x")
+            inprocess_sdk.responses.create(model="gpt-4o-mini", input="x")
         assert raised.value.status_code == 502
         assert openai_error(raised.value)["code"] == "llm_upstream_error"
 
     def test_503_a_dependency_is_unavailable(self, settings, inprocess_sdk):
         settings.LLM_PROVIDER = "openai_api.tests.providers.FailingProvider"
         with pytest.raises(openai.InternalServerError) as raised:
-            inprocess_sdk.responses.create(model="m", input="unavailable")
+            inprocess_sdk.responses.create(model="gpt-4o-mini", input="unavailable")
         assert raised.value.status_code == 503
         assert openai_error(raised.value)["code"] == "service_unavailable"
 
@@ -115,7 +117,7 @@ class TestErrorsArriveAsTheSDKsExceptions:
         settings.LLM_TIMEOUT_S = 0.3
         fake_openai.fail_next("hang")
         with pytest.raises(openai.InternalServerError) as raised:
-            inprocess_sdk.responses.create(model="m", input="x")
+            inprocess_sdk.responses.create(model="gpt-4o-mini", input="x")
         assert raised.value.status_code == 504
         assert openai_error(raised.value)["code"] == "llm_timeout"
 
@@ -147,7 +149,7 @@ class TestErrorsArriveAsTheSDKsExceptions:
     ],
 )
 def test_what_chatengine_cannot_honour_is_a_400_naming_the_parameter(inprocess_sdk, body, param):
-    body = {"model": "m", "input": "x", **body}
+    body = {"model": "gpt-4o-mini", "input": "x", **body}
     with pytest.raises(openai.BadRequestError) as raised:
         inprocess_sdk.post("/responses", body=body, cast_to=object)
     error = openai_error(raised.value)
@@ -159,7 +161,7 @@ def test_what_chatengine_cannot_honour_is_a_400_naming_the_parameter(inprocess_s
 
 def test_harmless_defaults_of_unsupported_parameters_are_accepted(inprocess_sdk):
     r = inprocess_sdk.responses.create(
-        model="m",
+        model="gpt-4o-mini",
         input="x",
         background=False,
         parallel_tool_calls=True,
@@ -173,10 +175,12 @@ def test_harmless_defaults_of_unsupported_parameters_are_accepted(inprocess_sdk)
 def test_store_false_writes_nothing_and_cannot_be_read_back(inprocess_sdk):
     conv = inprocess_sdk.conversations.create(items=[{"role": "user", "content": "history"}])
     before = (ChatSession.objects.count(), Message.objects.count())
-    r = inprocess_sdk.responses.create(model="m", conversation=conv.id, input="now", store=False)
+    r = inprocess_sdk.responses.create(
+        model="gpt-4o-mini", conversation=conv.id, input="now", store=False
+    )
     assert r.output_text == "Echo: now"
     assert r.store is False
-    standalone = inprocess_sdk.responses.create(model="m", input="alone", store=False)
+    standalone = inprocess_sdk.responses.create(model="gpt-4o-mini", input="alone", store=False)
     assert standalone.output_text == "Echo: alone"
     assert (ChatSession.objects.count(), Message.objects.count()) == before
     with pytest.raises(openai.NotFoundError):
@@ -185,15 +189,17 @@ def test_store_false_writes_nothing_and_cannot_be_read_back(inprocess_sdk):
 
 def test_store_false_sends_the_conversations_history_with_the_input(inprocess_sdk, fake_openai):
     conv = inprocess_sdk.conversations.create(items=[{"role": "user", "content": "history"}])
-    inprocess_sdk.responses.create(model="m", conversation=conv.id, input="now", store=False)
+    inprocess_sdk.responses.create(
+        model="gpt-4o-mini", conversation=conv.id, input="now", store=False
+    )
     sent = [(m["role"], m["content"]) for m in fake_openai.requests[-1]["messages"]]
     assert sent == [("user", "history"), ("user", "now")]
     assert rows(conv.id) == [("user", "history")]
 
 
 def test_instructions_apply_to_one_call_and_are_not_carried_over(inprocess_sdk, fake_openai):
-    first = inprocess_sdk.responses.create(model="m", input="a", instructions="Be terse.")
-    inprocess_sdk.responses.create(model="m", input="b", previous_response_id=first.id)
+    first = inprocess_sdk.responses.create(model="gpt-4o-mini", input="a", instructions="Be terse.")
+    inprocess_sdk.responses.create(model="gpt-4o-mini", input="b", previous_response_id=first.id)
     systems = [
         [m["content"] for m in request["messages"] if m["role"] == "system"]
         for request in fake_openai.requests
@@ -206,6 +212,7 @@ def test_instructions_apply_to_one_call_and_are_not_carried_over(inprocess_sdk, 
 
 def test_truncation_disabled_refuses_a_history_that_does_not_fit(settings, inprocess_sdk):
     settings.LLM_MODEL_CONTEXT_WINDOWS = {"tiny": 160}
+    settings.LLM_ALLOWED_MODELS = ["tiny"]
     conv = inprocess_sdk.conversations.create(
         items=[{"role": "user", "content": f"message number {i} " * 5} for i in range(8)]
     )
@@ -241,7 +248,7 @@ def test_function_tools_and_sampling_options_reach_the_model_and_calls_come_back
         }
     ]
     r = inprocess_sdk.responses.create(
-        model="m", input="Weather in Lima?", tools=[tool], temperature=0.2, top_p=0.9
+        model="gpt-4o-mini", input="Weather in Lima?", tools=[tool], temperature=0.2, top_p=0.9
     )
     sent = fake_openai.requests[-1]
     assert (sent["temperature"], sent["top_p"]) == (0.2, 0.9)
@@ -261,7 +268,7 @@ def test_function_tools_and_sampling_options_reach_the_model_and_calls_come_back
 
     fake_openai.reply_tool_calls = None
     final = inprocess_sdk.responses.create(
-        model="m",
+        model="gpt-4o-mini",
         previous_response_id=r.id,
         input=[{"type": "function_call_output", "call_id": "call_1", "output": "Sunny, 24C"}],
         tools=[tool],
@@ -307,12 +314,12 @@ def test_the_model_is_called_with_no_transaction_open(settings, inprocess_sdk):
     settings.LLM_PROVIDER = "llm.tests.test_services.RecordingProvider"
     RecordingProvider.calls.clear()
     conv = inprocess_sdk.conversations.create()
-    inprocess_sdk.responses.create(model="m", conversation=conv.id, input=[
+    inprocess_sdk.responses.create(model="gpt-4o-mini", conversation=conv.id, input=[
         {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
         {"type": "function_call_output", "call_id": "c", "output": "r"},
         {"role": "user", "content": "and now?"},
     ])  # fmt: skip
-    inprocess_sdk.responses.create(model="m", input="new conversation")
+    inprocess_sdk.responses.create(model="gpt-4o-mini", input="new conversation")
     # Each reply's call, then each new conversation's automatic title (issue 19): all four
     # with no transaction open.
     assert RecordingProvider.calls == [False, False, False, False]
@@ -320,7 +327,7 @@ def test_the_model_is_called_with_no_transaction_open(settings, inprocess_sdk):
 
 def test_store_false_sends_several_input_items_in_their_order(inprocess_sdk, fake_openai):
     inprocess_sdk.responses.create(
-        model="m",
+        model="gpt-4o-mini",
         store=False,
         input=[
             {"role": "user", "content": "a"},
@@ -330,4 +337,11 @@ def test_store_false_sends_several_input_items_in_their_order(inprocess_sdk, fak
     )
     sent = [(m["role"], m["content"]) for m in fake_openai.requests[-1]["messages"]]
     assert sent == [("user", "a"), ("assistant", "b"), ("user", "c")]
+    assert not Message.objects.exists()
+
+
+def test_a_response_may_name_only_an_allowed_model(inprocess_sdk):
+    with pytest.raises(openai.BadRequestError) as raised:
+        inprocess_sdk.responses.create(model="o1-pro-on-someone-elses-bill", input="x")
+    assert openai_error(raised.value)["param"] == "model"
     assert not Message.objects.exists()

@@ -229,7 +229,7 @@ class TestConversations:
         conv_id = ids.conversation_id(ChatSession.objects.get(pk=made["id"]).pk)
         items = client.conversations.items.list(conv_id).data
         assert [i.content[0].text for i in items] == ["from the API"]
-        assert client.responses.create(model="m", conversation=conv_id).output_text == (
+        assert client.responses.create(model="gpt-4o-mini", conversation=conv_id).output_text == (
             "Echo: from the API"
         )
 
@@ -238,7 +238,7 @@ class TestConversations:
     ):
         client = sdk(echo_server, user_token)
         conv = client.conversations.create(items=[{"role": "user", "content": "seen by support"}])
-        r = client.responses.create(model="m", conversation=conv.id, input="and exported")
+        r = client.responses.create(model="gpt-4o-mini", conversation=conv.id, input="and exported")
         page = admin_client.get(f"/admin/conversations/chatsession/{session_of(conv.id)}/change/")
         assert page.status_code == 200
         assert "seen by support" in page.content.decode()
@@ -252,7 +252,7 @@ class TestConversations:
     def test_another_users_conversation_response_and_item_are_404(self, user_token, echo_server):
         mine = sdk(echo_server, user_token)
         conv = mine.conversations.create(items=[{"role": "user", "content": "private"}])
-        r = mine.responses.create(model="m", conversation=conv.id, input="x")
+        r = mine.responses.create(model="gpt-4o-mini", conversation=conv.id, input="x")
         item = mine.conversations.items.list(conv.id).data[0]
         theirs = sdk(echo_server, api_key_for(UserFactory()))
         for call in (
@@ -263,8 +263,10 @@ class TestConversations:
             lambda: theirs.responses.retrieve(r.id),
             lambda: theirs.responses.input_items.list(r.id),
             lambda: theirs.responses.delete(r.id),
-            lambda: theirs.responses.create(model="m", conversation=conv.id, input="y"),
-            lambda: theirs.responses.create(model="m", previous_response_id=r.id, input="y"),
+            lambda: theirs.responses.create(model="gpt-4o-mini", conversation=conv.id, input="y"),
+            lambda: theirs.responses.create(
+                model="gpt-4o-mini", previous_response_id=r.id, input="y"
+            ),
         ):
             with pytest.raises(openai.NotFoundError):
                 call()
@@ -320,10 +322,10 @@ class TestResponses:
         self, user_token, echo_server
     ):
         client = sdk(echo_server, user_token, max_retries=2)
-        first = client.responses.create(model="m", input="1")
-        client.responses.create(model="m", previous_response_id=first.id, input="2")
+        first = client.responses.create(model="gpt-4o-mini", input="1")
+        client.responses.create(model="gpt-4o-mini", previous_response_id=first.id, input="2")
         with pytest.raises(openai.ConflictError) as raised:
-            client.responses.create(model="m", previous_response_id=first.id, input="3")
+            client.responses.create(model="gpt-4o-mini", previous_response_id=first.id, input="3")
         assert raised.value.body["param"] == "previous_response_id"
         assert raised.value.response.headers["x-should-retry"] == "false"
         assert len(rows(session_of(first.conversation.id))) == 4  # nothing of the third

@@ -18,7 +18,9 @@ def _echo_no_titles(settings):
 
 def test_a_stored_response_is_accounted_on_its_conversation(inprocess_sdk, user):
     conv = inprocess_sdk.conversations.create()
-    response = inprocess_sdk.responses.create(model="m", conversation=conv.id, input="hello")
+    response = inprocess_sdk.responses.create(
+        model="gpt-4o-mini", conversation=conv.id, input="hello"
+    )
     reply = Message.objects.get(role="assistant")
     record = UsageRecord.objects.get()
     assert (record.session_id, record.message_id) == (reply.session_id, reply.pk)
@@ -27,7 +29,7 @@ def test_a_stored_response_is_accounted_on_its_conversation(inprocess_sdk, user)
 
 
 def test_a_response_stored_nowhere_still_counts_on_the_user(inprocess_sdk, user):
-    response = inprocess_sdk.responses.create(model="m", input="alone", store=False)
+    response = inprocess_sdk.responses.create(model="gpt-4o-mini", input="alone", store=False)
     record = UsageRecord.objects.get()
     assert record.session_id is None
     assert record.message_id is None
@@ -39,8 +41,10 @@ def test_a_response_stored_nowhere_still_counts_on_the_user(inprocess_sdk, user)
 @pytest.mark.parametrize("store", [True, False])
 def test_the_quota_refuses_facade_replies_too(inprocess_sdk, user, settings, store):
     settings.CHATENGINE_MONTHLY_TOKEN_QUOTA = 1
-    inprocess_sdk.responses.create(model="m", input="first", store=store)  # under the quota
+    inprocess_sdk.responses.create(
+        model="gpt-4o-mini", input="first", store=store
+    )  # under the quota
     with pytest.raises(openai.RateLimitError) as caught:
-        inprocess_sdk.responses.create(model="m", input="second", store=store)
+        inprocess_sdk.responses.create(model="gpt-4o-mini", input="second", store=store)
     assert caught.value.status_code == 429
     assert UsageRecord.objects.count() == 1
