@@ -153,6 +153,17 @@ CHATENGINE_REPLICA_CHECK_S = env_float("CHATENGINE_REPLICA_CHECK_S", 5.0)
 if DB_TRANSACTION_POOLING:
     for _alias in DATABASES.values():
         _alias["DISABLE_SERVER_SIDE_CURSORS"] = True
+# DB_PREPARED_STATEMENTS (PostgreSQL, on by default, off under DB_TRANSACTION_POOLING): bind
+# parameters on the server and prepare a statement once a connection has run it 5 times, so
+# the hot statements (the session read, the append, the context read) are planned once per
+# connection instead of per request. Django's default is the opposite (client-side binding,
+# nothing prepared), for the sake of transaction poolers: a prepared statement lives on one
+# server connection, and PgBouncer before 1.21 cannot follow it (docs/performance.md).
+DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", not DB_TRANSACTION_POOLING)
+if DB_PREPARED_STATEMENTS and not DB_TRANSACTION_POOLING:
+    for _alias in DATABASES.values():
+        if _alias["ENGINE"] == "django.db.backends.postgresql":
+            _alias.setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ------------------------------------------------------------------------------
