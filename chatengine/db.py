@@ -89,7 +89,13 @@ def fetch_values(
         rows = cursor.fetchall()
     if converters:
         converted = []
+        # A NULL stays None through every converter Django has: with one converted column,
+        # rows where it is NULL (no tool_calls: most of a context) are taken as they are.
+        only = converters[0][0] if len(converters) == 1 else None
         for row in rows:
+            if only is not None and row[only] is None:
+                converted.append(row)
+                continue
             values = list(row)
             for index, convert, expression in converters:
                 for fn in convert:

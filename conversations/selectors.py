@@ -310,8 +310,14 @@ def iter_transcript(*, session: ChatSession, chunk_size: int = 1000) -> Iterator
 
 # --- Rolling summaries (llm/summaries.py) ---------------------------------------------------
 def latest_summary(*, session: ChatSession) -> Summary | None:
-    """The session's summary covering the most messages (one probe of its unique index)."""
-    return Summary.objects.filter(session=session).order_by("-covers_to_seq").first()
+    """The session's summary covering the most messages (one probe of its unique index).
+
+    Without the ORM's query building: every reply of a `summary`-strategy session reads it.
+    """
+    rows = fetch_instances(
+        Summary, where=("session_id",), params=[session.pk], order_by=("-covers_to_seq",), limit=1
+    )
+    return rows[0] if rows else None
 
 
 def summary_starting_at(*, session: ChatSession, covers_from_seq: int) -> Summary | None:

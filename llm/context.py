@@ -151,14 +151,17 @@ def select_messages(
     for unit, sendable in _units(history_newest_first):
         if covered and all(m.seq is not None and m.seq <= covered for m in unit):
             break  # the summary stands for this and everything older
-        unit = [m for m in unit if m.seq is None or m.seq not in pinned_seqs]
+        if pinned_seqs:
+            unit = [m for m in unit if m.seq is None or m.seq not in pinned_seqs]
         if not unit or not sendable:
             continue
-        cost = sum(m.token_count for m in unit)
+        # (Most units are one message: no generator for them, this runs per message.)
+        cost = unit[0].token_count if len(unit) == 1 else sum(m.token_count for m in unit)
         if used + cost <= walk_budget:
             chosen.extend(unit)
             used += cost
-            seen_user = seen_user or any(m.role == "user" for m in unit)
+            if not seen_user:
+                seen_user = any(m.role == "user" for m in unit)
             continue
         if not seen_user:
             # The newest user message (and what follows it) must be sent; it cannot be.
@@ -171,9 +174,12 @@ def select_messages(
         evicted_to = max((m.seq for m in unit if m.seq is not None), default=None)
         break
 
-    # `chosen` is newest first: reversed, messages not stored yet (seq None, last) keep their
-    # chronological order through the stable sort.
-    included = sorted([*pinned, *reversed(chosen)], key=lambda m: (m.seq is None, m.seq or 0))
+    # `chosen` is newest first, the messages not stored yet (seq None) at its start: reversed,
+    # it is in chronological order. Pinned messages are merged in by seq (the sort is stable,
+    # so the messages not stored yet, last, keep their order).
+    included = chosen[::-1]
+    if pinned:
+        included = sorted([*pinned, *included], key=lambda m: (m.seq is None, m.seq or 0))
     messages = [m.to_chat() for m in included]
     if summary is not None:
         # Where the messages it stands for were: after the pinned ones it covers.
