@@ -125,9 +125,9 @@ if DB_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 # transaction mode (PgBouncer pool_mode=transaction), where consecutive transactions of one
 # client may run on different server connections. What breaks there is state kept on a server
 # connection between transactions: Django's server-side cursors (`.iterator()` declares a
-# WITH HOLD cursor that outlives its transaction) are turned off here; prepared statements
-# are already off (Django passes prepare_threshold=None to psycopg, and its client-side
-# binding cursors never prepare); the code takes no advisory locks and issues no SET.
+# WITH HOLD cursor that outlives its transaction) are turned off here, and so are prepared
+# statements (DB_PREPARED_STATEMENTS below); the code takes no advisory locks and issues no
+# SET.
 # docs/scaling.md, "PgBouncer".
 DB_TRANSACTION_POOLING = env_bool("DB_TRANSACTION_POOLING", False)
 # DATABASE_REPLICA_URL: a streaming replica for the reads that tolerate lag (the admin's list

@@ -164,3 +164,27 @@ def test_a_tuple_in_where_is_one_condition_any_of_whose_entries_may_hold():
         .values_list("seq", "role")
     )
     assert got == list(expected) == [(1, "system"), (3, "user")]
+
+
+def test_a_read_run_more_than_five_times_on_a_connection_is_prepared_on_postgresql():
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's (DB_PREPARED_STATEMENTS)")
+    session = ChatSessionFactory()
+    MessageFactory(session=session, content="a")
+    read = Read(where=("session_id",), params=[session.pk], order_by=("-seq",), limit=10)
+
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                ['%FROM "conversations_message" WHERE "session_id" = $1%'],
+            )
+            return cursor.fetchone()[0]
+
+    assert prepared() == 0
+    for _ in range(5):
+        (rows,) = fetch_values(Message, columns=("seq", "content"), reads=[read])
+    assert rows == [(1, "a")]
+    assert prepared() == 0  # psycopg's prepare_threshold: prepared from the sixth run
+    fetch_values(Message, columns=("seq", "content"), reads=[read])
+    assert prepared() == 1

@@ -87,6 +87,39 @@ def test_server_side_cursors_stay_on_without_a_transaction_pooler():
     assert out is False
 
 
+_BINDING = (
+    "from django.conf import settings as s; d = s.DATABASES\n"
+    "print(json.dumps({a: [d[a]['OPTIONS'].get('server_side_binding'),"
+    " d[a]['OPTIONS'].get('prepare_threshold')] for a in d}))"
+)
+
+
+def test_prepared_statements_are_on_with_a_direct_postgresql_connection():
+    out = _settings_of(
+        {
+            "DATABASE_URL": "postgres://app@10.0.0.10:5432/chatengine",
+            "DATABASE_REPLICA_URL": "postgres://reader@10.0.0.12:5432/chatengine",
+        },
+        _BINDING,
+    )
+    assert out == {"default": [True, 5], "replica": [True, 5]}
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DB_TRANSACTION_POOLING": "1"},
+        {"DB_TRANSACTION_POOLING": "1", "DB_PREPARED_STATEMENTS": "1"},  # a pooler wins
+        {"DB_PREPARED_STATEMENTS": "0"},
+    ],
+)
+def test_prepared_statements_are_off_behind_a_transaction_pooler_or_when_asked(env):
+    out = _settings_of(
+        {"DATABASE_URL": "postgres://app@10.0.0.10:6432/chatengine", **env}, _BINDING
+    )
+    assert out == {"default": [None, None]}
+
+
 def test_a_replica_that_refuses_connections_is_tried_once_then_left_alone():
     out = _settings_of(
         {
