@@ -135,3 +135,15 @@ def test_allowed_imports_are_not_reported():
         for name, src in allowed.items()
     }
     assert violations(modules) == []
+
+
+def test_make_test_collects_every_apps_tests():
+    """pytest.ini's testpaths name every app with a tests/ package: a new app's tests run in
+    `make test` (openai_api's and accounting's once did not)."""
+    import configparser
+
+    ini = configparser.ConfigParser()
+    ini.read(ROOT / "pytest.ini")
+    testpaths = set(ini["pytest"]["testpaths"].split())
+    with_tests = {path.parent.parent.name for path in ROOT.glob("*/tests/__init__.py")}
+    assert with_tests - testpaths == set()
