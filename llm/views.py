@@ -116,14 +116,19 @@ REPLY_DESCRIPTION = (
 )
 
 
-@extend_schema(parameters=[session_id_parameter])
-class ReplyView(APIView):
+class ReplyingView(APIView):
+    """A view that calls the model: the `replies` rate, and its format fixed by the path
+    (JSON, or the event stream), never negotiated: an `Accept` left over from the other one
+    is not a 406, and errors raised before a stream starts are still JSON."""
+
     throttle_scope = "replies"
 
     def perform_content_negotiation(self, request, force=False):
-        # Always JSON: an `Accept: text/event-stream` left over from streaming is not a 406.
         return super().perform_content_negotiation(request, force=True)
 
+
+@extend_schema(parameters=[session_id_parameter])
+class ReplyView(ReplyingView):
     @extend_schema(
         operation_id="sessions_reply",
         summary="Get an LLM reply",
@@ -157,14 +162,7 @@ class ReplyView(APIView):
 
 
 @extend_schema(parameters=[session_id_parameter])
-class ReplyStreamView(APIView):
-    throttle_scope = "replies"
-
-    def perform_content_negotiation(self, request, force=False):
-        # The success body is always the event stream, whatever `Accept` says, and errors
-        # raised before streaming starts are still rendered as JSON: never a 406.
-        return super().perform_content_negotiation(request, force=True)
-
+class ReplyStreamView(ReplyingView):
     @extend_schema(
         operation_id="sessions_reply_stream",
         summary="Stream an LLM reply",
@@ -255,12 +253,7 @@ REGENERATE_DESCRIPTION = (
 
 
 @extend_schema(parameters=[session_id_parameter, seq_parameter])
-class RegenerateView(APIView):
-    throttle_scope = "replies"
-
-    def perform_content_negotiation(self, request, force=False):
-        return super().perform_content_negotiation(request, force=True)
-
+class RegenerateView(ReplyingView):
     @extend_schema(
         operation_id="messages_regenerate",
         summary="Regenerate the last answer",
@@ -289,12 +282,7 @@ class RegenerateView(APIView):
 
 
 @extend_schema(parameters=[session_id_parameter, seq_parameter])
-class RegenerateStreamView(APIView):
-    throttle_scope = "replies"
-
-    def perform_content_negotiation(self, request, force=False):
-        return super().perform_content_negotiation(request, force=True)
-
+class RegenerateStreamView(ReplyingView):
     @extend_schema(
         operation_id="messages_regenerate_stream",
         summary="Stream a regenerated answer",

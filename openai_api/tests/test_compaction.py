@@ -46,7 +46,8 @@ def summaries_of(session: ChatSession) -> list[Summary]:
 
 
 def as_input(items) -> list[dict]:
-    return [item.model_dump(exclude_none=True) for item in items]
+    # The SDK types compact output as output items; its user messages carry input_text.
+    return [item.model_dump(exclude_none=True, warnings=False) for item in items]
 
 
 def summary_calls(fake) -> list[dict]:
