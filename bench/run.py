@@ -226,6 +226,7 @@ def bench_history(results: dict, servers: list[str]) -> None:
         "100": seed_session(user_id=user.pk, title="bench-history-100", messages=100),
         "100000": seed_session(user_id=user.pk, title="bench-history-100000", messages=100_000),
     }
+    settle_database()
     kind = servers[0]
     section: dict = {"server": kind, "paths": {}}
     page_file = RESULTS / ".floor-page.json"
@@ -273,6 +274,22 @@ CONTEXT_MODEL = "bench-8k-window"
 SUMMARY_CONTEXT_SIZES = (100, 100_000)
 
 
+def settle_database() -> None:
+    """Write out now what seeding left dirty (CHECKPOINT), so that the timings that follow do
+    not share the disk with it: seeding 110,000 messages, then timing millisecond builds
+    while the checkpointer flushed them, gave 50 % I/O wait and medians 3-8x apart."""
+    import psycopg
+
+    from bench.seed import connect
+
+    try:
+        with connect() as conn:
+            conn.autocommit = True
+            conn.execute("CHECKPOINT")
+    except psycopg.Error as exc:  # not a superuser (or pg_checkpoint): time what is there
+        log(f"  CHECKPOINT refused ({exc}); timings may share the disk with seeding")
+
+
 def bench_context(results: dict, servers: list[str]) -> None:
     from bench.seed import seed_session
     from conversations.models import ChatSession
@@ -281,17 +298,24 @@ def bench_context(results: dict, servers: list[str]) -> None:
     user, _token = bench_user()
     ChatSession.objects.filter(user=user, title__startswith="bench-context-").delete()
     figures, summary_figures = {}, {}
-    for size in CONTEXT_SIZES:
-        sid = seed_session(user_id=user.pk, title=f"bench-context-{size}", messages=size)
+    seeded = {
+        size: seed_session(user_id=user.pk, title=f"bench-context-{size}", messages=size)
+        for size in CONTEXT_SIZES
+    }
+    settle_database()
+    for size, sid in seeded.items():
         # An unlisted model gets LLM_DEFAULT_CONTEXT_TOKENS (8192): a window of ~100 turns,
         # so the 100-message session fills it too and the sizes compare like for like.
         ChatSession.objects.filter(pk=sid).update(model=CONTEXT_MODEL)
         session = ChatSession.objects.get(pk=sid)
         ctx = build_context(session)  # warm-up: fills the cache tail, loads the encoding
         floor = RawWindowRead(sid, ctx.messages_included)
+        build_ms, floor_ms = _alternated_median_ms(
+            [lambda s=session: build_context(s), floor], turns=CONTEXT_TURNS
+        )
         figures[str(size)] = {
-            "median_ms": _median_ms(lambda s=session: build_context(s), turns=30)[0],
-            "raw_floor_ms": _median_ms(floor, turns=30)[0],
+            "median_ms": build_ms,
+            "raw_floor_ms": floor_ms,
             "messages_included": ctx.messages_included,
             "tokens": ctx.tokens,
             "budget": ctx.budget,
@@ -329,12 +353,32 @@ def _bench_summary_context(session) -> dict:
         )
     ctx = build_context(session)
     return {
-        "median_ms": _median_ms(lambda s=session: build_context(s), turns=30)[0],
+        "median_ms": _median_ms(lambda s=session: build_context(s), turns=CONTEXT_TURNS)[0],
         "messages_included": ctx.messages_included,
         "tokens": ctx.tokens,
         "budget": ctx.budget,
         "summary_covers_to": ctx.summary.covers_to_seq if ctx.summary else None,
     }
+
+
+# Builds timed per run: one takes about a millisecond, so the machine's noise, not the cost,
+# decides a median of a few; 200 of each cost well under a second.
+CONTEXT_TURNS = 200
+
+
+def _alternated_median_ms(calls: list, *, turns: int) -> list[float]:
+    """For each call, the median over REPEATS rounds of its median time of `turns` runs; the
+    calls take turns within each round, so a change in the machine's load falls on all."""
+    runs: list[list[float]] = [[] for _ in calls]
+    for _ in range(REPEATS):
+        for timings_of, call in zip(runs, calls, strict=True):
+            timings = []
+            for _ in range(turns):
+                start = time.perf_counter()
+                call()
+                timings.append(time.perf_counter() - start)
+            timings_of.append(statistics.median(timings) * 1000)
+    return [statistics.median(r) for r in runs]
 
 
 def _median_ms(call, *, turns: int, min_seconds: float = 0.0) -> tuple[float, object]:
@@ -491,6 +535,7 @@ def bench_plain(results: dict, servers: list[str]) -> None:
         side: lua_post_spread(fresh_sessions(user, SPREAD_SESSIONS, f"bench-plain-{side}-"))
         for side in tokens
     }
+    settle_database()
     # chatengine with its whole per-request stack, throttling included (the other sections
     # leave it off), at rates the run cannot reach: the plain peer has no throttle to pay for.
     throttled = {
@@ -628,13 +673,14 @@ def bench_reply(results: dict, servers: list[str]) -> None:
 
     user, token = bench_user()
     ChatSession.objects.filter(user=user, title__startswith="bench-reply-").delete()
-    n = int(os.environ.get("BENCH_REPLIES", "20"))
+    n = int(os.environ.get("BENCH_REPLIES", "40"))
     # One fresh session per reply, each with the same history, so every reply sends the same
     # context (the floor sends that same conversation).
     session_ids = [
         seed_session(user_id=user.pk, title=f"bench-reply-{i}", messages=REPLY_HISTORY)
         for i in range(3 + n * REPEATS)
     ]
+    settle_database()
     port = free_port()
     fake = subprocess.Popen(
         [sys.executable, "-m", "llm.tests.fake_openai", "--port", str(port), "--latency-ms", "50"],
@@ -646,7 +692,6 @@ def bench_reply(results: dict, servers: list[str]) -> None:
         wait_for_port(port)
         base_url = f"http://127.0.0.1:{port}/v1"
         _sdk_timings(base_url, 3)
-        floor_runs = [_sdk_timings(base_url, n) for _ in range(REPEATS)]
         env = {
             "LLM_PROVIDER": "openai",
             "OPENAI_BASE_URL": base_url,
@@ -657,9 +702,12 @@ def bench_reply(results: dict, servers: list[str]) -> None:
         with running_server(STREAM_SERVER, env_extra=env) as (base, _proc):
             urls = [f"{base}/api/v1/sessions/{sid}/reply/stream/" for sid in session_ids]
             _sse_timings(urls[:3], token)
-            engine_runs = [
-                _sse_timings(urls[3 + r * n : 3 + (r + 1) * n], token) for r in range(REPEATS)
-            ]
+            # Rounds alternate between the floor and chatengine, so a change in the machine's
+            # load falls on both.
+            floor_runs, engine_runs = [], []
+            for r in range(REPEATS):
+                floor_runs.append(_sdk_timings(base_url, n))
+                engine_runs.append(_sse_timings(urls[3 + r * n : 3 + (r + 1) * n], token))
     finally:
         fake.terminate()
         fake.wait(timeout=10)
