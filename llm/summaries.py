@@ -168,6 +168,40 @@ def fold(
     return Folded(summary=previous, usage=spent)
 
 
+@dataclass(frozen=True)
+class Written:
+    """One summarising call's result: the text cut to the cap, the tokens of the message that
+    carries it, the model that wrote it, and what the call cost."""
+
+    text: str
+    token_count: int
+    model: str
+    reported: Usage | None  # as the provider reported it: what accounting records
+    usage: Usage  # reported, else chatengine's own count
+
+
+def summarise(
+    *,
+    messages: list,
+    covers_to_seq: int,
+    model: str,
+    counter: TokenCounter,
+    provider: LLMProvider,
+    cap: int,
+) -> Written:
+    """Send a summary request (llm.context.summary_request) and fit its answer to `cap`.
+    Stores nothing; raises what the provider raises."""
+    completion = provider.complete(messages, model=model, max_output_tokens=cap)
+    text, tokens = fit_to_cap(
+        text=completion.text.strip(), covers_to_seq=covers_to_seq, counter=counter, cap=cap
+    )
+    usage = completion.usage
+    if usage is None:
+        sent = counter.count_prompt(messages)
+        usage = Usage(sent, tokens, sent + tokens)
+    return Written(text, tokens, completion.model, completion.usage, usage)
+
+
 def _summarise_and_store(
     *,
     session: ChatSession,
@@ -180,24 +214,22 @@ def _summarise_and_store(
     provider: LLMProvider,
     cap: int,
 ) -> tuple[SummaryNote, Usage]:
-    """One summarising call and its row; the call's usage as the provider reported it, else
-    chatengine's own count."""
+    """One summarising call and its row, and what the call cost."""
     started = time.monotonic()
-    messages = summary_request(previous=previous, evicted=evicted, max_tokens=cap)
     # No transaction is open here (a reply stores its user message only after this).
-    completion = provider.complete(messages, model=model, max_output_tokens=cap)
-    text, tokens = fit_to_cap(
-        text=completion.text.strip(), covers_to_seq=to_seq, counter=counter, cap=cap
+    written = summarise(
+        messages=summary_request(previous=previous, evicted=evicted, max_tokens=cap),
+        covers_to_seq=to_seq,
+        model=model,
+        counter=counter,
+        provider=provider,
+        cap=cap,
     )
-    usage = completion.usage
-    if usage is None:
-        sent = counter.count_prompt(messages)
-        usage = Usage(sent, tokens, sent + tokens)
     account = dict(
         user_id=session.user_id,
         kind=CallKind.SUMMARY,
-        model=completion.model,
-        usage=completion.usage,
+        model=written.model,
+        usage=written.reported,
     )
     try:
         with transaction.atomic():
@@ -205,10 +237,10 @@ def _summarise_and_store(
                 session=session,
                 covers_from_seq=from_seq,
                 covers_to_seq=to_seq,
-                text=text,
-                token_count=tokens,
-                model=completion.model,
-                usage=completion.usage.as_dict() if completion.usage else None,
+                text=written.text,
+                token_count=written.token_count,
+                model=written.model,
+                usage=written.reported.as_dict() if written.reported else None,
             )
             accounting.record_usage(**account, session_id=session.pk)
     except IntegrityError:
@@ -219,7 +251,7 @@ def _summarise_and_store(
         # This call was made all the same: its tokens count, on no summary row.
         accounting.record_usage(**account, session_id=session.pk)
         log_event("summary.raced", session_id=str(session.pk), covers_from_seq=from_seq)
-        return note(row), usage
+        return note(row), written.usage
     log_event(
         "summary.created",
         session_id=str(session.pk),
@@ -227,10 +259,10 @@ def _summarise_and_store(
         covers_from_seq=from_seq,
         covers_to_seq=to_seq,
         messages=len(evicted),
-        token_count=tokens,
+        token_count=written.token_count,
         latency_ms=int((time.monotonic() - started) * 1000),
     )
-    return note(row), usage
+    return note(row), written.usage
 
 
 def fit_to_cap(

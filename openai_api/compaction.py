@@ -120,19 +120,20 @@ def _compact_input(
     model = model or settings.LLM_MODEL
     counter = counter_for_model(model)
     cap = settings.LLM_SUMMARY_MAX_TOKENS
-    # Numbered after what compaction items in the input already stand for.
-    start = sum(item.compaction.covers_to_seq for item in items if item.compaction)
-    folded = [
-        HistoryMessage(
-            seq=start + i,
-            role=item.role,
-            content=item.content,
-            token_count=0,
-            tool_calls=item.tool_calls,
-            tool_call_id=item.tool_call_id,
+    # Numbered as the messages they stand for: a compaction item for all it covers.
+    folded, seq = [], 0
+    for item in items:
+        seq += item.compaction.covers_to_seq if item.compaction else 1
+        folded.append(
+            HistoryMessage(
+                seq=seq,
+                role=item.role,
+                content=item.content,
+                token_count=0,
+                tool_calls=item.tool_calls,
+                tool_call_id=item.tool_call_id,
+            )
         )
-        for i, item in enumerate(items, start=1)
-    ]
     messages = summary_request(previous=None, evicted=folded, max_tokens=cap)
     budget = _summary_call_budget(model)
     sent = counter.count_prompt(messages)
@@ -142,24 +143,27 @@ def _compact_input(
             f"the budget of {budget}. Compact it in parts.",
             details={"tokens": sent, "budget": budget, "over_by": sent - budget},
         )
-    completion = get_provider().complete(messages, model=model, max_output_tokens=cap)
-    covers_to_seq = folded[-1].seq
-    text, tokens = summaries.fit_to_cap(
-        text=completion.text.strip(), covers_to_seq=covers_to_seq, counter=counter, cap=cap
+    written = summaries.summarise(
+        messages=messages,
+        covers_to_seq=seq,
+        model=model,
+        counter=counter,
+        provider=get_provider(),
+        cap=cap,
     )
     accounting.record_usage(
         user_id=user.pk,
         session_id=None,
         kind=CallKind.SUMMARY,
-        model=completion.model,
-        usage=completion.usage,
+        model=written.model,
+        usage=written.reported,
     )
     return Compacted(
-        compaction=Compaction(text=text, covers_to_seq=covers_to_seq, user_id=user.pk),
+        compaction=Compaction(text=written.text, covers_to_seq=seq, user_id=user.pk),
         kept=[
             Message(role=Message.Role.USER, content=item.content)
             for item in items
             if item.role == Message.Role.USER
         ],
-        usage=completion.usage or Usage(sent, tokens, sent + tokens),
+        usage=written.usage,
     )

@@ -221,6 +221,33 @@ class TestCompactingInputAlone:
         [call] = fake_openai.requests
         assert {"role": "system", "content": summary} in call["messages"]
 
+    def test_a_compaction_in_the_input_counts_as_the_messages_it_covers(
+        self, fake_openai, tiny, inprocess_sdk
+    ):
+        first = inprocess_sdk.responses.compact(
+            model=tiny,
+            input=[{"role": "user", "content": "one"}, {"role": "user", "content": "two"}],
+        )
+        fake_openai.reset()
+        again = inprocess_sdk.responses.compact(
+            model=tiny,
+            input=[
+                first.output[-1].model_dump(exclude_none=True),
+                {"role": "user", "content": "3"},
+            ],
+        )
+        [call] = fake_openai.requests
+        assert folded_seqs(call) == [2, 3]  # the compaction stands for messages 1-2
+        r = inprocess_sdk.responses.create(
+            model=tiny,
+            input=[
+                again.output[-1].model_dump(exclude_none=True),
+                {"role": "user", "content": "?"},
+            ],
+            max_output_tokens=50,
+        )
+        assert rows(r.conversation.id)[0][1].startswith("Summary of messages 1-3 ")
+
 
 class TestCompactionItems:
     def compaction(self, sdk, tiny):
